@@ -1,0 +1,1 @@
+"""marginflow flows and CLI: they wire stages and parse options, nothing more."""

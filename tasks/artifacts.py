@@ -1,0 +1,146 @@
+"""The artifact store: content-addressed, atomically written directories under the data root.
+
+A stage never hands the next one arrays or paths. It writes its output files into a
+temporary directory under the data root, and `ArtifactWriter` renames that directory
+to ``<root>/artifacts/<kind>/<digest[:16]>`` once every file is complete, where
+``digest`` is the SHA-256 over the files' names and hashes. The stage returns an
+`ArtifactRef`: kind, path, digest, the per-file hashes, and the parameters that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digest_files(files: dict[str, str]) -> str:
+    """Digest of a directory artifact: SHA-256 over its sorted ``name\\0sha256`` lines."""
+    return sha256_text("".join(f"{name}\0{sha}\n" for name, sha in sorted(files.items())))
+
+
+class ArtifactRef(BaseModel):
+    """A small, serialisable reference to one stage output.
+
+    Attributes:
+        kind: what the artifact is (``dataset``, ``scaled``, ``encoder`` ...).
+        path: absolute path of the artifact directory (or of the source file).
+        sha256: digest of the content; the cache keys of later stages use only this.
+        files: file name -> SHA-256, for directory artifacts.
+        params: the parameters that made it (config section, input digests).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    path: str
+    sha256: str
+    files: dict[str, str] = {}
+    params: dict[str, Any] = {}
+
+    def file(self, name: str) -> Path:
+        """Path of one file of a directory artifact."""
+        if name not in self.files:
+            raise KeyError(f"artifact {self.kind} at {self.path} has no file {name!r}")
+        return Path(self.path) / name
+
+    def is_intact(self) -> bool:
+        """True when every file still exists with the bytes it was written with."""
+        root = Path(self.path)
+        if not self.files:
+            return root.is_file() and sha256_file(root) == self.sha256
+        try:
+            return all(sha256_file(root / name) == sha for name, sha in self.files.items())
+        except OSError:
+            return False
+
+
+class ArtifactWriter:
+    """Context manager that builds one artifact directory and moves it into place atomically.
+
+    Usage::
+
+        with ArtifactWriter(root, "scaled", params) as w:
+            df.to_parquet(w.path("scaled.parquet"))
+            w.write_json("scaler.json", {...})
+        ref = w.ref
+
+    Nothing appears under ``<root>/artifacts/<kind>`` unless the block completes; on an
+    exception the temporary directory is removed.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], kind: str, params: dict[str, Any]):
+        self.root = Path(root)
+        self.kind = kind
+        self.params = params
+        self.ref: ArtifactRef | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> ArtifactWriter:
+        staging = self.root / "artifacts" / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=staging))
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write file ``name`` inside the artifact being built."""
+        assert self._tmp is not None, "use ArtifactWriter as a context manager"
+        return self._tmp / name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        self.path(name).write_text(text)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        files = {p.name: sha256_file(p) for p in sorted(self._tmp.iterdir()) if p.is_file()}
+        digest = digest_files(files)
+        final = self.root / "artifacts" / self.kind / digest[:16]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        candidate = ArtifactRef(
+            kind=self.kind, path=str(final), sha256=digest, files=files, params=self.params
+        )
+        if final.exists():
+            if candidate.is_intact():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            else:  # a damaged copy of the same content: replace it
+                shutil.rmtree(final)
+                os.replace(self._tmp, final)
+        else:
+            try:
+                os.replace(self._tmp, final)
+            except OSError:  # another process moved identical content into place first
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                if not candidate.is_intact():
+                    raise
+        self.ref = candidate
+
+
+def read_json(ref: ArtifactRef, name: str) -> Any:
+    return json.loads(ref.file(name).read_text())

@@ -1,0 +1,188 @@
+"""One typed config with a section per stage.
+
+Sources, later ones win: defaults, a TOML file (``--config``), ``--set section.key=value``
+overrides, then CLI flags. Invalid config raises `InputError` naming the key, before
+any stage runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import InputError
+
+BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the rows come from and how they are split.
+
+    Either ``dataset`` (a built-in) or ``input`` (CSV, CSV.gz or Parquet) with ``label``.
+    Without ``split_column`` the rows are split stratified and seeded into
+    train / val / test; ``test_fraction`` of all rows go to test and ``val_fraction``
+    of the rest to val. A split column holds ``train``/``val``/``test`` (``val``
+    optional: then val is carved from train).
+    """
+
+    dataset: Literal["digits", "breast_cancer", "wine", "iris", "mnist1d"] | None = "digits"
+    input: str | None = None
+    label: str | None = None
+    split_column: str | None = None
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.input is not None and self.dataset is not None:
+            raise ValueError("set either data.dataset or data.input, not both")
+        if self.input is None and self.dataset is None:
+            raise ValueError("set data.dataset or data.input")
+        if self.input is not None and not self.label:
+            raise ValueError("data.input needs data.label (the label column)")
+        return self
+
+
+class ScaleConfig(_Section):
+    """StandardScaler options; it is fitted on the training rows only."""
+
+    with_mean: bool = True
+    with_std: bool = True
+
+
+class EncoderConfig(_Section):
+    """The Keras MLP encoder, trained with a softmax head; the last hidden layer is the features."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    activation: Literal["relu", "gelu", "tanh", "selu", "swish"] = "relu"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    patience: int = Field(10, ge=1, description="early stopping patience on val loss, in epochs")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _widths(self) -> EncoderConfig:
+        if not self.hidden or any(w < 1 for w in self.hidden):
+            raise ValueError(f"encoder.hidden must be a non-empty list of positive widths, got {self.hidden}")
+        return self
+
+
+class FeaturesConfig(_Section):
+    """Feature extraction: rows per forward pass."""
+
+    batch_size: int = Field(1024, ge=1)
+
+
+class SVCConfig(_Section):
+    """scikit-learn SVC on the encoder features."""
+
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    C: float = Field(10.0, gt=0.0)
+    gamma: Literal["scale", "auto"] | float = "scale"
+    class_weight: Literal["balanced"] | None = None
+
+    @model_validator(mode="after")
+    def _gamma(self) -> SVCConfig:
+        if isinstance(self.gamma, float) and self.gamma <= 0:
+            raise ValueError(f"svc.gamma must be > 0, 'scale' or 'auto', got {self.gamma}")
+        return self
+
+
+class EvaluateConfig(_Section):
+    """Evaluation on the test split."""
+
+    digits: int = Field(4, ge=1, le=8, description="decimals shown in the report")
+
+
+class Config(_Section):
+    """The whole pipeline config; each stage receives only its own section."""
+
+    data: DataConfig = DataConfig()
+    scale: ScaleConfig = ScaleConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    svc: SVCConfig = SVCConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"][:2]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = first.get("input")
+    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {value!r})"
+    return f"config key {key}: {msg}{shown}"
+
+
+def _parse_value(raw: str) -> Any:
+    """A ``--set`` value is read as a TOML value (numbers, booleans, lists); else as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--set {dotted}: keys look like section.key, e.g. svc.C=1.0")
+    section, key = parts
+    if section not in Config.model_fields:
+        raise InputError(f"--set {dotted}: unknown section {section!r} (one of {', '.join(Config.model_fields)})")
+    tree.setdefault(section, {})[key] = value
+
+
+def load_config(
+    path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Build the config from a TOML file, ``section.key=value`` overrides, then flags.
+
+    Args:
+        path: optional TOML file with one table per section.
+        overrides: ``section.key=value`` strings; values parse as TOML, else as strings.
+        flags: ``{"section.key": value}`` from CLI flags, applied last; ``None`` sets a
+            key to null (``data.dataset=None`` when a file is given).
+
+    Raises:
+        InputError: unreadable file, unknown key, or invalid value (one line).
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            tree = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot read config file ({e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"{path}: invalid TOML ({e})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set {item}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        _set_key(tree, key.strip(), _parse_value(raw.strip()))
+    for key, value in (flags or {}).items():
+        _set_key(tree, key, value)
+    data = tree.get("data")
+    if isinstance(data, dict) and data.get("input") is not None and "dataset" not in data:
+        data["dataset"] = None  # a file replaces the default built-in dataset
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        where = f"{path}: " if path else ""
+        raise InputError(where + _describe(e)) from None

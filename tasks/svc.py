@@ -1,0 +1,55 @@
+"""Stage 5, train_svc: scikit-learn ``SVC`` fitted on the training features.
+
+Output artifact ``svc``: ``svc.skops`` (loaded without unrestricted pickle) and
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tasks.artifacts import ArtifactRef, ArtifactWriter
+from tasks.cache import stage
+from tasks.config import SVCConfig
+from tasks.ingest import feature_matrix, read_dataset
+from tasks.log import stage_logger
+
+
+def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig):
+    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices."""
+    from sklearn.svm import SVC
+
+    return SVC(
+        kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight
+    ).fit(X_train, y_train)
+
+
+def save_svc(model, path) -> None:
+    import skops.io as sio
+
+    sio.dump(model, path)
+
+
+def load_svc(path):
+    """Load an ``.skops`` SVC, trusting only the types scikit-learn's SVC is made of."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    allowed = {"sklearn.svm._classes.SVC"}
+    refused = [t for t in untrusted if t not in allowed]
+    if refused:
+        raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
+    return sio.load(path, trusted=untrusted)
+
+
+@stage("train_svc")
+def train_svc(features: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRef:
+    """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact."""
+    frame, _ = read_dataset(features)
+    X_train, y_train = feature_matrix(frame, "train")
+    model = fit_svc(X_train, y_train, config)
+    stage_logger().info("train_svc: %d support vectors on %d training rows", int(model.n_support_.sum()), len(y_train))
+    with ArtifactWriter(root, "svc", {"features": features.sha256, "config": config.model_dump()}) as w:
+        save_svc(model, w.path("svc.skops"))
+        w.write_json("config.json", config.model_dump())
+    return w.ref
