@@ -88,16 +88,18 @@ def _preflight(config) -> None:
         prepare(config.data)
 
 
-def _summary(result, metrics: dict[str, Any] | None, report: str | None) -> str:
-    lines = ["", f"{'stage':<18}{'status':<8}{'seconds':>9}  artifact"]
+def _summary(result, metrics: dict[str, Any] | None, report) -> str:
+    """Terminal report: the markdown report (if evaluate ran), then the stage table."""
+    lines = [""]
+    if report is not None:
+        lines += [report.file("report.md").read_text().rstrip(), ""]
+    lines.append(f"{'stage':<18}{'status':<8}{'seconds':>9}  artifact")
     for name, s in result.stages.items():
         lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}  {s.artifact}")
     if metrics:
         lines += ["", f"{metrics['source']}: test accuracy {metrics['accuracy']:.4f}, "
-                      f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows "
-                      f"(validation accuracy {metrics['val_accuracy']:.4f})"]
-    if report:
-        lines.append(f"report: {report}")
+                      f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows",
+                  f"report: {report.file('report.md')}"]
     return "\n".join(lines)
 
 
@@ -137,7 +139,7 @@ def _execute(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out, indent=2))
     else:
-        print(_summary(result, metrics, str(report.file("report.md")) if report else None))
+        print(_summary(result, metrics, report))
     return 0
 
 

@@ -16,9 +16,9 @@ and the stage runs again instead of handing on a stale file.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def result_storage(root: str | Path) -> Path:
 @functools.cache
 def code_version(module_name: str) -> str:
     """SHA-256 of a module's source: any edit to a stage's module invalidates its cache."""
-    return sha256_text(inspect.getsource(sys.modules[module_name]))
+    return sha256_text(inspect.getsource(importlib.import_module(module_name)))
 
 
 def _canonical(value: Any) -> Any:

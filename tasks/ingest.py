@@ -109,12 +109,11 @@ def read_frame(path: str) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 
-            table = pq.read_table(p)
-            names = table.schema.names
+            names = pq.read_schema(p).names
             dupes = sorted({c for c in names if names.count(c) > 1})
             if dupes:
                 raise InputError(f"{path}: duplicate column name {dupes[0]!r}")
-            df = table.to_pandas()
+            df = pq.read_table(p).to_pandas()
         elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             opener = gzip.open if name.endswith(".gz") else open
             sep = "\t" if ".tsv" in name else ","

@@ -1,0 +1,35 @@
+# marginflow: every target creates .venv and installs the project first when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 4200
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: demo test bench dashboard lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the report
+	$(BIN)/marginflow run --dataset digits
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## speed benchmark (prints a table)
+	$(BIN)/python benchmarks/speed.py
+
+dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
+	@echo "Dashboard: http://127.0.0.1:$(PORT)   In another shell: export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api"
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check flows tasks tests benchmarks
+
+clean:
+	rm -rf $(VENV) data/artifacts data/cache

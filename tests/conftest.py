@@ -1,0 +1,106 @@
+"""Test isolation: a temp PREFECT_HOME and one real Prefect server for the whole session.
+
+The server is started in `pytest_configure`, before any test module imports Prefect, so
+that every in-process flow run and every CLI subprocess uses it through
+``PREFECT_API_URL`` instead of starting a temporary server of its own. It is waited for
+lazily (the `prefect_api` fixture) so unit-only runs do not wait on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_STATE: dict[str, object] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Prefect server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"Prefect server at {url} not healthy after {timeout:.0f}s")
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    home = Path(tempfile.mkdtemp(prefix="marginflow-prefect-"))
+    os.environ.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "KERAS_BACKEND": "jax",
+    })
+    os.environ.pop("MARGINFLOW_DATA_DIR", None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_URL"] = url
+    _STATE.update(home=home, url=url, proc=start_server(home, port))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = _STATE.get("proc")
+    if isinstance(proc, subprocess.Popen):
+        stop_server(proc)
+    home = _STATE.get("home")
+    if isinstance(home, Path):
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """The session's Prefect API URL, once the server answers."""
+    wait_healthy(str(_STATE["url"]), _STATE["proc"])  # type: ignore[arg-type]
+    return str(_STATE["url"])
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``marginflow`` command as a user would."""
+    exe = Path(sys.executable).parent / "marginflow"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)

@@ -1,0 +1,37 @@
+"""Small data and configs shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import Config, load_config
+
+TINY = [
+    "encoder.hidden=[16]",
+    "encoder.epochs=4",
+    "encoder.batch_size=32",
+    "encoder.dropout=0.0",
+    "features.batch_size=50",
+]
+
+
+def iris_csv(path: Path, label_names: bool = True) -> Path:
+    """Iris as a CSV with a string (or int) label column ``species``."""
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    df = pd.DataFrame(bunch.data, columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    df["species"] = np.asarray(bunch.target_names)[bunch.target] if label_names else bunch.target
+    df.to_csv(path, index=False)
+    return path
+
+
+def tiny_config(csv: Path, *extra: str) -> Config:
+    return load_config(None, [*TINY, *extra], {"data.input": str(csv), "data.label": "species", "data.dataset": None})
+
+
+def statuses(result) -> dict[str, str]:
+    return {name: s.status for name, s in result.stages.items()}

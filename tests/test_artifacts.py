@@ -1,0 +1,61 @@
+"""Unit tests: the artifact store and the cache key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.artifacts import ArtifactWriter, digest_files, sha256_text
+from tasks.cache import stage_key
+from tasks.config import SVCConfig
+
+
+def _write(root, text="hello"):
+    with ArtifactWriter(root, "thing", {"p": 1}) as w:
+        w.write_text("a.txt", text)
+        w.write_json("b.json", {"x": 1})
+    return w.ref
+
+
+def test_writer_content_addresses_and_verifies(tmp_path):
+    ref = _write(tmp_path)
+    assert ref.sha256 == digest_files({"a.txt": sha256_text("hello"), "b.json": ref.files["b.json"]})
+    assert ref.path.endswith(ref.sha256[:16])
+    assert ref.file("a.txt").read_text() == "hello"
+    assert ref.is_intact()
+    assert _write(tmp_path) == ref  # same content, same place
+    assert _write(tmp_path, "other").sha256 != ref.sha256
+
+
+def test_changed_or_missing_file_is_not_intact(tmp_path):
+    ref = _write(tmp_path)
+    ref.file("a.txt").write_text("hellO")
+    assert not ref.is_intact()
+    ref.file("a.txt").unlink()
+    assert not ref.is_intact()
+
+
+def test_damaged_copy_is_replaced_by_a_rewrite(tmp_path):
+    ref = _write(tmp_path)
+    ref.file("a.txt").write_text("damaged")
+    assert _write(tmp_path).is_intact()
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(tmp_path, "thing", {}) as w:
+            w.write_text("a.txt", "half")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "artifacts" / "thing").exists()
+    assert list((tmp_path / "artifacts" / ".staging").iterdir()) == []
+
+
+def test_cache_key_depends_on_content_and_config_not_paths(tmp_path):
+    a = _write(tmp_path / "one")
+    b = _write(tmp_path / "two")  # same bytes, another place
+    assert a.path != b.path
+    key = stage_key("train_svc", "tasks.svc", {"features": a, "config": SVCConfig(), "root": "/x"})
+    assert key == stage_key("train_svc", "tasks.svc", {"features": b, "config": SVCConfig(), "root": "/y"})
+    assert key != stage_key("train_svc", "tasks.svc", {"features": a, "config": SVCConfig(C=1.0), "root": "/x"})
+    c = _write(tmp_path / "three", "changed")
+    assert key != stage_key("train_svc", "tasks.svc", {"features": c, "config": SVCConfig(), "root": "/x"})
+    assert key != stage_key("evaluate", "tasks.svc", {"features": a, "config": SVCConfig(), "root": "/x"})

@@ -1,0 +1,49 @@
+"""Unit tests: the typed config and its error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.config import Config, load_config
+from tasks.errors import InputError
+
+
+def test_defaults_and_overrides_in_order(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[svc]\nC = 3.0\nkernel = 'linear'\n[encoder]\nhidden = [8]\n")
+    c = load_config(str(f), ["svc.C=0.5", "encoder.hidden=[32, 16]"], {"data.dataset": "wine"})
+    assert (c.svc.C, c.svc.kernel, c.encoder.hidden, c.data.dataset) == (0.5, "linear", [32, 16], "wine")
+    assert load_config() == Config()
+
+
+def test_file_flag_replaces_builtin_dataset():
+    c = load_config(None, [], {"data.input": "x.csv", "data.label": "y", "data.dataset": None})
+    assert c.data.input == "x.csv" and c.data.dataset is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["svc.C=-1"], "svc.C"),
+        (["svc.nope=1"], "svc.nope: unknown key"),
+        (["nope.x=1"], "unknown section 'nope'"),
+        (["encoder.hidden=[]"], "encoder.hidden"),
+        (["svc.gamma='wide'"], "svc.gamma"),
+        (["data.input=x.csv", "data.dataset='digits'"], "either data.dataset or data.input"),
+        (["svc.C"], "expected section.key=value"),
+        (["encoder.epochs=0"], "encoder.epochs"),
+    ],
+)
+def test_invalid_config_names_the_key(overrides, needle):
+    with pytest.raises(InputError, match=None) as e:
+        load_config(None, overrides)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_toml_file_names_the_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[svc\nC=1")
+    with pytest.raises(InputError, match="bad.toml: invalid TOML"):
+        load_config(str(f))
+    with pytest.raises(InputError, match="missing.toml: config file not found"):
+        load_config(str(tmp_path / "missing.toml"))

@@ -1,0 +1,93 @@
+"""Flow tests: the cache through real Prefect flow runs against the session's server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.pipeline import STAGES, pipeline
+from tests.helpers import iris_csv, statuses, tiny_config
+
+ALL_RAN = dict.fromkeys(STAGES, "ran")
+ALL_CACHED = dict.fromkeys(STAGES, "cached")
+
+
+def _metrics(result) -> dict:
+    return json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
+
+
+@pytest.fixture
+def csv(tmp_path) -> Path:
+    return iris_csv(tmp_path / "iris.csv")
+
+
+@pytest.fixture
+def first(prefect_api, csv, tmp_path):
+    """A first complete run on tiny iris; returns (config, data_dir, result)."""
+    data = tmp_path / "data"
+    config = tiny_config(csv)
+    result = pipeline(config=config, data_dir=str(data))
+    assert statuses(result) == ALL_RAN
+    return config, data, result
+
+
+def test_second_identical_run_is_all_cached(first):
+    config, data, result = first
+    again = pipeline(config=config, data_dir=str(data))
+    assert statuses(again) == ALL_CACHED
+    assert again.artifacts == result.artifacts
+
+
+def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
+    _, data, _ = first
+    result = pipeline(config=tiny_config(csv, "svc.C=0.5"), data_dir=str(data))
+    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "evaluate": "ran"}
+
+
+def test_changing_one_byte_of_the_input_reruns_everything(first, csv):
+    config, data, _ = first
+    text = csv.read_text()
+    csv.write_text(text.replace("5.1,3.5,1.4,0.2", "5.2,3.5,1.4,0.2", 1))
+    assert csv.read_text() != text
+    assert statuses(pipeline(config=config, data_dir=str(data))) == ALL_RAN
+
+
+def test_deleted_artifact_file_makes_its_stage_recompute(first):
+    config, data, result = first
+    svc_file = Path(result.stages["train_svc"].artifact) / "svc.skops"
+    svc_file.unlink()
+    again = pipeline(config=config, data_dir=str(data))
+    assert statuses(again)["train_svc"] == "ran"
+    assert all(statuses(again)[s] == "cached" for s in STAGES[:4])
+    assert again.artifacts["train_svc"].is_intact()
+    assert _metrics(again) == _metrics(result)
+
+
+def test_altered_artifact_file_makes_its_stage_recompute(first):
+    config, data, result = first
+    features = Path(result.stages["extract_features"].artifact) / "features.parquet"
+    features.write_bytes(features.read_bytes()[:-10] + b"0123456789")
+    again = pipeline(config=config, data_dir=str(data))
+    assert statuses(again)["extract_features"] == "ran"
+    assert again.artifacts["extract_features"].is_intact()
+
+
+def test_refresh_forces_recomputation(first):
+    config, data, _ = first
+    assert statuses(pipeline(config=config, data_dir=str(data), refresh=["all"])) == ALL_RAN
+    only_svc = statuses(pipeline(config=config, data_dir=str(data), refresh=["svc"]))
+    assert {s: only_svc[s] for s in STAGES[:5]} == {**dict.fromkeys(STAGES[:4], "cached"), "train_svc": "ran"}
+
+
+def test_stage_reruns_one_stage_from_existing_artifacts(first):
+    config, data, _ = first
+    result = pipeline(config=config, data_dir=str(data), refresh=["train_svc"], until="train_svc")
+    assert statuses(result) == {**dict.fromkeys(STAGES[:4], "cached"), "train_svc": "ran"}
+
+
+def test_string_labels_are_reported_by_name(first):
+    metrics = _metrics(first[2])
+    assert metrics["classes"] == ["setosa", "versicolor", "virginica"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] == 38

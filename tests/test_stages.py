@@ -1,0 +1,179 @@
+"""Unit tests of each stage's pure logic on tiny data whose answers are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import EncoderConfig, ScaleConfig, SVCConfig
+from tasks.errors import InputError
+from tasks.evaluate import render_markdown, score
+from tasks.ingest import LABEL, SPLIT, encode_labels, split_rows, validate_frame
+from tasks.scale import apply_scaler, fit_scaler, scale_frame
+
+# ---------------------------------------------------------------- ingest
+
+
+def test_string_labels_map_to_sorted_indices():
+    codes, classes = encode_labels(np.array(["b", "a", "c", "a"], dtype=object), "f.csv")
+    assert classes == ["a", "b", "c"]
+    assert codes.tolist() == [1, 0, 2, 0]
+
+
+def test_int_labels_keep_their_values():
+    codes, classes = encode_labels(np.array([7, 3, 7, 3]), "f.csv")
+    assert classes == [3, 7] and codes.tolist() == [1, 0, 1, 0]
+
+
+def test_one_class_is_refused():
+    with pytest.raises(InputError, match="f.csv: needs at least two classes"):
+        encode_labels(np.array([1, 1, 1]), "f.csv")
+
+
+def test_split_is_stratified_seeded_and_complete():
+    codes = np.array([0] * 40 + [1] * 20)
+    a = split_rows(codes, [0, 1], None, 0.25, 0.2, seed=0, where="f")
+    b = split_rows(codes, [0, 1], None, 0.25, 0.2, seed=0, where="f")
+    assert a.tolist() == b.tolist()
+    assert (a == "test").sum() == 15
+    # stratified: class proportions 2:1 kept in test (10 and 5)
+    assert ((a == "test") & (codes == 0)).sum() == 10
+    assert set(a) == {"train", "val", "test"}
+    assert a.tolist() != split_rows(codes, [0, 1], None, 0.25, 0.2, seed=1, where="f").tolist()
+
+
+def test_predefined_split_is_kept_and_val_carved_from_train():
+    codes = np.array([0, 1] * 6)
+    pre = np.array(["train"] * 8 + ["test"] * 4, dtype=object)
+    s = split_rows(codes, [0, 1], pre, 0.25, 0.25, seed=0, where="f")
+    assert (s[8:] == "test").all()
+    assert (s[:8] == "val").sum() == 2 and (s[:8] == "train").sum() == 6
+
+
+def test_class_too_small_to_split():
+    codes = np.array([0] * 10 + [1] * 2)
+    with pytest.raises(InputError, match="class 'rare' has 2 rows"):
+        split_rows(codes, ["common", "rare"], None, 0.25, 0.2, seed=0, where="f")
+
+
+def _frame(**cols):
+    return pd.DataFrame(cols)
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        (_frame(a=[1.0, 2.0], y=[0, 1]), "no label column 'label'"),
+        (_frame(a=["x", "y"], label=[0, 1]), "column 'a' is not numeric"),
+        (_frame(a=[1.0, np.nan], label=[0, 1]), "column 'a' has NaN values (first at row 2)"),
+        (_frame(a=[np.inf, 1.0], label=[0, 1]), "column 'a' has infinite values (first at row 1)"),
+        (_frame(a=[1.0, 2.0], label=[0, None]), "label column 'label' has missing values"),
+        (_frame(label=[0, 1]), "no feature columns"),
+    ],
+)
+def test_validate_frame_errors_name_file_and_column(frame, needle):
+    with pytest.raises(InputError) as e:
+        validate_frame(frame, "data.csv", "label", None)
+    assert str(e.value).startswith("data.csv: ") and needle in str(e.value)
+
+
+def test_validate_split_column_values():
+    df = _frame(a=[1.0, 2.0, 3.0], label=[0, 1, 0], part=["train", "test", "holdout"])
+    with pytest.raises(InputError, match="split column 'part' has value 'holdout'"):
+        validate_frame(df, "d.csv", "label", "part")
+    ok = validate_frame(df.iloc[:2].copy(), "d.csv", "label", "part")
+    assert ok.feature_names == ["a"] and ok.split.tolist() == ["train", "test"]
+
+
+# ---------------------------------------------------------------- scale
+
+
+def test_scaler_is_fitted_on_train_rows_only():
+    frame = pd.DataFrame({"x": [1.0, 3.0, 100.0], LABEL: [0, 1, 0]})
+    frame[SPLIT] = pd.Categorical(["train", "train", "test"], categories=["train", "val", "test"])
+    scaled, scaler = scale_frame(frame, ScaleConfig())
+    assert scaler["mean"] == [2.0] and scaler["scale"] == [1.0]
+    assert scaled["x"].tolist() == [-1.0, 1.0, 98.0]
+    assert scaled[LABEL].tolist() == [0, 1, 0] and scaled[SPLIT].tolist() == ["train", "train", "test"]
+
+
+def test_constant_feature_gets_unit_scale():
+    s = fit_scaler(np.array([[5.0], [5.0]]), ScaleConfig())
+    assert apply_scaler(np.array([[5.0], [6.0]]), s).ravel().tolist() == [0.0, 1.0]
+
+
+# ---------------------------------------------------------------- encoder and features
+
+
+def _blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centers = np.array([[3, 0, 0, 0], [0, 3, 0, 0], [0, 0, 3, 0]], dtype=float)
+    return centers[y] + rng.normal(scale=0.5, size=(n, 4)), y
+
+
+def test_encoder_shapes_and_loss_goes_down():
+    from tasks.encoder import FEATURE_LAYER, build_encoder, train
+
+    cfg = EncoderConfig(hidden=[12, 6], epochs=15, batch_size=16, dropout=0.0, patience=50, learning_rate=0.01)
+    model = build_encoder(4, 3, cfg)
+    assert model.get_layer(FEATURE_LAYER).output.shape == (None, 6)
+    assert model.output.shape == (None, 3)
+    X, y = _blobs()
+    _, history = train(X[:90], y[:90], X[90:], y[90:], 3, cfg)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["val_accuracy"][-1] >= 0.9
+
+
+def test_encoder_training_is_deterministic():
+    from tasks.encoder import train
+
+    cfg = EncoderConfig(hidden=[8], epochs=3, batch_size=16, dropout=0.2)
+    X, y = _blobs()
+    _, h1 = train(X[:90], y[:90], X[90:], y[90:], 3, cfg)
+    _, h2 = train(X[:90], y[:90], X[90:], y[90:], 3, cfg)
+    assert h1 == h2
+
+
+def test_embed_in_batches_equals_one_pass():
+    import keras
+
+    from tasks.features import embed
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    X = np.random.default_rng(0).normal(size=(23, 4))
+    np.testing.assert_allclose(embed(model, X, 5), embed(model, X, 100), rtol=1e-5, atol=1e-6)
+    assert embed(model, X, 5).shape == (23, 3) and embed(model, X, 5).dtype == np.float32
+
+
+# ---------------------------------------------------------------- svc
+
+
+def test_svc_on_the_textbook_example(tmp_path):
+    from tasks.svc import fit_svc, load_svc, save_svc
+
+    X = np.array([[-2, -1], [-1, -1], [-1, -2], [1, 1], [1, 2], [2, 1]], dtype=float)
+    y = np.array([1, 1, 1, 2, 2, 2])
+    model = fit_svc(X, y, SVCConfig(kernel="linear", C=1.0))
+    assert model.predict([[-0.8, -1], [3, 2]]).tolist() == [1, 2]
+    save_svc(model, tmp_path / "m.skops")
+    again = load_svc(tmp_path / "m.skops")
+    np.testing.assert_array_equal(again.decision_function(X), model.decision_function(X))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_score_known_answer():
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    y_pred = np.array([0, 0, 1, 1, 1, 0])
+    m = score(y_true, y_pred, ["cat", "dog"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion"] == [[2, 1], [1, 2]]
+    assert m["per_class"][0] == {"class": "cat", "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+                                 "f1": pytest.approx(2 / 3), "support": 3}
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    md = render_markdown({**m, "val_accuracy": 1.0}, "pets.csv", 3)
+    assert "| test accuracy | 0.667 |" in md and "| **cat** | 2 | 1 |" in md
