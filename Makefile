@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the report
 	$(BIN)/marginflow run --dataset digits
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP)  ## lint, then the whole test suite
+	$(BIN)/ruff check flows tasks tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## speed benchmark (prints a table)

@@ -72,7 +72,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
     names = [str(c) for c in metrics["classes"]]
     lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
               "| true \\ pred | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for name, row in zip(names, metrics["confusion"]):
+    for name, row in zip(names, metrics["confusion"], strict=True):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 

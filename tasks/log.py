@@ -6,7 +6,7 @@ import logging
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect.context import TaskRunContext, FlowRunContext
+    from prefect.context import FlowRunContext, TaskRunContext
 
     if TaskRunContext.get() or FlowRunContext.get():
         from prefect import get_run_logger
