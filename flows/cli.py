@@ -13,8 +13,7 @@ import os
 import sys
 from typing import Any
 
-STAGE_CHOICES = ("ingest", "scale", "train_encoder", "extract_features", "train_svc", "raw_svc",
-                 "linear_hinge", "deep_hinge", "rff_svm", "evaluate",
+STAGE_CHOICES = ("ingest", "scale", "train_encoder", "extract_features", "train_svc", "evaluate",
                  "encoder", "features", "svc")
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 
