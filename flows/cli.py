@@ -13,22 +13,21 @@ import os
 import sys
 from typing import Any
 
-STAGE_CHOICES = ("ingest", "scale", "train_encoder", "extract_features", "train_svc", "evaluate",
-                 "encoder", "features", "svc")
-DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
+from flows.stages import CHOICES, stage_name
+from tasks.config import BUILTIN_DATASETS
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit code 2."""
 
-    def error(self, message: str) -> None:  # noqa: D102
+    def error(self, message: str) -> None:
         self.exit(2, f"marginflow: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file with one table per section ([data], [encoder], [svc], ...)")
     src = p.add_argument_group("data source (default: the built-in digits dataset)")
-    src.add_argument("--dataset", choices=DATASETS, help="a built-in dataset, generated or loaded offline")
+    src.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset, generated or loaded offline")
     src.add_argument("--input", metavar="FILE", help="your own data: .csv, .csv.gz or .parquet")
     src.add_argument("--label", metavar="COL", help="label column of --input (ints or strings)")
     src.add_argument("--split-column", metavar="COL", help="column of --input holding train/val/test; default: a stratified seeded split")
@@ -56,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stage", help="rerun one stage from the artifacts already there",
                         description="Recompute one stage. Upstream stages come from the cache "
                                     "(they run only if never run before); downstream stages are not run.")
-    st.add_argument("name", choices=STAGE_CHOICES, metavar="NAME",
-                    help="one of: " + ", ".join(STAGE_CHOICES) + " (encoder/features/svc are short names)")
+    st.add_argument("name", choices=CHOICES, metavar="NAME",
+                    help="one of: " + ", ".join(CHOICES) + " (encoder/features/svc are short names)")
     _common(st)
     return parser
 
@@ -113,8 +112,11 @@ def _execute(args: argparse.Namespace) -> int:
         if args.command == "stage":
             until = args.name
             refresh = sorted({*refresh, args.name})
-        if args.refresh not in (None, "all") and args.refresh not in STAGE_CHOICES:
-            raise InputError(f"--refresh {args.refresh}: unknown stage (one of all, {', '.join(STAGE_CHOICES)})")
+        if args.refresh not in (None, "all"):
+            try:
+                stage_name(args.refresh)
+            except ValueError as e:
+                raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
         _preflight(config)
     except InputError as e:
         print(f"marginflow: error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel
 
+from flows.stages import STAGES, stage_name
 from tasks.artifacts import ArtifactRef
 from tasks.cache import result_storage
 from tasks.config import Config
@@ -22,18 +23,6 @@ from tasks.features import extract_features
 from tasks.ingest import describe_source, ingest
 from tasks.scale import scale
 from tasks.svc import train_svc
-
-STAGES = ("ingest", "scale", "train_encoder", "extract_features", "train_svc", "evaluate")
-ALIASES = {"encoder": "train_encoder", "features": "extract_features", "svc": "train_svc"}
-
-
-def stage_name(name: str) -> str:
-    """Canonical stage name for a name or a short alias (``svc`` -> ``train_svc``)."""
-    name = ALIASES.get(name, name)
-    if name not in STAGES:
-        choices = ", ".join(STAGES + tuple(ALIASES))
-        raise ValueError(f"unknown stage {name!r} (one of {choices})")
-    return name
 
 
 class _Done(Exception):

@@ -23,11 +23,11 @@ def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.P
     """``prefect server start`` on 127.0.0.1:port with its own PREFECT_HOME, in a new process group."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    out = open(log or home / "server.log", "wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(log or home / "server.log", "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -107,7 +107,6 @@ def stage(name: str):
             cache_policy=ArtifactCache(),
             persist_result=True,
             result_serializer="json",
-            retries=0,
         )
 
     return wrap

@@ -32,7 +32,7 @@ class DataConfig(_Section):
     optional: then val is carved from train).
     """
 
-    dataset: Literal["digits", "breast_cancer", "wine", "iris", "mnist1d"] | None = "digits"
+    dataset: Literal[BUILTIN_DATASETS] | None = "digits"
     input: str | None = None
     label: str | None = None
     split_column: str | None = None

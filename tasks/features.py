@@ -26,8 +26,7 @@ def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:
 def features_frame(F: np.ndarray, labels: np.ndarray, split: pd.Series) -> pd.DataFrame:
     frame = pd.DataFrame(F, columns=[f"f{i:03d}" for i in range(F.shape[1])])
     frame[LABEL] = labels
-    frame[SPLIT] = split.to_numpy()
-    frame[SPLIT] = frame[SPLIT].astype(split.dtype)
+    frame[SPLIT] = split.array
     return frame
 
 

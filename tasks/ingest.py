@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.artifacts import ArtifactRef, ArtifactWriter, sha256_file, sha256_text
+from tasks.artifacts import ArtifactRef, ArtifactWriter, read_json, sha256_file, sha256_text
 from tasks.cache import stage
 from tasks.config import DataConfig
 from tasks.errors import InputError
@@ -308,8 +308,6 @@ def ingest(source: ArtifactRef, config: DataConfig, root: str) -> ArtifactRef:
 
 def read_dataset(ref: ArtifactRef) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The frame and metadata of a ``dataset`` (or ``scaled``) artifact."""
-    from tasks.artifacts import read_json
-
     name = next(n for n in ref.files if n.endswith(".parquet"))
     return pd.read_parquet(ref.file(name)), read_json(ref, "meta.json")
 

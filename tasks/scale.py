@@ -49,8 +49,7 @@ def scale_frame(frame: pd.DataFrame, config: ScaleConfig) -> tuple[pd.DataFrame,
     scaler = fit_scaler(X[(frame[SPLIT] == "train").to_numpy()], config)
     out = pd.DataFrame(apply_scaler(X, scaler), columns=features)
     out[LABEL] = frame[LABEL].to_numpy()
-    out[SPLIT] = frame[SPLIT].to_numpy()
-    out[SPLIT] = out[SPLIT].astype(frame[SPLIT].dtype)
+    out[SPLIT] = frame[SPLIT].array
     return out, {"features": features, **scaler}
 
 
