@@ -1,19 +1,23 @@
-"""The pipeline flow: ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate.
+"""The pipeline flow. Main path: ingest -> scale -> train_encoder -> extract_features -> train_svc
+-> evaluate; beside it, the other approaches (raw_svc, linear_hinge, deep_hinge, rff_svm) run
+from the same scaled split, submitted to the flow's task runner so they overlap the main path.
 
-Each stage is a cached task (see `tasks.cache`); this module only wires them. The
-flow's parameters are the whole typed config, so the dashboard shows what a run used.
+Each stage is a cached task (see `tasks.cache`); this module only wires them. The flow's
+parameters are the whole typed config, so the dashboard shows what a run used.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.stages import STAGES, stage_name
+from flows.stages import APPROACH_STAGE, MAIN, SIDE, STAGES, stage_name
+from tasks.approaches import deep_hinge, linear_hinge, raw_svc, rff_svm
 from tasks.artifacts import ArtifactRef
 from tasks.cache import result_storage
 from tasks.config import Config
@@ -25,8 +29,17 @@ from tasks.scale import scale
 from tasks.svc import train_svc
 
 
-class _Done(Exception):
-    """Raised after the ``until`` stage to skip the rest."""
+def stages_needed(config: Config, until: str | None) -> list[str]:
+    """The stages a run executes: all (main path + selected approaches + evaluate), or ``until`` and its inputs."""
+    side = [APPROACH_STAGE[a] for a in config.evaluate.approaches if APPROACH_STAGE[a] in SIDE]
+    if until is None:
+        return [*MAIN, *side, "evaluate"]
+    until = stage_name(until)
+    if until in MAIN:
+        return list(MAIN[: MAIN.index(until) + 1])
+    if until in SIDE:
+        return ["ingest", "scale", until]
+    return [*MAIN, *side, "evaluate"]
 
 
 class StageRun(BaseModel):
@@ -40,51 +53,59 @@ class PipelineResult(BaseModel):
     artifacts: dict[str, ArtifactRef]
 
 
-@flow(name="marginflow-pipeline", description="ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate")
+@flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
 def pipeline(
     config: Config,
     data_dir: str = "data",
     refresh: list[str] | None = None,
     until: str | None = None,
 ) -> PipelineResult:
-    """Run the stages in order, each from cache when its inputs are unchanged.
+    """Run the stages, each from cache when its inputs are unchanged.
 
     Args:
         config: the whole config; each stage receives its own section.
         data_dir: the data root (artifacts and cache records).
         refresh: stages to recompute even when cached (``["all"]`` for every stage).
-        until: stop after this stage (used by ``marginflow stage``).
+        until: run only this stage and the stages it needs (used by ``marginflow stage``).
     """
     root = str(Path(data_dir).resolve())
     storage = result_storage(root)
     forced = set(STAGES) if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
-    last = stage_name(until) if until else STAGES[-1]
+    needed = stages_needed(config, until)
     result = PipelineResult(stages={}, artifacts={})
 
-    def run(task, *inputs):
-        name = task.name
-        start = time.perf_counter()
-        state = task.with_options(result_storage=storage, refresh_cache=name in forced)(
-            *inputs, root=root, return_state=True
-        )
+    def bound(task):
+        return task.with_options(result_storage=storage, refresh_cache=task.name in forced)
+
+    def record(name: str, state, seconds: float) -> ArtifactRef:
         ref = state.result()
         result.stages[name] = StageRun(
-            status="cached" if state.name == "Cached" else "ran",
-            seconds=round(time.perf_counter() - start, 3),
-            artifact=ref.path,
+            status="cached" if state.name == "Cached" else "ran", seconds=round(seconds, 3), artifact=ref.path
         )
         result.artifacts[name] = ref
-        if name == last:
-            raise _Done
         return ref
 
-    try:
-        dataset = run(ingest, describe_source(config.data), config.data)
-        scaled = run(scale, dataset, config.scale)
-        encoder = run(train_encoder, scaled, config.encoder)
-        features = run(extract_features, scaled, encoder, config.features)
-        svc = run(train_svc, features, config.svc)
-        run(evaluate, features, svc, config.evaluate)
-    except _Done:
-        pass
+    def run(task, *inputs):
+        if task.name not in needed:
+            return None
+        start = time.perf_counter()
+        state = bound(task)(*inputs, root=root, return_state=True)
+        return record(task.name, state, time.perf_counter() - start)
+
+    dataset = run(ingest, describe_source(config.data), config.data)
+    scaled = run(scale, dataset, config.scale)
+    side_inputs = {raw_svc: config.svc, linear_hinge: config.linear_hinge, deep_hinge: config.encoder, rff_svm: config.rff}
+    submitted = {
+        t.name: (datetime.now(UTC), bound(t).submit(scaled, cfg, root=root))
+        for t, cfg in side_inputs.items() if t.name in needed
+    }
+    encoder = run(train_encoder, scaled, config.encoder)
+    features = run(extract_features, scaled, encoder, config.features) if encoder else None
+    run(train_svc, features, config.svc) if features else None
+    for name, (began, future) in submitted.items():
+        future.wait()
+        record(name, future.state, (future.state.timestamp - began).total_seconds())
+    if "evaluate" in needed:
+        models = {a: result.artifacts[APPROACH_STAGE[a]] for a in config.evaluate.approaches}
+        run(evaluate, scaled, models, encoder, config.evaluate)
     return result

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-STAGES = ("ingest", "scale", "train_encoder", "extract_features", "train_svc", "evaluate")
+MAIN = ("ingest", "scale", "train_encoder", "extract_features", "train_svc")
+SIDE = ("raw_svc", "linear_hinge", "deep_hinge", "rff_svm")
+STAGES = (*MAIN, *SIDE, "evaluate")
 ALIASES = {"encoder": "train_encoder", "features": "extract_features", "svc": "train_svc"}
 CHOICES = STAGES + tuple(ALIASES)
+# approach name (as in ``evaluate.approaches`` and the report) -> the stage that trains it
+APPROACH_STAGE = {"raw_svc": "raw_svc", "linear_hinge": "linear_hinge", "features_svc": "train_svc",
+                  "deep_hinge": "deep_hinge", "rff_svm": "rff_svm"}
 
 
 def stage_name(name: str) -> str:

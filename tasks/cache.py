@@ -55,6 +55,8 @@ def _canonical(value: Any) -> Any:
         return {"artifact": value.kind, "sha256": value.sha256}
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
     return value
 
 

@@ -59,8 +59,20 @@ class ScaleConfig(_Section):
 
 
 class EncoderConfig(_Section):
-    """The Keras MLP encoder, trained with a softmax head; the last hidden layer is the features."""
+    """The Keras encoder; its last hidden layer (``features``) feeds the SVC.
 
+    ``kind``: ``mlp`` (tabular), ``cnn1d`` (signals; length from the data), ``cnn2d``
+    (images; needs ``input_shape`` such as ``[8, 8, 1]``), or ``auto``: ``cnn1d`` for
+    mnist1d, ``cnn2d`` 8x8 for digits, ``mlp`` otherwise. ``objective``: trained with a
+    softmax head (cross-entropy) or a linear head with one-vs-rest squared hinge.
+    No batch normalisation, so tiny training sets (a few dozen rows) train as well.
+    """
+
+    kind: Literal["auto", "mlp", "cnn1d", "cnn2d"] = "auto"
+    input_shape: list[int] | None = None
+    filters: list[int] = Field(default_factory=lambda: [32, 64])
+    kernel_size: int = Field(5, ge=1)
+    objective: Literal["softmax", "squared_hinge"] = "softmax"
     hidden: list[int] = Field(default_factory=lambda: [256, 128])
     activation: Literal["relu", "gelu", "tanh", "selu", "swish"] = "relu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -74,6 +86,12 @@ class EncoderConfig(_Section):
     def _widths(self) -> EncoderConfig:
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise ValueError(f"encoder.hidden must be a non-empty list of positive widths, got {self.hidden}")
+        if any(f < 1 for f in self.filters):
+            raise ValueError(f"encoder.filters must be positive, got {self.filters}")
+        if self.input_shape is not None and (len(self.input_shape) not in (2, 3) or min(self.input_shape) < 1):
+            raise ValueError(f"encoder.input_shape must be [height, width] or [height, width, channels], got {self.input_shape}")
+        if self.kind == "cnn2d" and self.input_shape is None:
+            raise ValueError("encoder.kind = 'cnn2d' needs encoder.input_shape, e.g. [8, 8, 1]")
         return self
 
 
@@ -98,10 +116,57 @@ class SVCConfig(_Section):
         return self
 
 
-class EvaluateConfig(_Section):
-    """Evaluation on the test split."""
+class LinearHingeConfig(_Section):
+    """A linear Keras model minimising the linear SVM objective (approach ``linear_hinge``).
 
+    Formula (per one-vs-rest output, labels in {-1, +1}):
+    ``min_w  1/(2 C n) * ||w||^2 + mean_i loss(y_i, w.x_i + b)`` -- the LinearSVC objective
+    divided by ``C * n``; ``loss`` is the squared hinge (LinearSVC's default) or, with
+    ``loss = "categorical_hinge"``, Keras' multi-class hinge on one-hot labels.
+    """
+
+    C: float = Field(1.0, gt=0.0)
+    loss: Literal["squared_hinge", "categorical_hinge"] = "squared_hinge"
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.01, gt=0.0)
+    seed: int = 0
+
+
+class RFFConfig(_Section):
+    """Kernel SVM inside Keras (approach ``rff_svm``): random Fourier features + linear hinge head.
+
+    ``gamma`` means what it means for scikit-learn's RBF kernel ``exp(-gamma ||x - y||^2)``;
+    ``"scale"`` is ``1 / (n_features * X.var())`` on the training rows, as in ``SVC``.
+    """
+
+    n_components: int = Field(2048, ge=1)
+    gamma: Literal["scale"] | float = "scale"
+    C: float = Field(10.0, gt=0.0)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.005, gt=0.0)
+    seed: int = 0
+
+
+APPROACHES = ("raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm")
+
+
+class EvaluateConfig(_Section):
+    """Evaluation on the test split, and which approaches to run and compare."""
+
+    approaches: list[Literal["raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm"]] = Field(
+        default_factory=lambda: list(APPROACHES)
+    )
     digits: int = Field(4, ge=1, le=8, description="decimals shown in the report")
+
+    @model_validator(mode="after")
+    def _some(self) -> EvaluateConfig:
+        if not self.approaches:
+            raise ValueError("evaluate.approaches must name at least one approach")
+        if len(set(self.approaches)) != len(self.approaches):
+            raise ValueError(f"evaluate.approaches has duplicates: {self.approaches}")
+        return self
 
 
 class Config(_Section):
@@ -112,6 +177,8 @@ class Config(_Section):
     encoder: EncoderConfig = EncoderConfig()
     features: FeaturesConfig = FeaturesConfig()
     svc: SVCConfig = SVCConfig()
+    linear_hinge: LinearHingeConfig = LinearHingeConfig()
+    rff: RFFConfig = RFFConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
 

@@ -1,10 +1,12 @@
 """Stage 5, train_svc: scikit-learn ``SVC`` fitted on the training features.
 
-Output artifact ``svc``: ``svc.skops`` (loaded without unrestricted pickle) and
-``config.json``.
+Output artifact ``svc``: ``svc.skops`` (loaded without unrestricted pickle),
+``config.json``, ``predictions.json`` (val and test rows) and ``timing.json``.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -45,11 +47,16 @@ def load_svc(path):
 @stage("train_svc")
 def train_svc(features: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRef:
     """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact."""
+    from tasks.approaches import write_model_outputs
+
     frame, _ = read_dataset(features)
-    X_train, y_train = feature_matrix(frame, "train")
-    model = fit_svc(X_train, y_train, config)
-    stage_logger().info("train_svc: %d support vectors on %d training rows", int(model.n_support_.sum()), len(y_train))
+    data = {s: feature_matrix(frame, s) for s in ("train", "val", "test")}
+    start = time.perf_counter()
+    model = fit_svc(*data["train"], config)
+    fit_seconds = time.perf_counter() - start
+    stage_logger().info("train_svc: %d support vectors on %d training rows", int(model.n_support_.sum()), len(data["train"][1]))
     with ArtifactWriter(root, "svc", {"features": features.sha256, "config": config.model_dump()}) as w:
         save_svc(model, w.path("svc.skops"))
         w.write_json("config.json", config.model_dump())
+        write_model_outputs(w, model.predict, data, fit_seconds)
     return w.ref

@@ -15,7 +15,16 @@ TINY = [
     "encoder.batch_size=32",
     "encoder.dropout=0.0",
     "features.batch_size=50",
+    "linear_hinge.epochs=5",
+    "rff.epochs=3",
+    "rff.n_components=64",
 ]
+
+
+def without_timings(metrics: dict) -> dict:
+    """metrics.json less the measured ``*_seconds`` fields (the rest is a function of data, config, seed)."""
+    return {k: (without_timings(v) if isinstance(v, dict) else v)
+            for k, v in metrics.items() if not k.endswith("_seconds")}
 
 
 def iris_csv(path: Path, label_names: bool = True) -> Path:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import STAGES, pipeline
-from tests.helpers import iris_csv, statuses, tiny_config
+from flows.pipeline import MAIN, STAGES, pipeline
+from tests.helpers import iris_csv, statuses, tiny_config, without_timings
 
 ALL_RAN = dict.fromkeys(STAGES, "ran")
 ALL_CACHED = dict.fromkeys(STAGES, "cached")
@@ -43,7 +43,8 @@ def test_second_identical_run_is_all_cached(first):
 def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
     _, data, _ = first
     result = pipeline(config=tiny_config(csv, "svc.C=0.5"), data_dir=str(data))
-    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "evaluate": "ran"}
+    # raw_svc is the same SVC settings on the raw features, so it follows svc.C too
+    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "raw_svc": "ran", "evaluate": "ran"}
 
 
 def test_changing_one_byte_of_the_input_reruns_everything(first, csv):
@@ -60,9 +61,9 @@ def test_deleted_artifact_file_makes_its_stage_recompute(first):
     svc_file.unlink()
     again = pipeline(config=config, data_dir=str(data))
     assert statuses(again)["train_svc"] == "ran"
-    assert all(statuses(again)[s] == "cached" for s in STAGES[:4])
+    assert all(statuses(again)[s] == "cached" for s in STAGES if s not in ("train_svc", "evaluate"))
     assert again.artifacts["train_svc"].is_intact()
-    assert _metrics(again) == _metrics(result)
+    assert without_timings(_metrics(again))["accuracy"] == without_timings(_metrics(result))["accuracy"]
 
 
 def test_altered_artifact_file_makes_its_stage_recompute(first):
@@ -78,13 +79,38 @@ def test_refresh_forces_recomputation(first):
     config, data, _ = first
     assert statuses(pipeline(config=config, data_dir=str(data), refresh=["all"])) == ALL_RAN
     only_svc = statuses(pipeline(config=config, data_dir=str(data), refresh=["svc"]))
-    assert {s: only_svc[s] for s in STAGES[:5]} == {**dict.fromkeys(STAGES[:4], "cached"), "train_svc": "ran"}
+    before_evaluate = {s: only_svc[s] for s in STAGES if s != "evaluate"}
+    assert before_evaluate == {**dict.fromkeys(STAGES[:-1], "cached"), "train_svc": "ran"}
 
 
 def test_stage_reruns_one_stage_from_existing_artifacts(first):
     config, data, _ = first
     result = pipeline(config=config, data_dir=str(data), refresh=["train_svc"], until="train_svc")
-    assert statuses(result) == {**dict.fromkeys(STAGES[:4], "cached"), "train_svc": "ran"}
+    assert statuses(result) == {**dict.fromkeys(MAIN[:4], "cached"), "train_svc": "ran"}
+
+
+def test_side_approach_stage_runs_alone(first):
+    config, data, _ = first
+    result = pipeline(config=config, data_dir=str(data), refresh=["rff_svm"], until="rff_svm")
+    assert statuses(result) == {"ingest": "cached", "scale": "cached", "rff_svm": "ran"}
+
+
+def test_every_approach_is_scored(first):
+    metrics = _metrics(first[2])
+    assert set(metrics["approaches"]) == {"raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm"}
+    for a in metrics["approaches"].values():
+        assert 0.0 <= a["accuracy"] <= 1.0 and a["objective"] and a["fit_seconds"] >= 0
+        assert sum(map(sum, a["confusion"])) == metrics["n_test"]
+    report = Path(first[2].stages["evaluate"].artifact)
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list(report.glob("*.png"))) == 7
+
+
+def test_selected_approaches_only(prefect_api, csv, tmp_path):
+    config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")
+    result = pipeline(config=config, data_dir=str(tmp_path / "d"))
+    assert set(result.stages) == {*MAIN, "raw_svc", "evaluate"}
+    assert set(_metrics(result)["approaches"]) == {"raw_svc", "features_svc"}
 
 
 def test_string_labels_are_reported_by_name(first):

@@ -177,3 +177,52 @@ def test_score_known_answer():
     assert m["macro_f1"] == pytest.approx(2 / 3)
     md = render_markdown({**m, "val_accuracy": 1.0}, "pets.csv", 3)
     assert "| test accuracy | 0.667 |" in md and "| **cat** | 2 | 1 |" in md
+
+
+def test_compare_scores_each_approach_on_the_same_rows():
+    from tasks.evaluate import compare
+
+    y_test, y_val = np.array([0, 0, 1, 1]), np.array([0, 1])
+    timing = {"fit_seconds": 1.0, "predict_seconds": 0.1}
+    models = {
+        "features_svc": {"predictions": {"test": [0, 0, 1, 1], "val": [0, 0]}, "timing": timing},
+        "raw_svc": {"predictions": {"test": [0, 1, 1, 1], "val": [0, 1]}, "timing": timing},
+    }
+    m = compare(y_test, y_val, models, ["a", "b"])
+    assert m["main"] == "features_svc" and m["accuracy"] == 1.0 and m["val_accuracy"] == 0.5
+    assert list(m["approaches"]) == ["raw_svc", "features_svc"]
+    assert m["approaches"]["raw_svc"]["accuracy"] == 0.75 and m["approaches"]["raw_svc"]["confusion"] == [[1, 1], [0, 2]]
+
+
+# ---------------------------------------------------------------- margin helpers and RFF
+
+
+def test_hinge_targets_are_explicit():
+    from tasks.margin import decide, hinge_targets
+
+    assert hinge_targets(np.array([0, 1, 1]), 2, "squared_hinge").ravel().tolist() == [-1, 1, 1]
+    assert hinge_targets(np.array([2, 0]), 3, "squared_hinge").tolist() == [[-1, -1, 1], [1, -1, -1]]
+    assert hinge_targets(np.array([2, 0]), 3, "categorical_hinge").tolist() == [[0, 0, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match="class indices"):
+        hinge_targets(np.array([3]), 3, "squared_hinge")
+    assert decide(np.array([[-0.5], [0.2]])).tolist() == [0, 1]
+    assert decide(np.array([[0.1, 0.9, -1.0]])).tolist() == [1]
+
+
+def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
+    import keras
+
+    from tasks.rff import RandomFourierFeatures
+
+    X = np.random.default_rng(0).normal(size=(20, 5)).astype("float32")
+    gamma = 0.1
+    layer = RandomFourierFeatures(4000, gamma, seed=3)
+    Z = np.asarray(layer(X))
+    exact = np.exp(-gamma * ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    assert np.abs(Z @ Z.T - exact).max() < 0.08
+    model = keras.Sequential([keras.Input((5,)), RandomFourierFeatures(64, gamma, seed=1), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(again(X)), np.asarray(model(X)))
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        RandomFourierFeatures(8, 0.0)
