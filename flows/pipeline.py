@@ -1,7 +1,7 @@
 """The pipeline flow. Main path: ingest -> scale -> train_encoder -> extract_features -> train_svc
 -> evaluate; beside it, the other approaches (raw_svc, linear_hinge, deep_hinge, rff_svm) run
-from the same scaled split; raw_svc is submitted to the flow's task runner so it overlaps the
-Keras stages.
+from the same scaled split, submitted to the flow's task runner so they overlap the main path.
+Keras fits take one lock (`tasks.margin.KERAS_FIT_LOCK`) because Keras' seeds are process-wide.
 
 Each stage is a cached task (see `tasks.cache`); this module only wires them. The flow's
 parameters are the whole typed config, so the dashboard shows what a run used.

@@ -21,7 +21,16 @@ from tasks.artifacts import ArtifactRef, ArtifactWriter
 from tasks.cache import stage
 from tasks.config import EncoderConfig, LinearHingeConfig, RFFConfig, SVCConfig
 from tasks.ingest import feature_matrix, read_dataset
-from tasks.margin import KERAS_FIT_LOCK, decide, fit_margin_model, hinge_targets, l2_for_svm, n_outputs, rbf_gamma
+from tasks.margin import (
+    KERAS_FIT_LOCK,
+    decide,
+    fit_margin_model,
+    glorot,
+    hinge_targets,
+    l2_for_svm,
+    n_outputs,
+    rbf_gamma,
+)
 
 OBJECTIVES = {
     "raw_svc": "SVC dual (hinge loss + RBF/other kernel) on the scaled raw features",
@@ -53,7 +62,8 @@ def build_linear_hinge(n_features: int, n_classes: int, n_train: int, config: Li
     k = n_outputs(n_classes, config.loss)
     inputs = keras.Input((n_features,), name="inputs")
     outputs = keras.layers.Dense(
-        k, name="margin", kernel_regularizer=keras.regularizers.L2(l2_for_svm(config.C, n_train, k))
+        k, name="margin", kernel_initializer=glorot(config.seed, 0),
+        kernel_regularizer=keras.regularizers.L2(l2_for_svm(config.C, n_train, k)),
     )(inputs)
     return keras.Model(inputs, outputs, name="linear_hinge")
 
@@ -68,7 +78,8 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
     inputs = keras.Input((n_features,), name="inputs")
     z = RandomFourierFeatures(config.n_components, gamma, seed=config.seed, name="rff")(inputs)
     outputs = keras.layers.Dense(
-        k, name="margin", kernel_regularizer=keras.regularizers.L2(l2_for_svm(config.C, n_train, k))
+        k, name="margin", kernel_initializer=glorot(config.seed, 0),
+        kernel_regularizer=keras.regularizers.L2(l2_for_svm(config.C, n_train, k)),
     )(z)
     return keras.Model(inputs, outputs, name="rff_svm")
 

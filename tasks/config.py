@@ -108,6 +108,7 @@ class SVCConfig(_Section):
     C: float = Field(10.0, gt=0.0)
     gamma: Literal["scale", "auto"] | float = "scale"
     class_weight: Literal["balanced"] | None = None
+    seed: int = Field(0, description="SVC random_state; a fixed one keeps libsvm off NumPy's global RNG, which Keras shuffles with")
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:

@@ -54,7 +54,7 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     """
     import keras
 
-    from tasks.margin import n_outputs
+    from tasks.margin import glorot, n_outputs
 
     kind, shape = resolve_architecture(config, n_features, source)
     layers = keras.layers
@@ -64,19 +64,21 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
         conv, pool = (layers.Conv1D, layers.MaxPooling1D) if kind == "cnn1d" else (layers.Conv2D, layers.MaxPooling2D)
         x = layers.Reshape((n_features, 1) if kind == "cnn1d" else tuple(shape), name="reshape")(x)
         for i, f in enumerate(config.filters):
-            x = conv(f, config.kernel_size, padding="same", activation=config.activation, name=f"conv_{i}")(x)
+            x = conv(f, config.kernel_size, padding="same", activation=config.activation,
+                     kernel_initializer=glorot(config.seed, i), name=f"conv_{i}")(x)
             if min(x.shape[1:-1]) >= 2:
                 x = pool(2, name=f"pool_{i}")(x)
         x = layers.Flatten(name="flatten")(x)
     for i, width in enumerate(config.hidden):
         last = i == len(config.hidden) - 1
-        x = layers.Dense(width, activation=config.activation, name=FEATURE_LAYER if last else f"hidden_{i}")(x)
+        x = layers.Dense(width, activation=config.activation, kernel_initializer=glorot(config.seed, 100 + i),
+                         name=FEATURE_LAYER if last else f"hidden_{i}")(x)
         if config.dropout > 0:
             x = layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(x)
     if config.objective == "softmax":
-        outputs = layers.Dense(n_classes, activation="softmax", name="head")(x)
+        outputs = layers.Dense(n_classes, activation="softmax", kernel_initializer=glorot(config.seed, 200), name="head")(x)
     else:
-        outputs = layers.Dense(n_outputs(n_classes, "squared_hinge"), name="head")(x)
+        outputs = layers.Dense(n_outputs(n_classes, "squared_hinge"), kernel_initializer=glorot(config.seed, 200), name="head")(x)
     return keras.Model(inputs, outputs, name="encoder")
 
 

@@ -16,6 +16,13 @@ import numpy as np
 KERAS_FIT_LOCK = threading.Lock()
 
 
+def glorot(seed: int, index: int):
+    """A Glorot-uniform initializer with its own seed, so no weight depends on Keras' global RNG state."""
+    import keras
+
+    return keras.initializers.GlorotUniform(seed=seed * 1009 + index)
+
+
 def hinge_targets(y: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
     """Targets for a hinge loss from class indices.
 

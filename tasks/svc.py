@@ -22,7 +22,8 @@ def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig):
     from sklearn.svm import SVC
 
     return SVC(
-        kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight
+        kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight,
+        random_state=config.seed,
     ).fit(X_train, y_train)
 
 
