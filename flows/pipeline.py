@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow
+from prefect import flow, unmapped
 from pydantic import BaseModel
 
 from flows.stages import APPROACH_STAGE, MAIN, SIDE, STAGES, stage_name
@@ -27,6 +27,7 @@ from tasks.evaluate import evaluate
 from tasks.features import extract_features
 from tasks.ingest import describe_source, ingest
 from tasks.scale import scale
+from tasks.search import grid, svc_cv
 from tasks.svc import train_svc
 
 
@@ -71,7 +72,7 @@ def pipeline(
     """
     root = str(Path(data_dir).resolve())
     storage = result_storage(root)
-    forced = set(STAGES) if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
+    forced = {*STAGES, "svc_cv"} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     needed = stages_needed(config, until)
     result = PipelineResult(stages={}, artifacts={})
 
@@ -93,19 +94,45 @@ def pipeline(
         state = bound(task)(*inputs, root=root, return_state=True)
         return record(task.name, state, time.perf_counter() - start)
 
+    def search(data: ArtifactRef | None, target: str) -> list | None:
+        """Map the ``svc.search`` grid over ``data`` (one svc_cv task per point); None without a search."""
+        if data is None or not config.svc.search or target not in needed:
+            return None
+        began = datetime.now(UTC)
+        futures = bound(svc_cv).map(unmapped(data), grid(config.svc), root=unmapped(root))
+        searches[target] = (began, futures)
+        return futures
+
+    def record_search(target: str) -> None:
+        began, futures = searches[target]
+        states = [f.state for f in futures]
+        ran = any(st.name != "Cached" for st in states)
+        ended = max(st.timestamp for st in states)
+        result.stages[f"{target}.cv"] = StageRun(status="ran" if ran else "cached",
+                                                 seconds=round((ended - began).total_seconds(), 3),
+                                                 artifact=f"{len(states)} svc_cv points")
+
+    searches: dict[str, tuple] = {}
     dataset = run(ingest, describe_source(config.data), config.data)
     scaled = run(scale, dataset, config.scale)
     side_inputs = {raw_svc: config.svc, linear_hinge: config.linear_hinge, deep_hinge: config.encoder, rff_svm: config.rff}
+    side_extra = {"raw_svc": {"cv": search(scaled, "raw_svc")}} if config.svc.search else {}
     submitted = {
-        t.name: (datetime.now(UTC), bound(t).submit(scaled, cfg, root=root))
+        t.name: (datetime.now(UTC), bound(t).submit(scaled, cfg, root=root, **side_extra.get(t.name, {})))
         for t, cfg in side_inputs.items() if t.name in needed
     }
     encoder = run(train_encoder, scaled, config.encoder)
     features = run(extract_features, scaled, encoder, config.features) if encoder else None
-    run(train_svc, features, config.svc) if features else None
+    if features and "train_svc" in needed:
+        cv = search(features, "train_svc")
+        start = time.perf_counter()
+        state = bound(train_svc)(features, config.svc, root=root, cv=cv, return_state=True)
+        record("train_svc", state, time.perf_counter() - start)
     for name, (began, future) in submitted.items():
         future.wait()
         record(name, future.state, (future.state.timestamp - began).total_seconds())
+    for target in searches:
+        record_search(target)
     if "evaluate" in needed:
         models = {a: result.artifacts[APPROACH_STAGE[a]] for a in config.evaluate.approaches}
         run(evaluate, scaled, models, encoder, config.evaluate)

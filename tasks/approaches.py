@@ -106,18 +106,11 @@ def keras_predictor(model, batch_size: int = 1024):
 
 
 @stage("raw_svc")
-def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRef:
-    """SVC on the scaled raw features, with the same settings as the features SVC."""
-    from tasks.svc import fit_svc, save_svc
+def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
+    """SVC on the scaled raw features, with the same settings (and search) as the features SVC."""
+    from tasks.svc import fit_and_write
 
-    data, _ = _splits(scaled)
-    start = time.perf_counter()
-    model = fit_svc(*data["train"], config)
-    fit_seconds = time.perf_counter() - start
-    with ArtifactWriter(root, "raw_svc", {"scaled": scaled.sha256, "config": config.model_dump()}) as w:
-        save_svc(model, w.path("svc.skops"))
-        write_model_outputs(w, model.predict, data, fit_seconds)
-    return w.ref
+    return fit_and_write(scaled, config, cv, root, "raw_svc", {"scaled": scaled.sha256})
 
 
 @stage("linear_hinge")

@@ -57,6 +57,8 @@ def _canonical(value: Any) -> Any:
         return value.model_dump(mode="json")
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
     return value
 
 

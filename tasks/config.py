@@ -102,18 +102,36 @@ class FeaturesConfig(_Section):
 
 
 class SVCConfig(_Section):
-    """scikit-learn SVC on the encoder features."""
+    """scikit-learn SVC on the encoder features (``train_svc``) and on the raw features (``raw_svc``).
+
+    With ``search = true``, ``C`` and ``gamma`` are chosen by stratified k-fold
+    cross-validation on the training rows only (never val or test): every pair of
+    ``search_C`` x ``search_gamma_factor`` is one ``svc_cv`` task, where a gamma factor
+    ``f`` means ``gamma = f / (n_features * X_train.var())``, i.e. ``f`` times
+    scikit-learn's ``"scale"``. The best mean ``search_metric`` wins; ties go to the
+    smaller C, then the factor nearest 1.
+    """
 
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
     C: float = Field(10.0, gt=0.0)
     gamma: Literal["scale", "auto"] | float = "scale"
     class_weight: Literal["balanced"] | None = None
-    seed: int = Field(0, description="SVC random_state; a fixed one keeps libsvm off NumPy's global RNG, which Keras shuffles with")
+    seed: int = Field(0, description="SVC random_state and CV fold shuffling; a fixed one keeps libsvm "
+                                     "off NumPy's global RNG, which Keras shuffles with")
+    search: bool = False
+    search_C: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
+    search_gamma_factor: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    search_folds: int = Field(5, ge=2)
+    search_metric: Literal["accuracy", "f1_macro"] = "accuracy"
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:
         if isinstance(self.gamma, float) and self.gamma <= 0:
             raise ValueError(f"svc.gamma must be > 0, 'scale' or 'auto', got {self.gamma}")
+        for key in ("search_C", "search_gamma_factor"):
+            values = getattr(self, key)
+            if not values or min(values) <= 0:
+                raise ValueError(f"svc.{key} must be a non-empty list of positive numbers, got {values}")
         return self
 
 

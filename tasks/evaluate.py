@@ -69,6 +69,8 @@ def compare(y_test: np.ndarray, y_val: np.ndarray, models: dict[str, dict], clas
             "accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "objective": OBJECTIVES[name],
             **models[name]["timing"], "confusion": s["confusion"],
         }
+        if models[name].get("search"):
+            approaches[name]["search"] = models[name]["search"]["chosen"]
     head = score(y_test, np.asarray(models[main]["predictions"]["test"]), classes)
     val_pred = np.asarray(models[main]["predictions"]["val"])
     head["val_accuracy"] = float(np.mean(val_pred == y_val)) if len(y_val) else float("nan")
@@ -86,6 +88,13 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
         for name, a in approaches.items():
             lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
                          f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
+        lines.append("")
+    searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
+    if searched:
+        lines += ["## SVC search (stratified k-fold CV on the training rows)", "",
+                  "| approach | C | gamma | gamma factor | CV score |", "|---|---|---|---|---|"]
+        for name, c in searched.items():
+            lines.append(f"| {name} | {c['C']:g} | {c['gamma']:.4g} | {c['gamma_factor']:g} | {fmt.format(c['mean'])} |")
         lines.append("")
     lines += [
         f"## Main path: {metrics.get('main', MAIN)}", "",
@@ -250,7 +259,8 @@ def evaluate(
     frame, meta = read_dataset(scaled)
     _, y_test = feature_matrix(frame, "test")
     _, y_val = feature_matrix(frame, "val")
-    outputs = {name: {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json")}
+    outputs = {name: {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json"),
+                      "search": read_json(ref, "search.json") if "search.json" in ref.files else None}
                for name, ref in models.items()}
     metrics = compare(y_test, y_val, outputs, meta["classes"])
     metrics["source"] = meta["source"]

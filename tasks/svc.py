@@ -45,19 +45,40 @@ def load_svc(path):
     return sio.load(path, trusted=untrusted)
 
 
-@stage("train_svc")
-def train_svc(features: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRef:
-    """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact."""
-    from tasks.approaches import write_model_outputs
+def fit_and_write(data_ref: ArtifactRef, config: SVCConfig, cv: list[ArtifactRef] | None, root: str, kind: str,
+                  params: dict) -> ArtifactRef:
+    """Fit an SVC on ``data_ref``'s train rows (C and gamma from ``cv`` when searched) and write ``kind``.
 
-    frame, _ = read_dataset(features)
+    Files: ``svc.skops``, ``config.json`` (the settings fitted), ``predictions.json``,
+    ``timing.json`` and, after a search, ``search.json`` (chosen point and CV table).
+    """
+    from tasks.approaches import write_model_outputs
+    from tasks.search import searched_config
+
+    frame, _ = read_dataset(data_ref)
     data = {s: feature_matrix(frame, s) for s in ("train", "val", "test")}
+    fitted, search = searched_config(config, cv)
     start = time.perf_counter()
-    model = fit_svc(*data["train"], config)
+    model = fit_svc(*data["train"], fitted)
     fit_seconds = time.perf_counter() - start
-    stage_logger().info("train_svc: %d support vectors on %d training rows", int(model.n_support_.sum()), len(data["train"][1]))
-    with ArtifactWriter(root, "svc", {"features": features.sha256, "config": config.model_dump()}) as w:
+    log = stage_logger()
+    if search:
+        log.info("%s: search chose C=%g gamma=%s (CV %s %.4f)", kind, fitted.C, fitted.gamma,
+                 search["metric"], search["chosen"]["mean"])
+    log.info("%s: %d support vectors on %d training rows", kind, int(model.n_support_.sum()), len(data["train"][1]))
+    with ArtifactWriter(root, kind, {**params, "config": config.model_dump(), "cv": [r.sha256 for r in cv or []]}) as w:
         save_svc(model, w.path("svc.skops"))
-        w.write_json("config.json", config.model_dump())
+        w.write_json("config.json", fitted.model_dump())
+        if search:
+            w.write_json("search.json", search)
         write_model_outputs(w, model.predict, data, fit_seconds)
     return w.ref
+
+
+@stage("train_svc")
+def train_svc(features: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
+    """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact.
+
+    ``cv``: the ``svc_cv`` artifacts of a search over ``features`` (``svc.search``).
+    """
+    return fit_and_write(features, config, cv, root, "svc", {"features": features.sha256})

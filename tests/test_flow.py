@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from flows.pipeline import MAIN, STAGES, pipeline
@@ -117,3 +119,48 @@ def test_string_labels_are_reported_by_name(first):
     metrics = _metrics(first[2])
     assert metrics["classes"] == ["setosa", "versicolor", "virginica"]
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] == 38
+
+
+SEARCH = ["svc.search=true", "svc.search_C=[0.1, 10.0]", "svc.search_gamma_factor=[0.5, 2.0]", "svc.search_folds=3",
+          "evaluate.approaches=['features_svc', 'raw_svc']"]
+
+
+def test_svc_search_maps_the_grid_records_the_table_and_caches(prefect_api, csv, tmp_path):
+    data = tmp_path / "d"
+    result = pipeline(config=tiny_config(csv, *SEARCH), data_dir=str(data))
+    assert statuses(result)["train_svc.cv"] == statuses(result)["raw_svc.cv"] == "ran"
+    for stage in ("train_svc", "raw_svc"):
+        search = json.loads((Path(result.stages[stage].artifact) / "search.json").read_text())
+        table = search["table"]
+        assert len(table) == 4 and search["folds"] == 3
+        assert {(r["C"], r["gamma_factor"]) for r in table} == {(0.1, 0.5), (0.1, 2.0), (10.0, 0.5), (10.0, 2.0)}
+        assert search["chosen"]["mean"] == max(r["mean"] for r in table) == table[0]["mean"]
+        fitted = json.loads((Path(result.stages[stage].artifact) / "config.json").read_text())
+        assert (fitted["C"], fitted["gamma"]) == (search["chosen"]["C"], search["chosen"]["gamma"])
+    again = pipeline(config=tiny_config(csv, *SEARCH), data_dir=str(data))
+    assert set(statuses(again).values()) == {"cached"}
+    grown = pipeline(config=tiny_config(csv, *SEARCH, "svc.search_C=[0.1, 10.0, 100.0]"), data_dir=str(data))
+    # the four old points come from the cache; the two new ones and the SVCs after them run
+    assert statuses(grown)["train_svc.cv"] == "ran" and statuses(grown)["ingest"] == "cached"
+
+
+def test_search_never_reads_the_test_rows(tmp_path):
+    from tasks.artifacts import ArtifactWriter
+    from tasks.ingest import LABEL, SPLIT
+    from tasks.search import CVPoint, svc_cv
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
+    frame[LABEL] = np.arange(60) % 2
+    frame[SPLIT] = np.where(np.arange(60) < 40, "train", "test")
+    with ArtifactWriter(str(tmp_path), "scaled", {"t": 1}) as w:
+        frame.to_parquet(w.path("scaled.parquet"))
+        w.write_json("meta.json", {"classes": [0, 1]})
+    point = CVPoint(kernel="rbf", C=1.0, gamma_factor=1.0, class_weight=None, folds=4, metric="accuracy", seed=0)
+    before = json.loads((Path(svc_cv.fn(w.ref, point, root=str(tmp_path)).path) / "cv.json").read_text())
+    frame.loc[frame[SPLIT] == "test", ["a", "b"]] = 99.0  # poison the test rows
+    with ArtifactWriter(str(tmp_path), "scaled", {"t": 2}) as w2:
+        frame.to_parquet(w2.path("scaled.parquet"))
+        w2.write_json("meta.json", {"classes": [0, 1]})
+    after = json.loads((Path(svc_cv.fn(w2.ref, point, root=str(tmp_path)).path) / "cv.json").read_text())
+    assert before["scores"] == after["scores"] and len(before["scores"]) == 4
