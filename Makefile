@@ -22,7 +22,8 @@ test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check flows tasks tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## speed benchmark (prints a table)
+bench: $(STAMP)  ## accuracy and speed benchmarks (each prints a table)
+	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/speed.py
 
 dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
