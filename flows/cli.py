@@ -15,6 +15,7 @@ from typing import Any
 
 from flows.stages import CHOICES, stage_name
 from tasks.config import BUILTIN_DATASETS
+from tasks.errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,33 +25,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"marginflow: error: {message} (see {self.prog} --help)\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, refresh: bool = True, json_flag: bool = True) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file with one table per section ([data], [encoder], [svc], ...)")
     src = p.add_argument_group("data source (default: the built-in digits dataset)")
     src.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset, generated or loaded offline")
-    src.add_argument("--input", metavar="FILE", help="your own data: .csv, .csv.gz or .parquet")
+    src.add_argument("--input", metavar="PATH",
+                     help="your own data: .csv, .csv.gz or .parquet, or a folder of them (combined in name order)")
     src.add_argument("--label", metavar="COL", help="label column of --input (ints or strings)")
     src.add_argument("--split-column", metavar="COL", help="column of --input holding train/val/test; default: a stratified seeded split")
-    p.add_argument("--data-dir", metavar="DIR", default=os.environ.get("MARGINFLOW_DATA_DIR", "data"),
-                   help="data root for artifacts and the cache (default: ./data or $MARGINFLOW_DATA_DIR)")
+    _data_dir(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set svc.C=1 --set encoder.hidden=[64,32]; repeatable")
-    p.add_argument("--refresh", nargs="?", const="all", metavar="STAGE",
-                   help="recompute instead of using the cache: every stage, or only STAGE")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (per stage: ran or cached, seconds, artifact; and the metrics)")
+    if refresh:
+        p.add_argument("--refresh", nargs="?", const="all", metavar="STAGE",
+                       help="recompute instead of using the cache: every stage, or only STAGE")
+    if json_flag:
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object (per stage: ran or cached, seconds, artifact; and the metrics)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="marginflow",
         description="Train SVM-style classifiers with Keras as a cached Prefect pipeline: "
-                    "ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate.",
+                    "ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate -> bundle.",
         epilog="Exit codes: 0 ok, 2 bad input or config, 1 internal error.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    run = sub.add_parser("run", help="run the whole pipeline; unchanged stages come from the cache",
-                         description="Run every stage; a stage whose inputs, config section and code are unchanged is a cache hit.")
+    run = sub.add_parser("run", help="run the whole pipeline and register its model; unchanged stages come from the cache",
+                         description="Run every stage; a stage whose inputs, config section and code are unchanged is "
+                                     "a cache hit. The model is registered as a new version (the first becomes champion).")
     _common(run)
     st = sub.add_parser("stage", help="rerun one stage from the artifacts already there",
                         description="Recompute one stage. Upstream stages come from the cache "
@@ -58,7 +62,46 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", choices=CHOICES, metavar="NAME",
                     help="one of: " + ", ".join(CHOICES) + " (encoder/features/svc are short names)")
     _common(st)
+    rt = sub.add_parser("retrain", help="run the retrain flow once: pipeline, then champion vs challenger",
+                        description="Run the pipeline on the configured source (a file, or a landing folder whose "
+                                    "CSV/Parquet files are combined in name order), register the model, and promote "
+                                    "it if it scores at least the champion's retrain.metric minus retrain.tolerance "
+                                    "on the same test rows. The same flow `serve` runs on a schedule.")
+    _common(rt, refresh=False)
+    sv = sub.add_parser("serve", help="serve the retrain flow as a deployment on a cron schedule (foreground)",
+                        description="Create a deployment of the retrain flow with a cron schedule on the Prefect API in "
+                                    "PREFECT_API_URL and run its flow runs until stopped (Ctrl-C). Start the server "
+                                    "first with `marginflow dashboard`.")
+    sv.add_argument("--cron", required=True, metavar="EXPR", help='five-field cron expression, e.g. "0 3 * * *"')
+    sv.add_argument("--timezone", default="UTC", metavar="TZ", help="time zone of the cron expression (default UTC)")
+    sv.add_argument("--name", default="scheduled", metavar="NAME", help="deployment name (default: scheduled)")
+    _common(sv, refresh=False, json_flag=False)
+    ms = sub.add_parser("models", help="list the registered model versions; * marks the champion",
+                        description="List the model registry of the data root: versions, test metrics, champion.")
+    _data_dir(ms)
+    ms.add_argument("--json", action="store_true", help="print the versions as JSON")
+    pr = sub.add_parser("promote", help="make a model version the champion (also to roll back)",
+                        description="Point the champion at VERSION (v0003, 3); the change is atomic.")
+    pr.add_argument("version", metavar="VERSION")
+    _data_dir(pr)
+    pd_ = sub.add_parser("predict", help="predict a CSV/Parquet file with a registered model",
+                         description="Check the input's columns against the model's feature names, then write the "
+                                     "predicted labels (original values) and SVC decision scores, in batches.")
+    pd_.add_argument("--input", required=True, metavar="FILE", help="rows to predict: .csv, .csv.gz or .parquet")
+    pd_.add_argument("--output", required=True, metavar="FILE", help="where to write: .parquet or .csv")
+    pd_.add_argument("--model", default="champion", metavar="VERSION", help="a version (v0003) or champion (default)")
+    pd_.add_argument("--batch-rows", type=int, default=10_000, metavar="N", help="rows per batch (default 10000)")
+    _data_dir(pd_)
+    db = sub.add_parser("dashboard", help="start the Prefect server and dashboard on 127.0.0.1 (foreground)",
+                        description="Start `prefect server` on 127.0.0.1 and print the dashboard URL and the "
+                                    "PREFECT_API_URL for other shells.")
+    db.add_argument("--port", type=int, default=4200, help="port (default 4200)")
     return parser
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", default=os.environ.get("MARGINFLOW_DATA_DIR", "data"),
+                   help="data root holding artifacts, cache and models/ (default: ./data or $MARGINFLOW_DATA_DIR)")
 
 
 def _load_config(args: argparse.Namespace):
@@ -102,34 +145,25 @@ def _summary(result, metrics: dict[str, Any] | None, report) -> str:
     return "\n".join(lines)
 
 
-def _execute(args: argparse.Namespace) -> int:
-    from tasks.errors import InputError
-
-    try:
-        config = _load_config(args)
-        refresh = [args.refresh] if args.refresh else []
-        until = None
-        if args.command == "stage":
-            until = args.name
-            refresh = sorted({*refresh, args.name})
-        if args.refresh not in (None, "all"):
-            try:
-                stage_name(args.refresh)
-            except ValueError as e:
-                raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
-        _preflight(config)
-    except InputError as e:
-        print(f"marginflow: error: {e}", file=sys.stderr)
-        return 2
+def _pipeline_command(args: argparse.Namespace) -> int:
+    """``run`` and ``stage``."""
+    config = _load_config(args)
+    refresh = [args.refresh] if args.refresh else []
+    until = None
+    if args.command == "stage":
+        until = args.name
+        refresh = sorted({*refresh, args.name})
+    if args.refresh not in (None, "all"):
+        try:
+            stage_name(args.refresh)
+        except ValueError as e:
+            raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
+    _preflight(config)
 
     from flows.pipeline import pipeline
     from tasks.artifacts import read_json
 
-    try:
-        result = pipeline(config=config, data_dir=args.data_dir, refresh=refresh, until=until)
-    except InputError as e:
-        print(f"marginflow: error: {e}", file=sys.stderr)
-        return 2
+    result = pipeline(config=config, data_dir=args.data_dir, refresh=refresh, until=until)
     report = result.artifacts.get("evaluate")
     metrics = read_json(report, "metrics.json") if report else None
     if args.json:
@@ -137,16 +171,138 @@ def _execute(args: argparse.Namespace) -> int:
             "stages": {k: v.model_dump() for k, v in result.stages.items()},
             "metrics": metrics,
             "report": str(report.file("report.md")) if report else None,
+            "model": result.model,
             "data_dir": os.path.abspath(args.data_dir),
         }
         print(json.dumps(out, indent=2))
     else:
         print(_summary(result, metrics, report))
+        if result.model:
+            from tasks.registry import Registry
+
+            champion = Registry(args.data_dir).champion()
+            state = "registered" if result.model_is_new else "already registered"
+            print(f"model: {result.model} ({state}; champion: {champion})")
     return 0
+
+
+def _retrain_command(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    _preflight(config)
+    from flows.retrain import retrain
+
+    decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
+    if args.json:
+        print(json.dumps(decision.model_dump(), indent=2))
+    else:
+        print(f"challenger {decision.challenger}, champion before {decision.champion_before}: {decision.reason}")
+        print(f"champion: {decision.champion_after}")
+    return 0
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("PREFECT_API_URL is not set: start the server with `marginflow dashboard` "
+                         "and export the PREFECT_API_URL it prints")
+    from prefect.schedules import Cron
+
+    try:
+        schedule = Cron(args.cron, timezone=args.timezone)
+    except Exception as e:  # croniter / pydantic reject the expression or time zone
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"--cron {args.cron!r}: not a valid cron schedule ({first})") from None
+    from prefect.runner.storage import EntrypointType
+
+    from flows.retrain import retrain
+
+    print(f"serving marginflow-retrain/{args.name} on {os.environ['PREFECT_API_URL']}, cron {args.cron!r} "
+          f"({args.timezone}); data root {os.path.abspath(args.data_dir)}. Ctrl-C stops.", flush=True)
+    retrain.serve(
+        name=args.name, schedules=[schedule], entrypoint_type=EntrypointType.MODULE_PATH,
+        parameters={"config": config.model_dump(mode="json"), "data_dir": os.path.abspath(args.data_dir)},
+        description="marginflow retrain: pipeline, register, champion vs challenger",
+    )
+    return 0
+
+
+def _models_command(args: argparse.Namespace) -> int:
+    from tasks.registry import Registry
+
+    versions = Registry(args.data_dir).versions()
+    if args.json:
+        print(json.dumps([v.model_dump() for v in versions], indent=2))
+        return 0
+    if not versions:
+        print(f"no models registered in {os.path.abspath(args.data_dir)}/models (run `marginflow run`)")
+        return 0
+    print(f"  {'version':<9}{'created (UTC)':<27}{'source':<22}{'accuracy':>9}{'macro-F1':>10}")
+    for v in versions:
+        m = v.metrics
+        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-21:]:<22}"
+              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}")
+    print("* champion")
+    return 0
+
+
+def _promote_command(args: argparse.Namespace) -> int:
+    from tasks.registry import Registry
+
+    registry = Registry(args.data_dir)
+    before = registry.champion()
+    name = registry.promote(args.version, reason="promoted by hand (marginflow promote)")
+    print(f"champion: {name} (was {before})")
+    return 0
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    from tasks.bundle import Bundle
+    from tasks.predict import predict_file
+    from tasks.registry import Registry
+
+    if args.batch_rows < 1:
+        raise InputError(f"--batch-rows {args.batch_rows}: must be at least 1")
+    path = Registry(args.data_dir).path(args.model)
+    model = Bundle.load(path)
+
+    def progress(n: int) -> None:
+        print(f"\rpredicted {n} rows", end="", file=sys.stderr, flush=True)
+
+    n = predict_file(model, args.input, args.output, args.batch_rows, progress=progress)
+    print(file=sys.stderr)
+    print(f"{n} rows predicted with {path.name} -> {args.output}")
+    return 0
+
+
+def _dashboard_command(args: argparse.Namespace) -> int:
+    import subprocess
+
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"Prefect dashboard: {url}\nIn other shells:  export PREFECT_API_URL={url}/api\nCtrl-C stops the server.",
+          flush=True)
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call(cmd, env=env)
+
+
+COMMANDS = {"run": _pipeline_command, "stage": _pipeline_command, "retrain": _retrain_command,
+            "serve": _serve_command, "models": _models_command, "promote": _promote_command,
+            "predict": _predict_command, "dashboard": _dashboard_command}
+
+
+def _execute(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        print(f"marginflow: error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # no telemetry from the temporary server (the machines this runs on are often offline)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return _execute(args)
     except KeyboardInterrupt:

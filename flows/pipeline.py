@@ -14,18 +14,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from pydantic import BaseModel
 
 from flows.stages import APPROACH_STAGE, MAIN, SIDE, STAGES, stage_name
 from tasks.approaches import deep_hinge, linear_hinge, raw_svc, rff_svm
 from tasks.artifacts import ArtifactRef
+from tasks.bundle import bundle
 from tasks.cache import result_storage
 from tasks.config import Config
 from tasks.encoder import train_encoder
 from tasks.evaluate import evaluate
 from tasks.features import extract_features
 from tasks.ingest import describe_source, ingest
+from tasks.registry import Registry
 from tasks.scale import scale
 from tasks.search import grid, svc_cv
 from tasks.svc import train_svc
@@ -35,12 +37,14 @@ def stages_needed(config: Config, until: str | None) -> list[str]:
     """The stages a run executes: all (main path + selected approaches + evaluate), or ``until`` and its inputs."""
     side = [APPROACH_STAGE[a] for a in config.evaluate.approaches if APPROACH_STAGE[a] in SIDE]
     if until is None:
-        return [*MAIN, *side, "evaluate"]
+        return [*MAIN, *side, "evaluate", "bundle"]
     until = stage_name(until)
     if until in MAIN:
         return list(MAIN[: MAIN.index(until) + 1])
     if until in SIDE:
         return ["ingest", "scale", until]
+    if until == "bundle":
+        return [*MAIN, "bundle"]
     return [*MAIN, *side, "evaluate"]
 
 
@@ -53,6 +57,16 @@ class StageRun(BaseModel):
 class PipelineResult(BaseModel):
     stages: dict[str, StageRun]
     artifacts: dict[str, ArtifactRef]
+    model: str | None = None  # the registry version of this run's bundle (full runs only)
+    model_is_new: bool = False
+
+
+@task(name="register_model")
+def register_model(bundle_ref: ArtifactRef, root: str) -> tuple[str, bool]:
+    """Add the run's bundle to the registry (a no-op returning the version when already there)."""
+    version, new = Registry(root).register(bundle_ref.path)
+    get_run_logger().info("model %s %s", version, "registered" if new else "already registered (same bundle)")
+    return version, new
 
 
 @flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
@@ -136,4 +150,9 @@ def pipeline(
     if "evaluate" in needed:
         models = {a: result.artifacts[APPROACH_STAGE[a]] for a in config.evaluate.approaches}
         run(evaluate, scaled, models, encoder, config.evaluate)
+    if "bundle" in needed:
+        svc = result.artifacts["train_svc"]
+        bundled = run(bundle, scaled, encoder, svc, config)
+        if until is None:
+            result.model, result.model_is_new = register_model(bundled, root)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 MAIN = ("ingest", "scale", "train_encoder", "extract_features", "train_svc")
 SIDE = ("raw_svc", "linear_hinge", "deep_hinge", "rff_svm")
-STAGES = (*MAIN, *SIDE, "evaluate")
+STAGES = (*MAIN, *SIDE, "evaluate", "bundle")
 ALIASES = {"encoder": "train_encoder", "features": "extract_features", "svc": "train_svc"}
 CHOICES = STAGES + tuple(ALIASES)
 # approach name (as in ``evaluate.approaches`` and the report) -> the stage that trains it

@@ -10,6 +10,7 @@ count, enough to rebuild it), ``history.json`` (per-epoch metrics).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,12 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
                      kernel_initializer=glorot(config.seed, i), name=f"conv_{i}")(x)
             if min(x.shape[1:-1]) >= 2:
                 x = pool(2, name=f"pool_{i}")(x)
-        x = layers.Flatten(name="flatten")(x)
+        if config.pooling == "flatten":
+            x = layers.Flatten(name="flatten")(x)
+        elif kind == "cnn1d":
+            x = (layers.GlobalMaxPooling1D if config.pooling == "global_max" else layers.GlobalAveragePooling1D)(name="pool")(x)
+        else:
+            x = (layers.GlobalMaxPooling2D if config.pooling == "global_max" else layers.GlobalAveragePooling2D)(name="pool")(x)
     for i, width in enumerate(config.hidden):
         last = i == len(config.hidden) - 1
         x = layers.Dense(width, activation=config.activation, kernel_initializer=glorot(config.seed, 100 + i),
@@ -179,9 +185,13 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str) -> Arti
     return w.ref
 
 
-def load_feature_model(encoder: ArtifactRef):
-    """The saved encoder cut at its ``features`` layer: (batch, d) -> (batch, hidden[-1])."""
+def load_feature_model(encoder: ArtifactRef | str | Path):
+    """The saved encoder (an ``encoder`` artifact or a ``.keras`` path) cut at its ``features`` layer.
+
+    Shapes: (batch, d) -> (batch, hidden[-1]). Loaded with ``safe_mode=True``: no lambdas.
+    """
     import keras
 
-    model = keras.models.load_model(encoder.file("encoder.keras"), compile=False, safe_mode=True)
+    path = encoder.file("encoder.keras") if isinstance(encoder, ArtifactRef) else Path(encoder)
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
     return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)

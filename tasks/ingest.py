@@ -53,9 +53,29 @@ def describe_source(config: DataConfig) -> ArtifactRef:
         digest = sha256_text(f"builtin:{config.dataset}:{lib}=={version(lib)}")
         return ArtifactRef(kind="source", path=f"builtin:{config.dataset}", sha256=digest)
     path = Path(config.input)
+    if path.is_dir():
+        files = landing_files(path)
+        listing = "\n".join(f"{f.name} {sha256_file(f)}" for f in files)
+        return ArtifactRef(kind="source", path=str(path.resolve()), sha256=sha256_text(f"folder:\n{listing}"))
     if not path.is_file():
         raise InputError(f"{config.input}: file not found")
     return ArtifactRef(kind="source", path=str(path.resolve()), sha256=sha256_file(path))
+
+
+DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
+
+
+def landing_files(folder: Path) -> list[Path]:
+    """The data files of a landing folder, in name order (hidden files and other suffixes ignored).
+
+    Raises:
+        InputError: the folder holds no CSV or Parquet file.
+    """
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(DATA_SUFFIXES))
+    if not files:
+        raise InputError(f"{folder}: no .csv, .csv.gz or .parquet files in this folder")
+    return files
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -97,8 +117,21 @@ def _header_duplicates(path: Path, opener) -> list[str]:
 
 
 def read_frame(path: str) -> pd.DataFrame:
-    """Read CSV, gzipped CSV or Parquet, refusing empty, unreadable or duplicated-header files."""
+    """Read CSV, gzipped CSV or Parquet, refusing empty, unreadable or duplicated-header files.
+
+    A folder is a landing folder: its files (`landing_files`) are read and appended in name
+    order; they must have the same columns.
+    """
     p = Path(path)
+    if p.is_dir():
+        frames = []
+        for f in landing_files(p):
+            frame = read_frame(str(f))
+            if frames and list(frame.columns) != list(frames[0].columns):
+                raise InputError(f"{f}: columns differ from {landing_files(p)[0].name} "
+                                 f"({', '.join(map(str, frame.columns[:6]))} ...)")
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
     if not p.is_file():
         raise InputError(f"{path}: file not found")
     if p.stat().st_size == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import Config, load_config
+from tasks.config import Config, EncoderConfig, load_config
 from tasks.errors import InputError
 
 
@@ -47,3 +47,12 @@ def test_bad_toml_file_names_the_file(tmp_path):
         load_config(str(f))
     with pytest.raises(InputError, match="missing.toml: config file not found"):
         load_config(str(tmp_path / "missing.toml"))
+
+
+def test_builtin_dataset_defaults_apply_unless_set():
+    from tasks.config import DATASET_DEFAULTS
+
+    mnist = load_config(None, ["encoder.dropout=0.05"], {"data.dataset": "mnist1d"})
+    assert mnist.encoder.kernel_size == DATASET_DEFAULTS["mnist1d"]["encoder"]["kernel_size"] != EncoderConfig().kernel_size
+    assert mnist.encoder.dropout == 0.05
+    assert load_config(None, [], {"data.dataset": "iris"}).encoder == EncoderConfig()

@@ -46,7 +46,7 @@ def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
     _, data, _ = first
     result = pipeline(config=tiny_config(csv, "svc.C=0.5"), data_dir=str(data))
     # raw_svc is the same SVC settings on the raw features, so it follows svc.C too
-    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "raw_svc": "ran", "evaluate": "ran"}
+    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "raw_svc": "ran", "evaluate": "ran", "bundle": "ran"}
 
 
 def test_changing_one_byte_of_the_input_reruns_everything(first, csv):
@@ -63,7 +63,7 @@ def test_deleted_artifact_file_makes_its_stage_recompute(first):
     svc_file.unlink()
     again = pipeline(config=config, data_dir=str(data))
     assert statuses(again)["train_svc"] == "ran"
-    assert all(statuses(again)[s] == "cached" for s in STAGES if s not in ("train_svc", "evaluate"))
+    assert all(statuses(again)[s] == "cached" for s in STAGES if s not in ("train_svc", "evaluate", "bundle"))
     assert again.artifacts["train_svc"].is_intact()
     assert without_timings(_metrics(again))["accuracy"] == without_timings(_metrics(result))["accuracy"]
 
@@ -81,8 +81,8 @@ def test_refresh_forces_recomputation(first):
     config, data, _ = first
     assert statuses(pipeline(config=config, data_dir=str(data), refresh=["all"])) == ALL_RAN
     only_svc = statuses(pipeline(config=config, data_dir=str(data), refresh=["svc"]))
-    before_evaluate = {s: only_svc[s] for s in STAGES if s != "evaluate"}
-    assert before_evaluate == {**dict.fromkeys(STAGES[:-1], "cached"), "train_svc": "ran"}
+    upstream = [s for s in STAGES if s not in ("evaluate", "bundle")]
+    assert {s: only_svc[s] for s in upstream} == {**dict.fromkeys(upstream, "cached"), "train_svc": "ran"}
 
 
 def test_stage_reruns_one_stage_from_existing_artifacts(first):
@@ -111,7 +111,7 @@ def test_every_approach_is_scored(first):
 def test_selected_approaches_only(prefect_api, csv, tmp_path):
     config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")
     result = pipeline(config=config, data_dir=str(tmp_path / "d"))
-    assert set(result.stages) == {*MAIN, "raw_svc", "evaluate"}
+    assert set(result.stages) == {*MAIN, "raw_svc", "evaluate", "bundle"}
     assert set(_metrics(result)["approaches"]) == {"raw_svc", "features_svc"}
 
 

@@ -1,0 +1,121 @@
+"""Batch prediction with a bundle: bounded memory, checked columns, atomic output.
+
+The input (CSV, CSV.gz or Parquet) is read ``batch_rows`` rows at a time; its columns must
+be the bundle's feature names (any order), plus optionally the label column the model was
+trained with, which is ignored. Output, one row per input row in input order:
+
+* ``prediction``   - the label, in the original label values;
+* ``score``        - two classes: the SVC decision value, positive for ``classes_[1]``;
+* ``score_<class>`` - more classes: the one-vs-rest decision value per class.
+
+The output is written to a temporary file beside the target and renamed into place, so an
+error leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.bundle import Bundle, check_columns
+from tasks.errors import InputError
+
+OUTPUT_SUFFIXES = (".parquet", ".csv")
+
+
+def _columns(path: Path) -> list[str]:
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if name.endswith((".csv", ".csv.gz")):
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except Exception as e:  # unreadable header: one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: unreadable file ({first})") from None
+    raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
+
+
+def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The ``columns`` of ``path``, ``batch_rows`` rows at a time."""
+    if path.name.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.to_pandas()
+    else:
+        yield from pd.read_csv(path, usecols=columns, chunksize=batch_rows)
+
+
+def output_frame(model: Bundle, rows: pd.DataFrame, where: str) -> pd.DataFrame:
+    X = rows[model.feature_names_in_].to_numpy(dtype=np.float64)
+    if not np.isfinite(X).all():
+        r, c = np.argwhere(~np.isfinite(X))[0]
+        raise InputError(f"{where}: column {model.feature_names_in_[c]!r} has a missing or non-finite value "
+                         f"(row {int(rows.index[r]) + 1})")
+    F = model.features(X)
+    out = pd.DataFrame({"prediction": model.classes_[model.svc.predict(F).astype(np.int64)]})
+    scores = model.svc.decision_function(F)
+    if scores.ndim == 1:
+        out["score"] = scores
+    else:
+        for i, c in enumerate(model.classes_):
+            out[f"score_{c}"] = scores[:, i]
+    return out
+
+
+def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: int = 10_000,
+                 progress=None) -> int:
+    """Predict every row of ``input_path`` into ``output_path``; returns the number of rows.
+
+    Raises:
+        InputError: missing input, unsupported format, a missing or unexpected column, or a
+            non-finite feature value (nothing is written then).
+    """
+    src, dest = Path(input_path), Path(output_path)
+    if not src.is_file():
+        raise InputError(f"{input_path}: file not found")
+    if not dest.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise InputError(f"{output_path}: output must end in .parquet or .csv")
+    if not dest.parent.is_dir():
+        raise InputError(f"{output_path}: folder {dest.parent} does not exist")
+    columns = _columns(src)
+    allowed = (model.label,) if model.label else ()
+    check_columns(columns, model.feature_names_in_, str(src), allowed_extra=allowed)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".tmp")
+    os.close(fd)
+    tmp, n, writer = Path(tmp_name), 0, None
+    try:
+        for rows in batches(src, model.feature_names_in_, batch_rows):
+            rows.index = pd.RangeIndex(n, n + len(rows))
+            out = output_frame(model, rows, str(src))
+            if dest.name.lower().endswith(".parquet"):
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(out, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+            else:
+                out.to_csv(tmp, mode="a", header=n == 0, index=False)
+            n += len(rows)
+            if progress:
+                progress(n)
+        if writer is not None:
+            writer.close()
+            writer = None
+        if n == 0:
+            raise InputError(f"{input_path}: file has no rows")
+        os.replace(tmp, dest)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return n
