@@ -212,7 +212,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     except Exception as e:  # croniter / pydantic reject the expression or time zone
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"--cron {args.cron!r}: not a valid cron schedule ({first})") from None
-    from prefect.runner.storage import EntrypointType
+    from prefect.types.entrypoint import EntrypointType
 
     from flows.retrain import retrain
 

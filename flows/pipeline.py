@@ -7,8 +7,8 @@ Each stage is a cached task (see `tasks.cache`); this module only wires them. Th
 parameters are the whole typed config, so the dashboard shows what a run used.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model
+# from the real annotation objects when a served run loads this module by its entrypoint.
 import time
 from datetime import UTC, datetime
 from pathlib import Path

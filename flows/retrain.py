@@ -13,8 +13,8 @@
 ``marginflow retrain`` runs this flow once; ``marginflow serve --cron`` serves it on a schedule.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model
+# from the real annotation objects when a served run loads this module by its entrypoint.
 from pathlib import Path
 from typing import Any
 

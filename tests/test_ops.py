@@ -1,0 +1,173 @@
+"""Operations: the bundle, the registry, retrain's promotion rule, and predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.pipeline import pipeline
+from flows.retrain import decide, retrain
+from tasks.bundle import Bundle, BundleError
+from tasks.errors import InputError
+from tasks.registry import Registry
+from tests.conftest import ROOT, run_cli
+from tests.helpers import iris_csv, tiny_config
+
+GOOD = ["evaluate.approaches=['features_svc']"]
+BAD = [*GOOD, "svc.C=0.001", "encoder.epochs=1"]  # a tiny C: the SVC predicts nearly one class
+
+
+@pytest.fixture
+def csv(tmp_path) -> Path:
+    return iris_csv(tmp_path / "iris.csv")
+
+
+@pytest.fixture
+def trained(prefect_api, csv, tmp_path):
+    """One pipeline run on tiny iris; returns (data root, result)."""
+    data = tmp_path / "data"
+    return data, pipeline(config=tiny_config(csv, *GOOD), data_dir=str(data))
+
+
+# ---------------------------------------------------------------- bundle
+
+
+def test_bundle_predicts_what_the_pipeline_predicted(trained, csv):
+    data, result = trained
+    assert result.model == "v0001" and result.model_is_new
+    model = Bundle.load(Registry(data).path("champion"))
+    frame = pd.read_csv(csv)
+    dataset = pd.read_parquet(result.artifacts["ingest"].file("dataset.parquet"))
+    test = (dataset["__split__"] == "test").to_numpy()
+    expected = json.loads(result.artifacts["train_svc"].file("predictions.json").read_text())["test"]
+    features = frame.drop(columns=["species"])
+    assert model.predict_index(features[test]).tolist() == expected
+    assert list(model.classes_) == ["setosa", "versicolor", "virginica"]
+    assert set(model.predict(features)) <= set(model.classes_)
+    assert model.decision_function(features).shape == (150, 3)
+    assert model.score(features[test], frame["species"][test]) == pytest.approx(model.metrics["accuracy"])
+    with pytest.raises(InputError, match="unexpected column 'species'"):
+        model.predict(frame)
+
+
+def test_tampered_or_incomplete_bundle_is_refused(trained, tmp_path):
+    data, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(Registry(data).path("v0001"), copy)
+    for f in copy.iterdir():
+        f.chmod(0o644)
+    blob = bytearray((copy / "svc.skops").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (copy / "svc.skops").write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match=r"svc.skops: SHA-256 differs"):
+        Bundle.load(copy)
+    (copy / "encoder.keras").unlink()
+    with pytest.raises(BundleError, match="encoder.keras: incomplete bundle"):
+        Bundle.load(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        Bundle.load(copy)
+
+
+def test_registered_versions_are_read_only_and_reruns_do_not_duplicate(trained, csv):
+    data, result = trained
+    files = list(Registry(data).path("v0001").iterdir())
+    assert files and all(not (f.stat().st_mode & 0o222) for f in files)
+    again = pipeline(config=tiny_config(csv, *GOOD), data_dir=str(data))
+    assert (again.model, again.model_is_new) == ("v0001", False)
+    assert Registry(data).names() == ["v0001"]
+
+
+# ---------------------------------------------------------------- promotion
+
+
+def test_decide_uses_the_tolerance():
+    assert decide(0.90, 0.90, 0.0) and decide(0.91, 0.90, 0.0)
+    assert not decide(0.89, 0.90, 0.0)
+    assert decide(0.89, 0.90, 0.02) and not decide(0.87, 0.90, 0.02)
+
+
+def test_first_is_promoted_better_is_promoted_worse_is_not(prefect_api, csv, tmp_path):
+    data = str(tmp_path / "data")
+    first = retrain(config=tiny_config(csv, *BAD), data_dir=data)
+    assert first.promoted and first.champion_after == first.challenger == "v0001"
+    better = retrain(config=tiny_config(csv, *GOOD), data_dir=data)
+    assert better.promoted and better.champion_after == "v0002"
+    assert better.challenger_score > better.champion_score
+    worse = retrain(config=tiny_config(csv, *BAD, "svc.seed=1"), data_dir=data)
+    assert not worse.promoted and worse.challenger == "v0003" and worse.champion_after == "v0002"
+    assert worse.challenger_score < worse.champion_score
+    same = retrain(config=tiny_config(csv, *GOOD), data_dir=data)
+    assert not same.promoted and same.challenger == "v0002" and "Nothing new" in same.reason
+    events = [e["event"] for e in Registry(data).history()]
+    assert events.count("decision") == 4 and events.count("promoted") == 2
+
+
+def test_landing_folder_is_combined_in_name_order(prefect_api, csv, tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    frame = pd.read_csv(csv)
+    frame.iloc[75:].to_parquet(landing / "b.parquet", index=False)
+    frame.iloc[:75].to_csv(landing / "a.csv", index=False)
+    (landing / "notes.txt").write_text("ignored")
+    from tasks.ingest import read_frame
+
+    combined = read_frame(str(landing))
+    pd.testing.assert_frame_equal(combined, frame, check_dtype=False)
+    frame.iloc[:3, :2].to_csv(landing / "c.csv", index=False)
+    with pytest.raises(ValueError, match="c.csv: columns differ"):
+        read_frame(str(landing))
+
+
+def test_concurrent_promotions_leave_a_consistent_registry(trained, csv):
+    data, _ = trained
+    pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
+    assert Registry(data).names() == ["v0001", "v0002"]
+    script = (
+        "import sys; from tasks.registry import Registry\n"
+        "r = Registry(sys.argv[1])\n"
+        "for i in range(25): r.promote(sys.argv[2])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(data), v], cwd=ROOT) for v in ("v0001", "v0002")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    registry = Registry(data)
+    assert registry.champion() in ("v0001", "v0002")
+    history = registry.history()
+    promotions = [e for e in history if e["event"] == "promoted"]
+    assert len(promotions) == 1 + 50  # the first model, then every promotion of both processes
+    assert not list((data / "models").glob(".champion-*"))
+
+
+# ---------------------------------------------------------------- predict (CLI)
+
+
+def test_predict_reproduces_evaluate_and_refuses_bad_columns(trained, csv, tmp_path):
+    data, result = trained
+    out = tmp_path / "pred.csv"
+    proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--batch-rows", "40")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["prediction", "score_setosa", "score_versicolor", "score_virginica"]
+    dataset = pd.read_parquet(result.artifacts["ingest"].file("dataset.parquet"))
+    test = (dataset["__split__"] == "test").to_numpy()
+    classes = np.array(["setosa", "versicolor", "virginica"])
+    expected = classes[json.loads(result.artifacts["train_svc"].file("predictions.json").read_text())["test"]]
+    assert pred["prediction"][test].tolist() == expected.tolist()
+
+    frame = pd.read_csv(csv)
+    frame.drop(columns=["petal_width"]).to_csv(tmp_path / "missing.csv", index=False)
+    frame.assign(extra=1.0).to_parquet(tmp_path / "extra.parquet", index=False)
+    for bad, needle in [("missing.csv", "missing column 'petal_width'"), ("extra.parquet", "unexpected column 'extra'")]:
+        target = tmp_path / f"{bad}.out.parquet"
+        proc = run_cli("predict", "--input", str(tmp_path / bad), "--output", str(target), "--data-dir", str(data))
+        assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
+    proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--model", "v0042")
+    assert proc.returncode == 2 and "model version 'v0042' not found" in proc.stderr
