@@ -27,8 +27,7 @@ bench: $(STAMP)  ## accuracy and speed benchmarks (each prints a table)
 	$(BIN)/python benchmarks/speed.py
 
 dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
-	@echo "Dashboard: http://127.0.0.1:$(PORT)   In another shell: export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api"
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+	$(BIN)/marginflow dashboard --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks tests benchmarks

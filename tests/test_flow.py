@@ -164,3 +164,17 @@ def test_search_never_reads_the_test_rows(tmp_path):
         w2.write_json("meta.json", {"classes": [0, 1]})
     after = json.loads((Path(svc_cv.fn(w2.ref, point, root=str(tmp_path)).path) / "cv.json").read_text())
     assert before["scores"] == after["scores"] and len(before["scores"]) == 4
+
+
+def test_default_config_learns_from_a_few_dozen_rows(prefect_api, tmp_path):
+    """Shipped defaults (no TINY overrides) on 45 rows of iris: every approach beats chance clearly."""
+    from tasks.config import load_config
+
+    small = pd.read_csv(iris_csv(tmp_path / "all.csv")).groupby("species").head(15)
+    small.to_csv(tmp_path / "small.csv", index=False)
+    config = load_config(None, [], {"data.input": str(tmp_path / "small.csv"), "data.label": "species",
+                                    "data.dataset": None})
+    metrics = _metrics(pipeline(config=config, data_dir=str(tmp_path / "d")))
+    assert metrics["n_test"] == 12
+    scores = {name: a["accuracy"] for name, a in metrics["approaches"].items()}
+    assert min(scores.values()) >= 0.75, scores
