@@ -61,6 +61,12 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     layers = keras.layers
     inputs = keras.Input(shape=(n_features,), name="inputs")
     x = inputs
+    if config.augment_shift:
+        if kind == "mlp":
+            raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
+        from tasks.rff import RandomShift
+
+        x = RandomShift(config.augment_shift, shape if kind == "cnn2d" else None, seed=config.seed, name="augment")(x)
     if kind in ("cnn1d", "cnn2d"):
         conv, pool = (layers.Conv1D, layers.MaxPooling1D) if kind == "cnn1d" else (layers.Conv2D, layers.MaxPooling2D)
         x = layers.Reshape((n_features, 1) if kind == "cnn1d" else tuple(shape), name="reshape")(x)
@@ -191,6 +197,8 @@ def load_feature_model(encoder: ArtifactRef | str | Path):
     Shapes: (batch, d) -> (batch, hidden[-1]). Loaded with ``safe_mode=True``: no lambdas.
     """
     import keras
+
+    import tasks.rff  # noqa: F401  (registers marginflow's layers for deserialisation)
 
     path = encoder.file("encoder.keras") if isinstance(encoder, ArtifactRef) else Path(encoder)
     model = keras.models.load_model(path, compile=False, safe_mode=True)

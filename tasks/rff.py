@@ -1,4 +1,5 @@
-"""``RandomFourierFeatures``: a serialisable Keras 3 layer approximating the RBF kernel.
+"""Serialisable Keras 3 layers of marginflow: ``RandomFourierFeatures`` (the RBF kernel) and
+``RandomShift1D`` (signal augmentation while training).
 
 Imported only by the stages that build or load such a model (it imports Keras).
 """
@@ -57,3 +58,52 @@ class RandomFourierFeatures(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_components": self.n_components, "gamma": self.gamma, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="marginflow")
+class RandomShift(keras.layers.Layer):
+    """Training-time augmentation: shift each signal or image by a random whole number of steps.
+
+    Works on flat rows (batch, d) that are a signal of length ``d`` (``image_shape=None``)
+    or an image ``image_shape = [H, W, C]`` with ``H * W * C = d``, channels last. Each
+    training row is shifted by ``s`` steps along the signal, or by ``(sy, sx)`` pixels,
+    each drawn uniformly from ``[-max_shift, max_shift]`` per row; the edge value is
+    repeated into the gap. At inference (``training=False``) the layer is the identity,
+    so features and predictions do not depend on it.
+
+    Input and output shape ``(batch, d)``.
+    """
+
+    def __init__(self, max_shift: int, image_shape: list[int] | None = None, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if int(max_shift) < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift = int(max_shift)
+        self.image_shape = [int(v) for v in image_shape] if image_shape else None
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def _draw(self, n):
+        return keras.random.randint((n, 1), -self.max_shift, self.max_shift + 1, seed=self.seed_generator)
+
+    def call(self, inputs, training=False):
+        if not training or self.max_shift == 0:
+            return inputs
+        ops = keras.ops
+        n, d = ops.shape(inputs)[0], inputs.shape[-1]
+        if self.image_shape is None:
+            index = ops.clip(ops.arange(d)[None, :] - self._draw(n), 0, d - 1)
+        else:
+            h, w, c = self.image_shape
+            flat = np.arange(d)  # position -> (row, col, channel), channels last
+            row, col, chan = flat // (w * c), (flat // c) % w, flat % c
+            rows = ops.clip(ops.convert_to_tensor(row)[None, :] - self._draw(n), 0, h - 1)
+            cols = ops.clip(ops.convert_to_tensor(col)[None, :] - self._draw(n), 0, w - 1)
+            index = (rows * w + cols) * c + ops.convert_to_tensor(chan)[None, :]
+        return ops.take_along_axis(inputs, index, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_shift": self.max_shift, "image_shape": self.image_shape, "seed": self.seed}

@@ -226,3 +226,29 @@ def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
     np.testing.assert_array_equal(np.asarray(again(X)), np.asarray(model(X)))
     with pytest.raises(ValueError, match="gamma must be > 0"):
         RandomFourierFeatures(8, 0.0)
+
+
+def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
+    import keras
+
+    from tasks.rff import RandomShift
+
+    x = np.arange(24, dtype="float32").reshape(2, 12)
+    signal = RandomShift(3, seed=0)
+    np.testing.assert_array_equal(np.asarray(signal(x)), x)  # inference: identity
+    shifted = np.asarray(signal(x, training=True))
+    for row, out in zip(x, shifted, strict=True):  # every output row is the input row shifted by one s
+        candidates = [row[np.clip(np.arange(12) - s, 0, 11)] for s in range(-3, 4)]
+        assert any(np.array_equal(out, c) for c in candidates)
+    image = RandomShift(1, [4, 3, 1], seed=0)
+    out = np.asarray(image(x, training=True)).reshape(2, 4, 3)
+    grid = x.reshape(2, 4, 3)
+    for g, o in zip(grid, out, strict=True):
+        candidates = [g[np.clip(np.arange(4) - sy, 0, 3)][:, np.clip(np.arange(3) - sx, 0, 2)]
+                      for sy in (-1, 0, 1) for sx in (-1, 0, 1)]
+        assert any(np.array_equal(o, c) for c in candidates)
+    model = keras.Sequential([keras.Input((12,)), RandomShift(2, seed=1), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+    assert again.layers[0].get_config()["max_shift"] == 2
