@@ -17,7 +17,8 @@ from tasks.errors import InputError
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 
-# Defaults that differ per built-in dataset; a key set in the file, --set or a flag wins.
+# Defaults that differ per built-in dataset, applied by `load_config` (not by ``Config()``);
+# a key set in the file, --set or a flag wins.
 # mnist1d: a wider 1-D CNN (kernel 7, three conv layers), more dropout, and random shifts
 # of up to 6 steps while training; chosen by validation loss (see benchmarks/RESULTS.md),
 # never on test rows.

@@ -13,7 +13,10 @@ def test_defaults_and_overrides_in_order(tmp_path):
     f.write_text("[svc]\nC = 3.0\nkernel = 'linear'\n[encoder]\nhidden = [8]\n")
     c = load_config(str(f), ["svc.C=0.5", "encoder.hidden=[32, 16]"], {"data.dataset": "wine"})
     assert (c.svc.C, c.svc.kernel, c.encoder.hidden, c.data.dataset) == (0.5, "linear", [32, 16], "wine")
-    assert load_config() == Config()
+    from tasks.config import DATASET_DEFAULTS
+
+    digits = Config().model_copy(update={"encoder": EncoderConfig(**DATASET_DEFAULTS["digits"]["encoder"])})
+    assert load_config() == digits  # the default dataset is digits, with its encoder defaults
 
 
 def test_file_flag_replaces_builtin_dataset():
