@@ -1,4 +1,4 @@
-"""Start, wait for and stop a local Prefect server (for the dashboard, tests and benchmarks)."""
+"""Start, wait for and stop a local Prefect server, or any process started in its own group."""
 
 from __future__ import annotations
 

@@ -172,19 +172,23 @@ def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, p
 
 
 def plot_history(history: dict[str, list[float]], path) -> None:
-    """Encoder loss and accuracy per epoch, train and validation."""
+    """Encoder loss and accuracy per epoch, train and validation; a dashed line marks the epoch
+    whose weights early stopping kept (lowest validation loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [m for m in ("loss", "accuracy") if m in history]
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), dpi=100, squeeze=False)
     for ax, m in zip(axes[0], panels, strict=True):
         epochs = range(1, len(history[m]) + 1)
         ax.plot(epochs, history[m], label="train")
         if f"val_{m}" in history:
             ax.plot(epochs, history[f"val_{m}"], label="validation")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {best})")
         ax.set_xlabel("epoch")
         ax.set_title(f"encoder {m}")
         ax.legend()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.server import stop_server
 from tests.conftest import ROOT
 from tests.helpers import iris_csv
 
@@ -98,10 +98,4 @@ def test_served_retrain_deployment_runs_and_publishes_its_artifacts(prefect_api,
         assert {"marginflow-report", "marginflow-approaches"} <= {a["key"] for a in arts}
         assert json.loads((data / "models" / "champion.json").read_text())["version"] == "v0001"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_server(proc)  # SIGTERM to its process group, SIGKILL after 20 s
