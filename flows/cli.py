@@ -275,15 +275,25 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def _dashboard_command(args: argparse.Namespace) -> int:
-    import subprocess
+    import socket
 
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port {args.port}: not a TCP port (1-65535)")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            raise InputError(f"--port {args.port}: already in use on 127.0.0.1 (a server may be running there; "
+                             f"choose another port)") from None
     url = f"http://127.0.0.1:{args.port}"
     print(f"Prefect dashboard: {url}\nIn other shells:  export PREFECT_API_URL={url}/api\nCtrl-C stops the server.",
           flush=True)
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call(cmd, env=env)
+    # replace this process, so Ctrl-C and kill reach the server itself and leave no orphan
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 COMMANDS = {"run": _pipeline_command, "stage": _pipeline_command, "retrain": _retrain_command,
