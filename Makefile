@@ -22,9 +22,10 @@ test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check flows tasks tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## accuracy and speed benchmarks (each prints a table)
+bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/predict.py
 
 dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
 	$(BIN)/marginflow dashboard --port $(PORT)

@@ -48,7 +48,8 @@ def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.Data
     if path.name.lower().endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        # pre_buffer=False: the default pre-buffering holds much of the file in memory at once
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns):
             yield batch.to_pandas()
     else:
         yield from pd.read_csv(path, usecols=columns, chunksize=batch_rows)
