@@ -240,8 +240,12 @@ def _models_command(args: argparse.Namespace) -> int:
     for v in versions:
         m = v.metrics
         print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-21:]:<22}"
-              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}")
+              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}"
+              + ("  REFUSED: altered or incomplete" if v.problem else ""))
     print("* champion")
+    for v in versions:
+        if v.problem:
+            print(f"{v.version}: {v.problem}")
     return 0
 
 

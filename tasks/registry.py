@@ -47,6 +47,7 @@ class Version(BaseModel):
     created: str
     metrics: dict[str, Any]
     champion: bool
+    problem: str | None = None  # why the bundle would be refused (altered or incomplete), else None
 
 
 def _now() -> str:
@@ -102,8 +103,14 @@ class Registry:
                 metrics = json.loads((d / "metrics.json").read_text())
             except (OSError, ValueError):
                 metrics = {}
+            try:
+                verify(d)
+                problem = None
+            except BundleError as e:
+                problem = str(e)
             created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
-            out.append(Version(version=name, path=str(d), created=created, metrics=metrics, champion=name == champion))
+            out.append(Version(version=name, path=str(d), created=created, metrics=metrics,
+                               champion=name == champion, problem=problem))
         return out
 
     def history(self) -> list[dict[str, Any]]:

@@ -171,3 +171,18 @@ def test_predict_reproduces_evaluate_and_refuses_bad_columns(trained, csv, tmp_p
         assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
     proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--model", "v0042")
     assert proc.returncode == 2 and "model version 'v0042' not found" in proc.stderr
+
+
+def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):
+    data, _ = trained
+    pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
+    target = Registry(data).path("v0002") / "labels.json"
+    target.chmod(0o644)
+    target.write_text(target.read_text().replace("setosa", "SETOSA"))
+    flagged = {v.version: v.problem for v in Registry(data).versions()}
+    assert flagged["v0001"] is None and "labels.json: SHA-256 differs" in flagged["v0002"]
+    with pytest.raises(BundleError, match="labels.json: SHA-256 differs"):
+        Registry(data).promote("v0002")
+    assert Registry(data).champion() == "v0001"
+    proc = run_cli("models", "--data-dir", str(data))
+    assert proc.returncode == 0 and "REFUSED" in proc.stdout
