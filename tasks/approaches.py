@@ -72,7 +72,7 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
     """inputs (batch, d) -> RandomFourierFeatures (batch, D) -> Dense(1 or k) squared-hinge head."""
     import keras
 
-    from tasks.rff import RandomFourierFeatures
+    from tasks.layers import RandomFourierFeatures
 
     k = n_outputs(n_classes, "squared_hinge")
     inputs = keras.Input((n_features,), name="inputs")

@@ -64,7 +64,7 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     if config.augment_shift:
         if kind == "mlp":
             raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
-        from tasks.rff import RandomShift
+        from tasks.layers import RandomShift
 
         x = RandomShift(config.augment_shift, shape if kind == "cnn2d" else None, seed=config.seed, name="augment")(x)
     if kind in ("cnn1d", "cnn2d"):
@@ -198,7 +198,7 @@ def load_feature_model(encoder: ArtifactRef | str | Path):
     """
     import keras
 
-    import tasks.rff  # noqa: F401  (registers marginflow's layers for deserialisation)
+    import tasks.layers  # noqa: F401  (registers marginflow's layers for deserialisation)
 
     path = encoder.file("encoder.keras") if isinstance(encoder, ArtifactRef) else Path(encoder)
     model = keras.models.load_model(path, compile=False, safe_mode=True)

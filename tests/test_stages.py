@@ -212,7 +212,7 @@ def test_hinge_targets_are_explicit():
 def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
     import keras
 
-    from tasks.rff import RandomFourierFeatures
+    from tasks.layers import RandomFourierFeatures
 
     X = np.random.default_rng(0).normal(size=(20, 5)).astype("float32")
     gamma = 0.1
@@ -231,7 +231,7 @@ def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
 def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
     import keras
 
-    from tasks.rff import RandomShift
+    from tasks.layers import RandomShift
 
     x = np.arange(24, dtype="float32").reshape(2, 12)
     signal = RandomShift(3, seed=0)
