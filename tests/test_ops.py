@@ -186,3 +186,22 @@ def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):
     assert Registry(data).champion() == "v0001"
     proc = run_cli("models", "--data-dir", str(data))
     assert proc.returncode == 0 and "REFUSED" in proc.stdout
+
+
+def test_concurrent_registrations_give_distinct_versions_and_no_duplicates(trained, csv, tmp_path):
+    data, first = trained
+    second = pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
+    bundles = [first.artifacts["bundle"].path, second.artifacts["bundle"].path]
+    script = (
+        "import sys; from tasks.registry import Registry\n"
+        "for b in sys.argv[2:]: Registry(sys.argv[1]).register(b)\n"
+    )
+    fresh = tmp_path / "fresh"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(fresh), *order], cwd=ROOT)
+             for order in (bundles, bundles[::-1])]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    registry = Registry(fresh)
+    assert registry.names() == ["v0001", "v0002"]  # each bundle once, whichever process came first
+    assert {v.problem for v in registry.versions()} == {None}
+    assert registry.champion() == "v0001"
+    assert not list((fresh / "models" / ".staging").iterdir())
