@@ -25,7 +25,7 @@ BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 # digits: three 3x3 conv layers for the 8x8 images, shifts of one pixel while training.
 DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {"encoder": {"filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.3, "batch_size": 32,
-                           "epochs": 150, "patience": 25, "augment_shift": 1}},
+                           "learning_rate": 0.002, "epochs": 150, "patience": 25, "augment_shift": 1}},
     "mnist1d": {"encoder": {"filters": [64, 128, 128], "kernel_size": 7, "hidden": [512, 128], "dropout": 0.3,
                             "batch_size": 32, "epochs": 150, "patience": 25, "augment_shift": 6}},
 }
