@@ -57,6 +57,14 @@ def prefect_api() -> str:
     return str(_STATE["url"])
 
 
+@pytest.fixture
+def csv(tmp_path) -> Path:
+    """Iris as a CSV with a string label column ``species``, in the test's temp dir."""
+    from tests.helpers import iris_csv
+
+    return iris_csv(tmp_path / "iris.csv")
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed ``marginflow`` command as a user would."""
     exe = Path(sys.executable).parent / "marginflow"

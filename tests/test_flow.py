@@ -21,11 +21,6 @@ def _metrics(result) -> dict:
 
 
 @pytest.fixture
-def csv(tmp_path) -> Path:
-    return iris_csv(tmp_path / "iris.csv")
-
-
-@pytest.fixture
 def first(prefect_api, csv, tmp_path):
     """A first complete run on tiny iris; returns (config, data_dir, result)."""
     data = tmp_path / "data"

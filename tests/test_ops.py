@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,15 +17,10 @@ from tasks.bundle import Bundle, BundleError
 from tasks.errors import InputError
 from tasks.registry import Registry
 from tests.conftest import ROOT, run_cli
-from tests.helpers import iris_csv, tiny_config
+from tests.helpers import tiny_config
 
 GOOD = ["evaluate.approaches=['features_svc']"]
 BAD = [*GOOD, "svc.C=0.001", "encoder.epochs=1"]  # a tiny C: the SVC predicts nearly one class
-
-
-@pytest.fixture
-def csv(tmp_path) -> Path:
-    return iris_csv(tmp_path / "iris.csv")
 
 
 @pytest.fixture
