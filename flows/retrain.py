@@ -42,16 +42,6 @@ class Decision(BaseModel):
     reason: str
 
 
-def metric_value(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """``accuracy`` or ``macro_f1`` of predictions against true labels (compared as label values)."""
-    from sklearn.metrics import f1_score
-
-    t, p = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
-    if metric == "accuracy":
-        return float(np.mean(t == p))
-    return float(f1_score(t, p, average="macro", labels=np.unique(t)))
-
-
 @task(name="score_models")
 def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> dict[str, Any]:
     """Score each bundle (role -> directory) on the test rows of a ``dataset`` artifact.
@@ -59,6 +49,7 @@ def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> d
     Returns role -> score, or role -> error text when a bundle cannot read these rows.
     """
     from tasks.bundle import Bundle
+    from tasks.evaluate import metric_value
     from tasks.ingest import LABEL, SPLIT, read_dataset
 
     frame, meta = read_dataset(dataset)
@@ -68,7 +59,8 @@ def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> d
     scores: dict[str, Any] = {"n_rows": int(len(test))}
     for role, path in models.items():
         try:
-            scores[role] = metric_value(metric, y, Bundle.load(path).predict(X))
+            predicted = Bundle.load(path).predict(X)
+            scores[role] = metric_value(metric, y.astype(str), np.asarray(predicted).astype(str))
         except InputError as e:
             scores[role] = f"cannot score: {e}"
     return scores

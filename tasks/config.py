@@ -139,7 +139,7 @@ class SVCConfig(_Section):
     search_C: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
     search_gamma_factor: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     search_folds: int = Field(5, ge=2)
-    search_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    search_metric: Literal["accuracy", "macro_f1"] = "accuracy"
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:

@@ -29,6 +29,20 @@ from tasks.ingest import feature_matrix, read_dataset
 MAIN = "features_svc"
 
 
+def metric_value(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """One metric, ``accuracy`` or ``macro_f1``, of predictions against true labels.
+
+    Labels may be class indices or original label values (compared as values).
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if metric == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if metric == "macro_f1":
+        return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    raise ValueError(f"unknown metric {metric!r} (accuracy or macro_f1)")
+
+
 def score(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 

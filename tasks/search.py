@@ -50,12 +50,6 @@ def grid(config: SVCConfig) -> list[CVPoint]:
     ]
 
 
-def scale_gamma(X: np.ndarray) -> float:
-    """scikit-learn's ``gamma="scale"``: 1 / (n_features * X.var())."""
-    var = float(X.var())
-    return 1.0 / (X.shape[1] * var) if var > 0 else 1.0
-
-
 def fold_count(y: np.ndarray, folds: int) -> int:
     """``folds``, lowered to the smallest class's size; at least 2.
 
@@ -71,21 +65,19 @@ def fold_count(y: np.ndarray, folds: int) -> int:
 
 def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint) -> tuple[float, list[float]]:
     """(gamma used, per-fold scores) of ``SVC`` at ``point`` on (X, y)."""
-    from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import SVC
 
-    gamma = point.gamma_factor * scale_gamma(X)
+    from tasks.evaluate import metric_value
+    from tasks.margin import rbf_gamma
+
+    gamma = point.gamma_factor * rbf_gamma(X, "scale")
     splitter = StratifiedKFold(n_splits=fold_count(y, point.folds), shuffle=True, random_state=point.seed)
     scores = []
     for fit_rows, score_rows in splitter.split(X, y):
         model = SVC(kernel=point.kernel, C=point.C, gamma=gamma, class_weight=point.class_weight,
                     random_state=point.seed).fit(X[fit_rows], y[fit_rows])
-        pred = model.predict(X[score_rows])
-        if point.metric == "accuracy":
-            scores.append(float(accuracy_score(y[score_rows], pred)))
-        else:
-            scores.append(float(f1_score(y[score_rows], pred, average="macro")))
+        scores.append(metric_value(point.metric, y[score_rows], model.predict(X[score_rows])))
     return gamma, scores
 
 

@@ -252,3 +252,14 @@ def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
     again = keras.models.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
     np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
     assert again.layers[0].get_config()["max_shift"] == 2
+
+
+def test_metric_value_known_answers():
+    from tasks.evaluate import metric_value
+
+    y, p = np.array(["a", "a", "b", "b"]), np.array(["a", "b", "b", "b"])
+    assert metric_value("accuracy", y, p) == 0.75
+    # F1(a) = 2*1*0.5/(1.5) = 2/3, F1(b) = 2*(2/3)*1/(5/3) = 0.8 -> mean 11/15
+    assert metric_value("macro_f1", y, p) == pytest.approx(11 / 15)
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_value("auc", y, p)
