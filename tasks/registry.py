@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tasks.artifacts import sha256_file
 from tasks.bundle import MANIFEST, BundleError, verify
 from tasks.errors import InputError
 
@@ -140,7 +141,7 @@ class Registry:
     def _find(self, manifest_sha: str) -> str | None:
         for name in self.names():
             f = self.dir / name / MANIFEST
-            if f.is_file() and _sha(f) == manifest_sha:
+            if f.is_file() and sha256_file(f) == manifest_sha:
                 return name
         return None
 
@@ -155,7 +156,7 @@ class Registry:
         The first version becomes champion.
         """
         verify(bundle_dir)
-        manifest_sha = _sha(Path(bundle_dir) / MANIFEST)
+        manifest_sha = sha256_file(Path(bundle_dir) / MANIFEST)
         with self._locked():
             existing = self._find(manifest_sha)
             if existing:
@@ -201,11 +202,3 @@ class Registry:
         os.replace(tmp, self.dir / CHAMPION)
         self._log({"event": "promoted", "version": name, "previous": previous, "reason": reason})
 
-
-def _sha(path: Path) -> str:
-    from tasks.artifacts import sha256_file
-
-    return sha256_file(path)
-
-
-__all__ = ["Registry", "Version", "BundleError"]
