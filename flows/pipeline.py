@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, unmapped
 from pydantic import BaseModel
 
 from flows.stages import APPROACH_STAGE, MAIN, SIDE, STAGES, stage_name
@@ -27,7 +27,7 @@ from tasks.encoder import train_encoder
 from tasks.evaluate import evaluate
 from tasks.features import extract_features
 from tasks.ingest import describe_source, ingest
-from tasks.registry import Registry
+from tasks.registry import register_model
 from tasks.scale import scale
 from tasks.search import grid, svc_cv
 from tasks.svc import train_svc
@@ -59,14 +59,6 @@ class PipelineResult(BaseModel):
     artifacts: dict[str, ArtifactRef]
     model: str | None = None  # the registry version of this run's bundle (full runs only)
     model_is_new: bool = False
-
-
-@task(name="register_model")
-def register_model(bundle_ref: ArtifactRef, root: str) -> tuple[str, bool]:
-    """Add the run's bundle to the registry (a no-op returning the version when already there)."""
-    version, new = Registry(root).register(bundle_ref.path)
-    get_run_logger().info("model %s %s", version, "registered" if new else "already registered (same bundle)")
-    return version, new
 
 
 @flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")

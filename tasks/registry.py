@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.artifacts import sha256_file
+from tasks.artifacts import ArtifactRef, sha256_file
 from tasks.bundle import MANIFEST, BundleError, verify
 from tasks.errors import InputError
 
@@ -202,3 +203,14 @@ class Registry:
         os.replace(tmp, self.dir / CHAMPION)
         self._log({"event": "promoted", "version": name, "previous": previous, "reason": reason})
 
+
+
+@task(name="register_model")
+def register_model(bundle_ref: ArtifactRef, root: str) -> tuple[str, bool]:
+    """Add a run's ``bundle`` artifact to the registry of ``root``; returns (version, newly added).
+
+    Not cached: registering is a side effect, and a bundle already there is recognised anyway.
+    """
+    version, new = Registry(root).register(bundle_ref.path)
+    get_run_logger().info("model %s %s", version, "registered" if new else "already registered (same bundle)")
+    return version, new

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from flows.pipeline import pipeline
-from flows.retrain import decide, retrain
+from flows.retrain import retrain
 from tasks.bundle import Bundle, BundleError
 from tasks.errors import InputError
+from tasks.promotion import decide
 from tasks.registry import Registry
 from tests.conftest import ROOT, run_cli
 from tests.helpers import tiny_config
