@@ -94,7 +94,7 @@ def fit_keras_margin(build, data: dict, n_classes: int, loss: str, config: Any) 
         keras.utils.set_random_seed(config.seed)
         model = build()
         fit_margin_model(model, X, hinge_targets(y, n_classes, loss), loss,
-                         config.epochs, config.batch_size, config.learning_rate, config.seed)
+                         config.epochs, config.batch_size, config.learning_rate)
         return model, time.perf_counter() - start
 
 

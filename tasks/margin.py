@@ -71,9 +71,12 @@ def l2_for_svm(C: float, n_train: int, n_out: int) -> float:
     return 1.0 / (2.0 * C * n_train * n_out)
 
 
-def fit_margin_model(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float, seed: int,
+def fit_margin_model(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float,
                      callbacks=()) -> dict[str, list[float]]:
-    """Compile with Adam and a hinge loss, fit on explicit targets; returns the history."""
+    """Compile with Adam and a hinge loss, fit on explicit targets; returns the history.
+
+    The caller seeds Keras (`keras.utils.set_random_seed`) under `KERAS_FIT_LOCK` first.
+    """
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
