@@ -202,6 +202,9 @@ def _retrain_command(args: argparse.Namespace) -> int:
 
 def _serve_command(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    if config.data.input is not None:  # scheduled runs must not depend on the serving shell's directory
+        config = config.model_copy(update={"data": config.data.model_copy(
+            update={"input": os.path.abspath(config.data.input)})})
     if not os.environ.get("PREFECT_API_URL"):
         raise InputError("PREFECT_API_URL is not set: start the server with `marginflow dashboard` "
                          "and export the PREFECT_API_URL it prints")
