@@ -20,17 +20,9 @@ import numpy as np
 from tasks.artifacts import ArtifactRef, ArtifactWriter
 from tasks.cache import stage
 from tasks.config import EncoderConfig, LinearHingeConfig, RFFConfig, SVCConfig
-from tasks.ingest import feature_matrix, read_dataset
-from tasks.margin import (
-    KERAS_FIT_LOCK,
-    decide,
-    fit_margin_model,
-    glorot,
-    hinge_targets,
-    l2_for_svm,
-    n_outputs,
-    rbf_gamma,
-)
+from tasks.ingest import split_matrices
+from tasks.margin import decide, fit_keras, glorot, hinge_targets, l2_for_svm, n_outputs, rbf_gamma, seeded_keras
+from tasks.svc import fit_and_write, write_model_outputs
 
 OBJECTIVES = {
     "raw_svc": "SVC dual (hinge loss + RBF/other kernel) on the scaled raw features",
@@ -39,20 +31,6 @@ OBJECTIVES = {
     "deep_hinge": "the encoder network trained end to end with one-vs-rest squared hinge",
     "rff_svm": "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras",
 }
-
-
-def _splits(scaled: ArtifactRef):
-    frame, meta = read_dataset(scaled)
-    return {s: feature_matrix(frame, s) for s in ("train", "val", "test")}, meta
-
-
-def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: float) -> None:
-    """``predictions.json`` (val and test class indices) and ``timing.json`` for a fitted model."""
-    start = time.perf_counter()
-    preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
-    predict_seconds = time.perf_counter() - start
-    w.write_json("predictions.json", preds)
-    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4)})
 
 
 def build_linear_hinge(n_features: int, n_classes: int, n_train: int, config: LinearHingeConfig):
@@ -86,15 +64,12 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
 
 def fit_keras_margin(build, data: dict, n_classes: int, loss: str, config: Any) -> tuple[Any, float]:
     """Seed, build and fit a margin model on the train rows; returns (model, fit seconds)."""
-    import keras
-
     X, y = data["train"]
-    with KERAS_FIT_LOCK:
+    with seeded_keras(config.seed):
         start = time.perf_counter()
-        keras.utils.set_random_seed(config.seed)
         model = build()
-        fit_margin_model(model, X, hinge_targets(y, n_classes, loss), loss,
-                         config.epochs, config.batch_size, config.learning_rate)
+        fit_keras(model, X, hinge_targets(y, n_classes, loss), loss, config.epochs, config.batch_size,
+                  config.learning_rate)
         return model, time.perf_counter() - start
 
 
@@ -108,15 +83,13 @@ def keras_predictor(model, batch_size: int = 1024):
 @stage("raw_svc")
 def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
     """SVC on the scaled raw features, with the same settings (and search) as the features SVC."""
-    from tasks.svc import fit_and_write
-
     return fit_and_write(scaled, config, cv, root, "raw_svc", {"scaled": scaled.sha256})
 
 
 @stage("linear_hinge")
 def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> ArtifactRef:
     """A linear Keras model with hinge loss and the SVM's L2 penalty."""
-    data, meta = _splits(scaled)
+    data, meta = split_matrices(scaled)
     k, (n, d) = len(meta["classes"]), data["train"][0].shape
     model, fit_seconds = fit_keras_margin(lambda: build_linear_hinge(d, k, n, config), data, k, config.loss, config)
     with ArtifactWriter(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()}) as w:
@@ -130,7 +103,7 @@ def deep_hinge(scaled: ArtifactRef, config: EncoderConfig, root: str) -> Artifac
     """The encoder architecture, trained end to end with one-vs-rest squared hinge."""
     from tasks.encoder import train
 
-    data, meta = _splits(scaled)
+    data, meta = split_matrices(scaled)
     cfg = config.model_copy(update={"objective": "squared_hinge"})
     start = time.perf_counter()
     model, history = train(*data["train"], *data["val"], len(meta["classes"]), cfg, str(meta["source"]), name="deep_hinge")
@@ -145,7 +118,7 @@ def deep_hinge(scaled: ArtifactRef, config: EncoderConfig, root: str) -> Artifac
 @stage("rff_svm")
 def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
     """Random Fourier features + linear squared-hinge head: an approximate RBF SVM in Keras."""
-    data, meta = _splits(scaled)
+    data, meta = split_matrices(scaled)
     k, (n, d) = len(meta["classes"]), data["train"][0].shape
     gamma = rbf_gamma(data["train"][0], config.gamma)
     model, fit_seconds = fit_keras_margin(

@@ -70,10 +70,21 @@ class ArtifactRef(BaseModel):
         root = Path(self.path)
         if not self.files:
             return root.is_file() and sha256_file(root) == self.sha256
+        return damaged_file(root, self.files) is None
+
+
+def damaged_file(root: Path, files: dict[str, str]) -> tuple[str, str] | None:
+    """The first of ``files`` (name -> SHA-256) under ``root`` that is ``"missing"`` or ``"altered"``.
+
+    Returns ``(name, "missing" | "altered")``, or None when every file has its recorded bytes.
+    """
+    for name, digest in files.items():
         try:
-            return all(sha256_file(root / name) == sha for name, sha in self.files.items())
+            if sha256_file(root / name) != digest:
+                return name, "altered"
         except OSError:
-            return False
+            return name, "missing"
+    return None
 
 
 class ArtifactWriter:

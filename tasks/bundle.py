@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.artifacts import ArtifactRef, ArtifactWriter, read_json, sha256_file
+from tasks.artifacts import ArtifactRef, ArtifactWriter, damaged_file, read_json, sha256_file
 from tasks.cache import stage
 from tasks.config import Config
 from tasks.errors import InputError
@@ -89,12 +89,12 @@ def verify(path: str | Path) -> dict[str, Any]:
     for name in FILES:
         if name not in listed:
             raise BundleError(f"{root / MANIFEST}: does not list {name}")
-    for name, digest in listed.items():
-        f = root / name
-        if not f.is_file():
-            raise BundleError(f"{f}: incomplete bundle, file is missing")
-        if sha256_file(f) != digest:
-            raise BundleError(f"{f}: SHA-256 differs from the manifest; the bundle was altered, refusing to load it")
+    bad = damaged_file(root, listed)
+    if bad is not None:
+        name, what = bad
+        if what == "missing":
+            raise BundleError(f"{root / name}: incomplete bundle, file is missing")
+        raise BundleError(f"{root / name}: SHA-256 differs from the manifest; the bundle was altered, refusing to load it")
     return manifest
 
 

@@ -191,9 +191,7 @@ APPROACHES = ("raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm"
 class EvaluateConfig(_Section):
     """Evaluation on the test split, and which approaches to run and compare."""
 
-    approaches: list[Literal["raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm"]] = Field(
-        default_factory=lambda: list(APPROACHES)
-    )
+    approaches: list[Literal[APPROACHES]] = Field(default_factory=lambda: list(APPROACHES))
     digits: int = Field(4, ge=1, le=8, description="decimals shown in the report")
 
     @model_validator(mode="after")

@@ -143,7 +143,7 @@ def train(
     """
     import keras
 
-    from tasks.margin import KERAS_FIT_LOCK, hinge_targets
+    from tasks.margin import fit_keras, hinge_targets, seeded_keras
 
     if config.objective == "softmax":
         loss, t_train, t_val, metrics = "sparse_categorical_crossentropy", y_train, y_val, ["accuracy"]
@@ -151,18 +151,12 @@ def train(
         loss, metrics = "squared_hinge", []
         t_train = hinge_targets(y_train, n_classes, loss)
         t_val = hinge_targets(y_val, n_classes, loss)
-    with KERAS_FIT_LOCK:
-        keras.utils.set_random_seed(config.seed)
+    with seeded_keras(config.seed):
         model = build_encoder(X_train.shape[1], n_classes, config, source)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=metrics)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        hist = model.fit(
-            X_train.astype("float32"), t_train,
-            validation_data=(X_val.astype("float32"), t_val),
-            epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
-            callbacks=[stop, _progress_callback(config.epochs, name)],
-        )
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        history = fit_keras(model, X_train, t_train, loss, config.epochs, config.batch_size, config.learning_rate,
+                            validation=(X_val, t_val), metrics=metrics,
+                            callbacks=[stop, _progress_callback(config.epochs, name)])
     return model, history
 
 

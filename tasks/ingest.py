@@ -345,6 +345,12 @@ def read_dataset(ref: ArtifactRef) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(ref.file(name)), read_json(ref, "meta.json")
 
 
+def split_matrices(ref: ArtifactRef) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """``{"train"|"val"|"test": (X, y)}`` of a ``dataset``/``scaled``/``features`` artifact, and its metadata."""
+    frame, meta = read_dataset(ref)
+    return {s: feature_matrix(frame, s) for s in SPLITS}, meta
+
+
 def feature_matrix(frame: pd.DataFrame, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of one split (or all rows): X float64 (n, d), y int64 (n,)."""
     rows = frame if split is None else frame[frame[SPLIT] == split]

@@ -1,4 +1,5 @@
-"""Margin-classifier building blocks for Keras: hinge targets, random Fourier features, linear heads.
+"""Margin-classifier building blocks for Keras: hinge targets, decisions, the SVM's L2 factor,
+seeded initializers, and one seeded fit at a time.
 
 Keras converts {0, 1} labels to {-1, +1} only when a whole batch is {0, 1}, and passes
 integer class ids through silently; these helpers always convert explicitly.
@@ -6,6 +7,7 @@ integer class ids through silently; these helpers always convert explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -71,15 +73,30 @@ def l2_for_svm(C: float, n_train: int, n_out: int) -> float:
     return 1.0 / (2.0 * C * n_train * n_out)
 
 
-def fit_margin_model(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float,
-                     callbacks=()) -> dict[str, list[float]]:
-    """Compile with Adam and a hinge loss, fit on explicit targets; returns the history.
+@contextlib.contextmanager
+def seeded_keras(seed: int):
+    """Hold `KERAS_FIT_LOCK` and seed Keras (Python, NumPy, backend) for one build and fit."""
+    import keras
 
-    The caller seeds Keras (`keras.utils.set_random_seed`) under `KERAS_FIT_LOCK` first.
+    with KERAS_FIT_LOCK:
+        keras.utils.set_random_seed(seed)
+        yield
+
+
+def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float, *,
+              validation=None, metrics=(), callbacks=()) -> dict[str, list[float]]:
+    """Compile with Adam, fit on explicit targets (shuffled), return the history as lists of floats.
+
+    Args:
+        X_train: (n, d) rows; T_train: targets as the loss expects them (see `hinge_targets`).
+        validation: optional ``(X_val, T_val)``. Call inside `seeded_keras`.
     """
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
-    hist = model.fit(X_train.astype("float32"), T_train, epochs=epochs, batch_size=batch_size,
-                     shuffle=True, verbose=0, callbacks=list(callbacks))
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
+    hist = model.fit(
+        X_train.astype("float32"), T_train,
+        validation_data=None if validation is None else (validation[0].astype("float32"), validation[1]),
+        epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=list(callbacks),
+    )
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}

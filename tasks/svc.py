@@ -2,6 +2,7 @@
 
 Output artifact ``svc``: ``svc.skops`` (loaded without unrestricted pickle),
 ``config.json``, ``predictions.json`` (val and test rows) and ``timing.json``.
+`write_model_outputs` writes the last two for every model stage (`tasks.approaches` too).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from tasks.artifacts import ArtifactRef, ArtifactWriter
 from tasks.cache import stage
 from tasks.config import SVCConfig
-from tasks.ingest import feature_matrix, read_dataset
+from tasks.ingest import split_matrices
 from tasks.log import stage_logger
 
 
@@ -45,6 +46,15 @@ def load_svc(path):
     return sio.load(path, trusted=untrusted)
 
 
+def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: float) -> None:
+    """``predictions.json`` (val and test class indices) and ``timing.json`` for a fitted model."""
+    start = time.perf_counter()
+    preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
+    predict_seconds = time.perf_counter() - start
+    w.write_json("predictions.json", preds)
+    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4)})
+
+
 def fit_and_write(data_ref: ArtifactRef, config: SVCConfig, cv: list[ArtifactRef] | None, root: str, kind: str,
                   params: dict) -> ArtifactRef:
     """Fit an SVC on ``data_ref``'s train rows (C and gamma from ``cv`` when searched) and write ``kind``.
@@ -52,11 +62,9 @@ def fit_and_write(data_ref: ArtifactRef, config: SVCConfig, cv: list[ArtifactRef
     Files: ``svc.skops``, ``config.json`` (the settings fitted), ``predictions.json``,
     ``timing.json`` and, after a search, ``search.json`` (chosen point and CV table).
     """
-    from tasks.approaches import write_model_outputs
     from tasks.search import searched_config
 
-    frame, _ = read_dataset(data_ref)
-    data = {s: feature_matrix(frame, s) for s in ("train", "val", "test")}
+    data, _ = split_matrices(data_ref)
     fitted, search = searched_config(config, cv)
     start = time.perf_counter()
     model = fit_svc(*data["train"], fitted)
