@@ -30,11 +30,12 @@ def _direct(config, root: str) -> None:
     from flows.stages import APPROACH_STAGE
     from tasks.approaches import deep_hinge, linear_hinge, raw_svc, rff_svm
     from tasks.encoder import train_encoder
-    from tasks.evaluate import evaluate
     from tasks.features import extract_features
+    from tasks.svc import train_svc
+
+    from tasks.evaluate import evaluate
     from tasks.ingest import describe_source, ingest
     from tasks.scale import scale
-    from tasks.svc import train_svc
 
     dataset = ingest.fn(describe_source(config.data), config.data, root=root)
     scaled = scale.fn(dataset, config.scale, root=root)

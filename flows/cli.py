@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from flows.stages import CHOICES, stage_name
+from flows.plan import CHOICES, STAGES, stage_name
 from tasks.config import BUILTIN_DATASETS
 from tasks.errors import InputError
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Recompute one stage. Upstream stages come from the cache "
                                     "(they run only if never run before); downstream stages are not run.")
     st.add_argument("name", choices=CHOICES, metavar="NAME",
-                    help="one of: " + ", ".join(CHOICES) + " (encoder/features/svc are short names)")
+                    help="one of: " + ", ".join(STAGES) + "; artifact and approach names are accepted too "
+                         "(encoder, features, svc, features_svc, report ...)")
     _common(st)
     rt = sub.add_parser("retrain", help="run the retrain flow once: pipeline, then champion vs challenger",
                         description="Run the pipeline on the configured source (a file, or a landing folder whose "
@@ -125,7 +126,7 @@ def _load_config(args: argparse.Namespace):
 def _preflight(config) -> None:
     """Validate a user file before Prefect starts, so bad input writes nothing and fails fast."""
     if config.data.input is not None:
-        from tasks.ingest import prepare
+        from tasks.core.dataset import prepare
 
         prepare(config.data)
 
@@ -161,7 +162,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
     _preflight(config)
 
     from flows.pipeline import pipeline
-    from tasks.artifacts import read_json
+    from tasks.store.artifacts import read_json
 
     result = pipeline(config=config, data_dir=args.data_dir, refresh=refresh, until=until)
     report = result.artifacts.get("evaluate")
@@ -178,7 +179,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
     else:
         print(_summary(result, metrics, report))
         if result.model:
-            from tasks.registry import Registry
+            from tasks.ops.registry import Registry
 
             champion = Registry(args.data_dir).champion()
             state = "registered" if result.model_is_new else "already registered"
@@ -230,7 +231,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def _models_command(args: argparse.Namespace) -> int:
-    from tasks.registry import Registry
+    from tasks.ops.registry import Registry
 
     versions = Registry(args.data_dir).versions()
     if args.json:
@@ -253,7 +254,7 @@ def _models_command(args: argparse.Namespace) -> int:
 
 
 def _promote_command(args: argparse.Namespace) -> int:
-    from tasks.registry import Registry
+    from tasks.ops.registry import Registry
 
     registry = Registry(args.data_dir)
     before = registry.champion()
@@ -263,9 +264,9 @@ def _promote_command(args: argparse.Namespace) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    from tasks.bundle import Bundle
-    from tasks.predict import predict_file
-    from tasks.registry import Registry
+    from tasks.ops.bundle import Bundle
+    from tasks.ops.predict import predict_file
+    from tasks.ops.registry import Registry
 
     if args.batch_rows < 1:
         raise InputError(f"--batch-rows {args.batch_rows}: must be at least 1")

@@ -2,7 +2,7 @@
 
 1. The pipeline runs as a subflow. Unchanged data and config mean every stage is a cache
    hit: no model is trained and the bundle is the one already registered.
-2. Its bundle is registered (`tasks.registry`); with no champion yet it becomes champion.
+2. Its bundle is registered (`tasks.ops.registry`); with no champion yet it becomes champion.
 3. Otherwise the challenger and the champion are both loaded from their verified bundles
    and scored on the same rows: this run's test split, raw features in, labels compared in
    their original values. The challenger is promoted when its ``retrain.metric`` is at
@@ -10,7 +10,7 @@
 4. The decision, with both scores, is logged, appended to the registry's history and
    published as a Prefect markdown artifact (key ``marginflow-decision``).
 
-The scoring and the decision are in `tasks.promotion`; this module only wires.
+The scoring and the decision are in `tasks.ops.promotion`; this module only wires.
 
 ``marginflow retrain`` runs this flow once; ``marginflow serve --cron`` serves it on a schedule.
 """
@@ -22,9 +22,10 @@ from pathlib import Path
 from prefect import flow
 
 from flows.pipeline import pipeline
+from tasks.choose_champion import choose_champion
 from tasks.config import Config
-from tasks.promotion import Decision, choose_champion
-from tasks.registry import Registry
+from tasks.ops.promotion import Decision
+from tasks.ops.registry import Registry
 
 
 @flow(name="marginflow-retrain", description="Retrain on the configured source; promote the challenger if it is at least as good")

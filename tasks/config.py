@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.catalog import NAMES as APPROACHES
 from tasks.errors import InputError
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
@@ -185,9 +186,6 @@ class RFFConfig(_Section):
     seed: int = 0
 
 
-APPROACHES = ("raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm")
-
-
 class EvaluateConfig(_Section):
     """Evaluation on the test split, and which approaches to run and compare."""
 
@@ -212,6 +210,11 @@ class RetrainConfig(_Section):
 
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     tolerance: float = Field(0.0, ge=0.0, le=1.0)
+
+
+# The sections that make the main path's model (scaler, encoder, SVC): the bundle receives
+# these and nothing else, so a change elsewhere is not a new model version.
+MODEL_SECTIONS = ("data", "scale", "encoder", "features", "svc")
 
 
 class Config(_Section):

@@ -1,4 +1,4 @@
-"""Stage 6, evaluate: every approach scored on the same test rows, reported for people and machines.
+"""Stage evaluate: every approach scored on the same test rows, reported for people and machines.
 
 Output artifact ``report``:
 
@@ -9,278 +9,29 @@ Output artifact ``report``:
 * ``report.md`` and ``report.html`` (self-contained, images embedded), plus the PNGs:
   ``approaches.png`` (bar chart), ``confusion_<approach>.png``, ``training_curves.png``.
 
-In a Prefect run it also publishes the comparison as a table artifact and the report as
-markdown.
+In a Prefect run it also publishes the comparison as a table artifact and the report as markdown.
 """
 
 from __future__ import annotations
 
-import base64
-from typing import Any
-
-import numpy as np
-
-from tasks.approaches import OBJECTIVES
-from tasks.artifacts import ArtifactRef, ArtifactWriter, read_json
-from tasks.cache import stage
-from tasks.config import APPROACHES, EvaluateConfig
-from tasks.ingest import feature_matrix, read_dataset
-
-MAIN = "features_svc"
-
-
-def metric_value(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """One metric, ``accuracy`` or ``macro_f1``, of predictions against true labels.
-
-    Labels may be class indices or original label values (compared as values).
-    """
-    from sklearn.metrics import accuracy_score, f1_score
-
-    if metric == "accuracy":
-        return float(accuracy_score(y_true, y_pred))
-    if metric == "macro_f1":
-        return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
-    raise ValueError(f"unknown metric {metric!r} (accuracy or macro_f1)")
-
-
-def score(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
-
-    Args:
-        y_true, y_pred: (n,) class indices into ``classes``.
-    Returns:
-        JSON-ready dict; ``confusion[i][j]`` counts rows of class i predicted as j.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = list(range(len(classes)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "n_test": int(len(y_true)),
-        "classes": classes,
-        "per_class": [
-            {"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, c in enumerate(classes)
-        ],
-        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
-def compare(y_test: np.ndarray, y_val: np.ndarray, models: dict[str, dict], classes: list[Any]) -> dict[str, Any]:
-    """metrics.json content from each approach's predictions and timing.
-
-    Args:
-        models: approach -> {"predictions": {"val": [...], "test": [...]}, "timing": {...}}.
-    """
-    main = MAIN if MAIN in models else next(iter(models))
-    approaches = {}
-    for name in [a for a in APPROACHES if a in models]:
-        pred = np.asarray(models[name]["predictions"]["test"])
-        s = score(y_test, pred, classes)
-        approaches[name] = {
-            "accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "objective": OBJECTIVES[name],
-            **models[name]["timing"], "confusion": s["confusion"],
-        }
-        if models[name].get("search"):
-            approaches[name]["search"] = models[name]["search"]["chosen"]
-    head = score(y_test, np.asarray(models[main]["predictions"]["test"]), classes)
-    val_pred = np.asarray(models[main]["predictions"]["val"])
-    head["val_accuracy"] = float(np.mean(val_pred == y_val)) if len(y_val) else float("nan")
-    return {**head, "main": main, "approaches": approaches}
-
-
-def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
-    """The human report: comparison, headline scores, per-class table, confusion matrix."""
-    fmt = f"{{:.{digits}f}}"
-    lines = [f"# marginflow report: {source}", "", f"Scored on {metrics['n_test']} held-out test rows.", ""]
-    approaches = metrics.get("approaches") or {}
-    if approaches:
-        lines += ["## Approaches", "", "| approach | accuracy | macro-F1 | fit s | predict s | what it optimises |",
-                  "|---|---|---|---|---|---|"]
-        for name, a in approaches.items():
-            lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
-                         f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
-        lines.append("")
-    searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
-    if searched:
-        lines += ["## SVC search (stratified k-fold CV on the training rows)", "",
-                  "| approach | C | gamma | gamma factor | CV score |", "|---|---|---|---|---|"]
-        for name, c in searched.items():
-            lines.append(f"| {name} | {c['C']:g} | {c['gamma']:.4g} | {c['gamma_factor']:g} | {fmt.format(c['mean'])} |")
-        lines.append("")
-    lines += [
-        f"## Main path: {metrics.get('main', MAIN)}", "",
-        "| metric | value |",
-        "|---|---|",
-        f"| test accuracy | {fmt.format(metrics['accuracy'])} |",
-        f"| test macro-F1 | {fmt.format(metrics['macro_f1'])} |",
-        f"| validation accuracy | {fmt.format(metrics['val_accuracy'])} |",
-        f"| test rows | {metrics['n_test']} |",
-        "",
-        "## Per class",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-    ]
-    for row in metrics["per_class"]:
-        lines.append(
-            f"| {row['class']} | {fmt.format(row['precision'])} | {fmt.format(row['recall'])} "
-            f"| {fmt.format(row['f1'])} | {row['support']} |"
-        )
-    names = [str(c) for c in metrics["classes"]]
-    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-              "| true \\ pred | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for name, row in zip(names, metrics["confusion"], strict=True):
-        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_approaches(metrics: dict[str, Any], path) -> None:
-    """Horizontal bar chart of test accuracy per approach."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(metrics["approaches"])
-    acc = [metrics["approaches"][n]["accuracy"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
-    bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names])
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in acc], padding=3)
-    lo = max(0.0, min(acc) - 0.05)
-    ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.15)
-    ax.invert_yaxis()
-    ax.set_xlabel("test accuracy")
-    ax.set_title(f"{metrics['source']}: approaches on {metrics['n_test']} test rows")
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-
-
-def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion)
-    k = len(classes)
-    size = min(2.5 + 0.45 * k, 9)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
-    ax.imshow(cm, cmap="Blues")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
-    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45 if k > 6 else 0)
-    ax.set_yticks(range(k), [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-
-
-def plot_history(history: dict[str, list[float]], path) -> None:
-    """Encoder loss and accuracy per epoch, train and validation; a dashed line marks the epoch
-    whose weights early stopping kept (lowest validation loss)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [m for m in ("loss", "accuracy") if m in history]
-    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), dpi=100, squeeze=False)
-    for ax, m in zip(axes[0], panels, strict=True):
-        epochs = range(1, len(history[m]) + 1)
-        ax.plot(epochs, history[m], label="train")
-        if f"val_{m}" in history:
-            ax.plot(epochs, history[f"val_{m}"], label="validation")
-        if best is not None:
-            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {best})")
-        ax.set_xlabel("epoch")
-        ax.set_title(f"encoder {m}")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-
-
-def render_html(markdown: str, images: dict[str, bytes]) -> str:
-    """A self-contained HTML page: the markdown tables as HTML, every PNG inlined as base64."""
-    import html
-
-    body, in_table = [], False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c.replace('**', ''))}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    for name, data in images.items():
-        b64 = base64.b64encode(data).decode()
-        body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
-                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "th{background:#f3f3f3}figure{display:inline-block;margin:1em}img{max-width:100%}")
-    title = html.escape(markdown.splitlines()[0].lstrip("# "))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _publish(markdown: str, metrics: dict[str, Any]) -> None:
-    """Prefect markdown and table artifacts, when running inside a Prefect task run."""
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is None:
-        return
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    create_markdown_artifact(markdown=markdown, key="marginflow-report", description="marginflow evaluation report")
-    create_table_artifact(
-        table=[{"approach": n, "accuracy": round(a["accuracy"], 4), "macro_f1": round(a["macro_f1"], 4),
-                "fit_seconds": a["fit_seconds"], "predict_seconds": a["predict_seconds"], "objective": a["objective"]}
-               for n, a in metrics["approaches"].items()],
-        key="marginflow-approaches",
-        description=f"{metrics['source']}: approaches compared on {metrics['n_test']} test rows",
-    )
+from tasks.config import EvaluateConfig
+from tasks.core.metrics import compare
+from tasks.core.report import plot_approaches, plot_confusion, plot_history, render_html, render_markdown
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
+from tasks.store.cache import stage
+from tasks.store.outputs import read_model_outputs
+from tasks.store.runlog import publish_report
+from tasks.store.tables import feature_matrix, read_table
 
 
 @stage("evaluate")
-def evaluate(
-    scaled: ArtifactRef, models: dict[str, ArtifactRef], encoder: ArtifactRef | None,
-    config: EvaluateConfig, root: str,
-) -> ArtifactRef:
-    """Score each approach's test predictions; write the ``report`` artifact."""
-    frame, meta = read_dataset(scaled)
+def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str, ArtifactRef],
+             config: EvaluateConfig, root: str) -> ArtifactRef:
+    """Score each approach's test predictions (``models``: approach -> its model artifact); write ``report``."""
+    frame, meta = read_table(scaled)
     _, y_test = feature_matrix(frame, "test")
     _, y_val = feature_matrix(frame, "val")
-    outputs = {name: {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json"),
-                      "search": read_json(ref, "search.json") if "search.json" in ref.files else None}
-               for name, ref in models.items()}
-    metrics = compare(y_test, y_val, outputs, meta["classes"])
+    metrics = compare(y_test, y_val, {name: read_model_outputs(ref) for name, ref in models.items()}, meta["classes"])
     metrics["source"] = meta["source"]
     markdown = render_markdown(metrics, str(meta["source"]), config.digits)
     params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()}, "config": config.model_dump()}
@@ -294,5 +45,9 @@ def evaluate(
         images = {p.name: p.read_bytes() for p in sorted(w.path("").iterdir()) if p.suffix == ".png"}
         w.write_text("report.md", markdown + "\n" + "".join(f"![{n}]({n})\n" for n in images))
         w.write_text("report.html", render_html(markdown, images))
-    _publish(markdown, metrics)
+    publish_report(markdown, [
+        {"approach": n, "accuracy": round(a["accuracy"], 4), "macro_f1": round(a["macro_f1"], 4),
+         "fit_seconds": a["fit_seconds"], "predict_seconds": a["predict_seconds"], "objective": a["objective"]}
+        for n, a in metrics["approaches"].items()
+    ], f"{metrics['source']}: approaches compared on {metrics['n_test']} test rows")
     return w.ref

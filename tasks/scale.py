@@ -1,65 +1,25 @@
-"""Stage 2, scale: a StandardScaler fitted on the training rows only, applied to every split.
+"""Stage scale: a StandardScaler fitted on the training rows only, applied to every split.
 
-Output artifact ``scaled``: ``scaled.parquet`` (same layout as ``dataset``),
-``scaler.json`` (mean and scale per feature: reloadable without pickle) and
-``meta.json`` carried over from the dataset.
+Output artifact ``scaled``: ``scaled.parquet`` (same layout as ``dataset``), ``scaler.json``
+(mean and scale per feature: reloadable without pickle) and ``meta.json`` carried over.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import pandas as pd
-
-from tasks.artifacts import ArtifactRef, ArtifactWriter
-from tasks.cache import stage
 from tasks.config import ScaleConfig
-from tasks.ingest import LABEL, SPLIT, read_dataset
-
-
-def fit_scaler(X_train: np.ndarray, config: ScaleConfig) -> dict[str, list[float]]:
-    """Mean and scale per feature, as scikit-learn's StandardScaler computes them.
-
-    Formula: ``z = (x - mean) / scale``; a constant feature gets scale 1.
-
-    Args:
-        X_train: (n_train, d) training rows.
-    Returns:
-        ``{"mean": [d floats], "scale": [d floats]}``.
-    """
-    from sklearn.preprocessing import StandardScaler
-
-    s = StandardScaler(with_mean=config.with_mean, with_std=config.with_std).fit(X_train)
-    d = X_train.shape[1]
-    mean = s.mean_ if s.mean_ is not None else np.zeros(d)
-    scale = s.scale_ if s.scale_ is not None else np.ones(d)
-    return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]}
-
-
-def apply_scaler(X: np.ndarray, scaler: dict[str, list[float]]) -> np.ndarray:
-    """(n, d) -> (n, d) standardised rows."""
-    return (X - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
-
-
-def scale_frame(frame: pd.DataFrame, config: ScaleConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit on ``train`` rows, transform all rows; label and split columns pass through."""
-    features = [c for c in frame.columns if c not in (LABEL, SPLIT)]
-    X = frame[features].to_numpy(dtype=np.float64)
-    scaler = fit_scaler(X[(frame[SPLIT] == "train").to_numpy()], config)
-    out = pd.DataFrame(apply_scaler(X, scaler), columns=features)
-    out[LABEL] = frame[LABEL].to_numpy()
-    out[SPLIT] = frame[SPLIT].array
-    return out, {"features": features, **scaler}
+from tasks.core.scaling import scale_frame
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter
+from tasks.store.cache import stage
+from tasks.store.tables import read_table, table_file
 
 
 @stage("scale")
 def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     """Write the ``scaled`` artifact from a ``dataset`` artifact."""
-    frame, meta = read_dataset(dataset)
+    frame, meta = read_table(dataset)
     scaled, scaler = scale_frame(frame, config)
     with ArtifactWriter(root, "scaled", {"dataset": dataset.sha256, "config": config.model_dump()}) as w:
-        scaled.to_parquet(w.path("scaled.parquet"), index=False)
+        scaled.to_parquet(w.path(table_file("scaled")), index=False)
         w.write_json("scaler.json", scaler)
         w.write_json("meta.json", meta)
     return w.ref

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from tasks.config import DataConfig, LinearHingeConfig, RFFConfig, ScaleConfig
-from tasks.ingest import describe_source, feature_matrix, ingest, read_dataset
+from tasks.ingest import describe_source, ingest
 from tasks.scale import scale
+from tasks.store.tables import feature_matrix, read_table
 
 
 def _scaled(dataset: str, root: Path):
@@ -24,18 +25,18 @@ def _scaled(dataset: str, root: Path):
 
 
 def _test_predictions(ref) -> np.ndarray:
-    return np.asarray(json.loads((Path(ref.path) / "predictions.json").read_text())["test"])
+    return np.asarray(json.loads(ref.file("predictions.json").read_text())["test"])
 
 
 def _splits(scaled):
-    frame, _ = read_dataset(scaled)
+    frame, _ = read_table(scaled)
     return feature_matrix(frame, "train"), feature_matrix(frame, "test")
 
 
 def test_linear_hinge_agrees_with_linear_svc_on_breast_cancer(tmp_path):
     from sklearn.svm import LinearSVC
 
-    from tasks.approaches import linear_hinge
+    from tasks.linear_hinge import linear_hinge
 
     scaled = _scaled("breast_cancer", tmp_path)
     (X_train, y_train), (X_test, y_test) = _splits(scaled)
@@ -52,8 +53,8 @@ def test_linear_hinge_agrees_with_linear_svc_on_breast_cancer(tmp_path):
 def test_rff_svm_is_within_two_points_of_the_rbf_svc_on_digits(tmp_path):
     from sklearn.svm import SVC
 
-    from tasks.approaches import rff_svm
-    from tasks.margin import rbf_gamma
+    from tasks.core.margin import rbf_gamma
+    from tasks.rff_svm import rff_svm
 
     scaled = _scaled("digits", tmp_path)
     (X_train, y_train), (X_test, y_test) = _splits(scaled)
@@ -69,8 +70,8 @@ def test_rff_svm_is_within_two_points_of_the_rbf_svc_on_digits(tmp_path):
 @pytest.mark.parametrize("labels", [["no", "yes"], [-1, 1], ["cat", "dog", "eel"]])
 def test_linear_hinge_trains_on_the_labels_as_given(tmp_path, labels):
     """Binary string, binary {-1, +1} and multi-class string labels: separable data is learnt exactly."""
-    from tasks.approaches import linear_hinge
-    from tasks.ingest import LABEL, SPLIT
+    from tasks.linear_hinge import linear_hinge
+    from tasks.store.tables import LABEL, SPLIT
 
     k = len(labels)
     rng = np.random.default_rng(0)
@@ -83,7 +84,7 @@ def test_linear_hinge_trains_on_the_labels_as_given(tmp_path, labels):
     data = DataConfig(dataset=None, input=str(csv), label="target")
     dataset = ingest.fn(describe_source(data), data, root=str(tmp_path))
     scaled = scale.fn(dataset, ScaleConfig(), root=str(tmp_path))
-    stored, meta = read_dataset(scaled)
+    stored, meta = read_table(scaled)
     assert meta["classes"] == sorted(labels)
     ref = linear_hinge.fn(scaled, LinearHingeConfig(epochs=50), root=str(tmp_path))
     test = stored[stored[SPLIT] == "test"]

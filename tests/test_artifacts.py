@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.artifacts import ArtifactWriter, digest_files, sha256_text
-from tasks.cache import stage_key
 from tasks.config import SVCConfig
+from tasks.store.artifacts import ArtifactWriter, digest_files, sha256_text
+from tasks.store.cache import stage_key
 
 
 def _write(root, text="hello"):
@@ -52,10 +52,10 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_cache_key_depends_on_content_and_config_not_paths(tmp_path):
     a = _write(tmp_path / "one")
     b = _write(tmp_path / "two")  # same bytes, another place
-    assert a.path != b.path
-    key = stage_key("train_svc", "tasks.svc", {"features": a, "config": SVCConfig(), "root": "/x"})
-    assert key == stage_key("train_svc", "tasks.svc", {"features": b, "config": SVCConfig(), "root": "/y"})
-    assert key != stage_key("train_svc", "tasks.svc", {"features": a, "config": SVCConfig(C=1.0), "root": "/x"})
+    assert a.dir != b.dir and a.path == b.path  # stored relative to the data root
+    key = stage_key("train_svc", "tasks.train_svc", {"features": a, "config": SVCConfig(), "root": "/x"})
+    assert key == stage_key("train_svc", "tasks.train_svc", {"features": b, "config": SVCConfig(), "root": "/y"})
+    assert key != stage_key("train_svc", "tasks.train_svc", {"features": a, "config": SVCConfig(C=1.0), "root": "/x"})
     c = _write(tmp_path / "three", "changed")
-    assert key != stage_key("train_svc", "tasks.svc", {"features": c, "config": SVCConfig(), "root": "/x"})
-    assert key != stage_key("evaluate", "tasks.svc", {"features": a, "config": SVCConfig(), "root": "/x"})
+    assert key != stage_key("train_svc", "tasks.train_svc", {"features": c, "config": SVCConfig(), "root": "/x"})
+    assert key != stage_key("evaluate", "tasks.train_svc", {"features": a, "config": SVCConfig(), "root": "/x"})

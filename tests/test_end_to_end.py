@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import MAIN, STAGES, pipeline
+from flows.pipeline import pipeline
+from flows.plan import MAIN_PATH, STAGES
 from tasks.config import load_config
 from tests.conftest import run_cli
 from tests.helpers import TINY, without_timings
@@ -68,7 +69,7 @@ def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {k: v["status"] for k, v in out["stages"].items()} == {
-        **dict.fromkeys(MAIN[:4], "cached"), "train_svc": "ran"}
+        **dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_svc": "ran"}
     assert out["metrics"] is None
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.pipeline import MAIN, STAGES, pipeline
+from flows.pipeline import pipeline
+from flows.plan import MAIN_PATH, STAGES
 from tests.helpers import iris_csv, statuses, tiny_config, without_timings
 
 ALL_RAN = dict.fromkeys(STAGES, "ran")
@@ -83,7 +84,7 @@ def test_refresh_forces_recomputation(first):
 def test_stage_reruns_one_stage_from_existing_artifacts(first):
     config, data, _ = first
     result = pipeline(config=config, data_dir=str(data), refresh=["train_svc"], until="train_svc")
-    assert statuses(result) == {**dict.fromkeys(MAIN[:4], "cached"), "train_svc": "ran"}
+    assert statuses(result) == {**dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_svc": "ran"}
 
 
 def test_side_approach_stage_runs_alone(first):
@@ -106,7 +107,7 @@ def test_every_approach_is_scored(first):
 def test_selected_approaches_only(prefect_api, csv, tmp_path):
     config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")
     result = pipeline(config=config, data_dir=str(tmp_path / "d"))
-    assert set(result.stages) == {*MAIN, "raw_svc", "evaluate", "bundle"}
+    assert set(result.stages) == {*(s.name for s in MAIN_PATH), "train_svc", "raw_svc", "evaluate", "bundle"}
     assert set(_metrics(result)["approaches"]) == {"raw_svc", "features_svc"}
 
 
@@ -140,9 +141,10 @@ def test_svc_search_maps_the_grid_records_the_table_and_caches(prefect_api, csv,
 
 
 def test_search_never_reads_the_test_rows(tmp_path):
-    from tasks.artifacts import ArtifactWriter
-    from tasks.ingest import LABEL, SPLIT
-    from tasks.search import CVPoint, svc_cv
+    from tasks.core.svm import CVPoint
+    from tasks.store.artifacts import ArtifactWriter
+    from tasks.store.tables import LABEL, SPLIT
+    from tasks.svc_cv import svc_cv
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
@@ -152,12 +154,12 @@ def test_search_never_reads_the_test_rows(tmp_path):
         frame.to_parquet(w.path("scaled.parquet"))
         w.write_json("meta.json", {"classes": [0, 1]})
     point = CVPoint(kernel="rbf", C=1.0, gamma_factor=1.0, class_weight=None, folds=4, metric="accuracy", seed=0)
-    before = json.loads((Path(svc_cv.fn(w.ref, point, root=str(tmp_path)).path) / "cv.json").read_text())
+    before = json.loads((svc_cv.fn(w.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     frame.loc[frame[SPLIT] == "test", ["a", "b"]] = 99.0  # poison the test rows
     with ArtifactWriter(str(tmp_path), "scaled", {"t": 2}) as w2:
         frame.to_parquet(w2.path("scaled.parquet"))
         w2.write_json("meta.json", {"classes": [0, 1]})
-    after = json.loads((Path(svc_cv.fn(w2.ref, point, root=str(tmp_path)).path) / "cv.json").read_text())
+    after = json.loads((svc_cv.fn(w2.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     assert before["scores"] == after["scores"] and len(before["scores"]) == 4
 
 

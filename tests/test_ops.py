@@ -13,10 +13,10 @@ import pytest
 
 from flows.pipeline import pipeline
 from flows.retrain import retrain
-from tasks.bundle import Bundle, BundleError
 from tasks.errors import InputError
-from tasks.promotion import decide
-from tasks.registry import Registry
+from tasks.ops.bundle import Bundle, BundleError
+from tasks.ops.promotion import decide
+from tasks.ops.registry import Registry
 from tests.conftest import ROOT, run_cli
 from tests.helpers import tiny_config
 
@@ -112,7 +112,7 @@ def test_landing_folder_is_combined_in_name_order(prefect_api, csv, tmp_path):
     frame.iloc[75:].to_parquet(landing / "b.parquet", index=False)
     frame.iloc[:75].to_csv(landing / "a.csv", index=False)
     (landing / "notes.txt").write_text("ignored")
-    from tasks.ingest import read_frame
+    from tasks.core.dataset import read_frame
 
     combined = read_frame(str(landing))
     pd.testing.assert_frame_equal(combined, frame, check_dtype=False)
@@ -186,7 +186,7 @@ def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):
 def test_concurrent_registrations_give_distinct_versions_and_no_duplicates(trained, csv, tmp_path):
     data, first = trained
     second = pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
-    bundles = [first.artifacts["bundle"].path, second.artifacts["bundle"].path]
+    bundles = [str(first.artifacts["bundle"].dir), str(second.artifacts["bundle"].dir)]
     script = (
         "import sys; from tasks.registry import Registry\n"
         "for b in sys.argv[2:]: Registry(sys.argv[1]).register(b)\n"

@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from tasks.config import EncoderConfig, ScaleConfig, SVCConfig
+from tasks.core.dataset import encode_labels, split_rows, validate_frame
+from tasks.core.metrics import score
+from tasks.core.report import render_markdown
+from tasks.core.scaling import apply_scaler, fit_scaler, scale_frame
 from tasks.errors import InputError
-from tasks.evaluate import render_markdown, score
-from tasks.ingest import LABEL, SPLIT, encode_labels, split_rows, validate_frame
-from tasks.scale import apply_scaler, fit_scaler, scale_frame
+from tasks.store.tables import LABEL, SPLIT
 
 # ---------------------------------------------------------------- ingest
 
@@ -114,7 +116,7 @@ def _blobs(n=120, seed=0):
 
 
 def test_encoder_shapes_and_loss_goes_down():
-    from tasks.encoder import FEATURE_LAYER, build_encoder, train
+    from tasks.core.networks import FEATURE_LAYER, build_encoder, train
 
     cfg = EncoderConfig(hidden=[12, 6], epochs=15, batch_size=16, dropout=0.0, patience=50, learning_rate=0.01)
     model = build_encoder(4, 3, cfg)
@@ -127,7 +129,7 @@ def test_encoder_shapes_and_loss_goes_down():
 
 
 def test_encoder_training_is_deterministic():
-    from tasks.encoder import train
+    from tasks.core.networks import train
 
     cfg = EncoderConfig(hidden=[8], epochs=3, batch_size=16, dropout=0.2)
     X, y = _blobs()
@@ -139,7 +141,7 @@ def test_encoder_training_is_deterministic():
 def test_embed_in_batches_equals_one_pass():
     import keras
 
-    from tasks.features import embed
+    from tasks.core.networks import embed
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
@@ -152,7 +154,7 @@ def test_embed_in_batches_equals_one_pass():
 
 
 def test_svc_on_the_textbook_example(tmp_path):
-    from tasks.svc import fit_svc, load_svc, save_svc
+    from tasks.core.svm import fit_svc, load_svc, save_svc
 
     X = np.array([[-2, -1], [-1, -1], [-1, -2], [1, 1], [1, 2], [2, 1]], dtype=float)
     y = np.array([1, 1, 1, 2, 2, 2])
@@ -180,7 +182,7 @@ def test_score_known_answer():
 
 
 def test_compare_scores_each_approach_on_the_same_rows():
-    from tasks.evaluate import compare
+    from tasks.core.metrics import compare
 
     y_test, y_val = np.array([0, 0, 1, 1]), np.array([0, 1])
     timing = {"fit_seconds": 1.0, "predict_seconds": 0.1}
@@ -198,7 +200,7 @@ def test_compare_scores_each_approach_on_the_same_rows():
 
 
 def test_hinge_targets_are_explicit():
-    from tasks.margin import decide, hinge_targets
+    from tasks.core.margin import decide, hinge_targets
 
     assert hinge_targets(np.array([0, 1, 1]), 2, "squared_hinge").ravel().tolist() == [-1, 1, 1]
     assert hinge_targets(np.array([2, 0]), 3, "squared_hinge").tolist() == [[-1, -1, 1], [1, -1, -1]]
@@ -212,7 +214,7 @@ def test_hinge_targets_are_explicit():
 def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
     import keras
 
-    from tasks.layers import RandomFourierFeatures
+    from tasks.core.layers import RandomFourierFeatures
 
     X = np.random.default_rng(0).normal(size=(20, 5)).astype("float32")
     gamma = 0.1
@@ -231,7 +233,7 @@ def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):
 def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
     import keras
 
-    from tasks.layers import RandomShift
+    from tasks.core.layers import RandomShift
 
     x = np.arange(24, dtype="float32").reshape(2, 12)
     signal = RandomShift(3, seed=0)
@@ -255,7 +257,7 @@ def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
 
 
 def test_metric_value_known_answers():
-    from tasks.evaluate import metric_value
+    from tasks.core.metrics import metric_value
 
     y, p = np.array(["a", "a", "b", "b"]), np.array(["a", "b", "b", "b"])
     assert metric_value("accuracy", y, p) == 0.75

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.bundle import Bundle, check_columns
 from tasks.errors import InputError
+from tasks.ops.bundle import Bundle, check_columns
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 

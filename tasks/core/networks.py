@@ -1,11 +1,7 @@
-"""Stage 3, train_encoder: a Keras encoder (MLP, 1-D or 2-D CNN) trained with a head on the training rows.
+"""Keras encoders (MLP, 1-D or 2-D CNN) with a training head, their training, and reading out features.
 
-The last hidden layer, named ``features``, is what `extract_features` reads out. Early
-stopping watches the validation loss and restores the best weights.
-
-Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
-``compile=False``), ``config.json`` (the encoder section plus input width and class
-count, enough to rebuild it), ``history.json`` (per-epoch metrics).
+The last hidden layer, named ``features``, is what the SVC sees. Early stopping watches
+the validation loss and restores the best weights.
 """
 
 from __future__ import annotations
@@ -15,12 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.artifacts import ArtifactRef, ArtifactWriter
-from tasks.cache import stage
 from tasks.config import EncoderConfig
+from tasks.core.margin import fit_keras, glorot, hinge_targets, n_outputs, seeded_keras
 from tasks.errors import InputError
-from tasks.ingest import feature_matrix, read_dataset
-from tasks.log import stage_logger
 
 FEATURE_LAYER = "features"
 
@@ -55,8 +48,6 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     """
     import keras
 
-    from tasks.margin import glorot, n_outputs
-
     kind, shape = resolve_architecture(config, n_features, source)
     layers = keras.layers
     inputs = keras.Input(shape=(n_features,), name="inputs")
@@ -64,7 +55,7 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     if config.augment_shift:
         if kind == "mlp":
             raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
-        from tasks.layers import RandomShift
+        from tasks.core.layers import RandomShift
 
         x = RandomShift(config.augment_shift, shape if kind == "cnn2d" else None, seed=config.seed, name="augment")(x)
     if kind in ("cnn1d", "cnn2d"):
@@ -94,43 +85,9 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     return keras.Model(inputs, outputs, name="encoder")
 
 
-def _progress_callback(epochs: int, name: str):
-    """Logs each epoch, and keeps a Prefect progress artifact up to date inside a task run."""
-    import keras
-    from prefect.context import TaskRunContext
-
-    log = stage_logger()
-    in_run = TaskRunContext.get() is not None
-
-    class EpochLog(keras.callbacks.Callback):
-        artifact_id = None
-
-        def on_train_begin(self, logs=None) -> None:
-            if in_run:
-                from prefect.artifacts import create_progress_artifact
-
-                self.artifact_id = create_progress_artifact(progress=0.0, description=f"{name}: epochs done (%)")
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info("%s epoch %d/%d %s", name, epoch + 1, epochs, shown)
-            if self.artifact_id is not None:
-                from prefect.artifacts import update_progress_artifact
-
-                update_progress_artifact(self.artifact_id, progress=100.0 * (epoch + 1) / epochs)
-
-        def on_train_end(self, logs=None) -> None:
-            if self.artifact_id is not None:
-                from prefect.artifacts import update_progress_artifact
-
-                update_progress_artifact(self.artifact_id, progress=100.0)
-
-    return EpochLog()
-
-
 def train(
     X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-    n_classes: int, config: EncoderConfig, source: str = "", name: str = "train_encoder",
+    n_classes: int, config: EncoderConfig, source: str = "", callbacks: tuple = (),
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit the encoder with its head; returns the Keras model and its history.
 
@@ -138,12 +95,11 @@ def train(
         X_train: (n, d) scaled rows; y_train: (n,) class indices.
         X_val, y_val: the validation rows, for early stopping.
         source: dataset name, for ``kind = "auto"``.
+        callbacks: extra Keras callbacks (progress reporting).
     Returns:
         (model, history) with history mapping metric name -> per-epoch values.
     """
     import keras
-
-    from tasks.margin import fit_keras, hinge_targets, seeded_keras
 
     if config.objective == "softmax":
         loss, t_train, t_val, metrics = "sparse_categorical_crossentropy", y_train, y_val, ["accuracy"]
@@ -156,44 +112,29 @@ def train(
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
         history = fit_keras(model, X_train, t_train, loss, config.epochs, config.batch_size, config.learning_rate,
                             validation=(X_val, t_val), metrics=metrics,
-                            callbacks=[stop, _progress_callback(config.epochs, name)])
+                            callbacks=[stop, *callbacks])
     return model, history
 
 
-@stage("train_encoder")
-def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str) -> ArtifactRef:
-    """Train on the ``scaled`` artifact's train rows; write the ``encoder`` artifact."""
-    frame, meta = read_dataset(scaled)
-    X_train, y_train = feature_matrix(frame, "train")
-    X_val, y_val = feature_matrix(frame, "val")
-    n_classes = len(meta["classes"])
-    model, history = train(X_train, y_train, X_val, y_val, n_classes, config, str(meta["source"]))
-    best = int(np.argmin(history["val_loss"])) if history.get("val_loss") else len(history["loss"]) - 1
-    stage_logger().info(
-        "train_encoder stopped after %d epochs; best epoch %d (val_accuracy=%.4f)",
-        len(history["loss"]), best + 1, history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best],
-    )
-    params = {"scaled": scaled.sha256, "config": config.model_dump()}
-    with ArtifactWriter(root, "encoder", params) as w:
-        model.save(w.path("encoder.keras"))
-        w.write_json("config.json", {
-            **config.model_dump(), "n_features": X_train.shape[1], "n_classes": n_classes,
-            "resolved_kind": resolve_architecture(config, X_train.shape[1], str(meta["source"]))[0],
-            "feature_layer": FEATURE_LAYER, "best_epoch": best + 1,
-        })
-        w.write_json("history.json", history)
-    return w.ref
+def best_epoch(history: dict[str, list[float]]) -> int:
+    """The 0-based epoch whose weights early stopping kept (lowest validation loss; the last without one)."""
+    return int(np.argmin(history["val_loss"])) if history.get("val_loss") else len(history["loss"]) - 1
 
 
-def load_feature_model(encoder: ArtifactRef | str | Path):
-    """The saved encoder (an ``encoder`` artifact or a ``.keras`` path) cut at its ``features`` layer.
+def load_feature_model(path: str | Path):
+    """A saved encoder (``.keras``) cut at its ``features`` layer.
 
     Shapes: (batch, d) -> (batch, hidden[-1]). Loaded with ``safe_mode=True``: no lambdas.
     """
     import keras
 
-    import tasks.layers  # noqa: F401  (registers marginflow's layers for deserialisation)
+    import tasks.core.layers  # noqa: F401  (registers marginflow's layers for deserialisation)
 
-    path = encoder.file("encoder.keras") if isinstance(encoder, ArtifactRef) else Path(encoder)
-    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    model = keras.models.load_model(Path(path), compile=False, safe_mode=True)
     return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)
+
+
+def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n, d) rows -> (n, k) float32 features, ``batch_size`` rows per forward pass."""
+    out = [np.asarray(model(X[i : i + batch_size].astype("float32"), training=False)) for i in range(0, len(X), batch_size)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.output_shape[-1]), np.float32)

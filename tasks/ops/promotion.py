@@ -1,9 +1,7 @@
 """Champion vs challenger: score two model bundles on the same rows and decide a promotion.
 
-Used by the ``retrain`` flow (`flows.retrain`). `score_models` and `decide` are plain
-functions; `choose_champion` is the task that scores, promotes through the registry,
-logs, records the decision in the registry's history and publishes it as a Prefect
-markdown artifact (key ``marginflow-decision``).
+Plain functions; the ``choose_champion`` task (`tasks.choose_champion`) runs `choose` in the
+``retrain`` flow and publishes the decision.
 """
 
 from __future__ import annotations
@@ -11,13 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.artifacts import ArtifactRef
 from tasks.config import RetrainConfig
+from tasks.core.metrics import metric_value
 from tasks.errors import InputError
-from tasks.registry import Registry
+from tasks.ops.bundle import Bundle
+from tasks.ops.registry import Registry
+from tasks.store.artifacts import ArtifactRef
+from tasks.store.tables import LABEL, SPLIT, read_table
 
 
 class Decision(BaseModel):
@@ -38,11 +38,7 @@ def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> d
 
     Returns role -> score, or role -> error text when a bundle cannot read these rows.
     """
-    from tasks.bundle import Bundle
-    from tasks.evaluate import metric_value
-    from tasks.ingest import LABEL, SPLIT, read_dataset
-
-    frame, meta = read_dataset(dataset)
+    frame, meta = read_table(dataset)
     test = frame[frame[SPLIT] == "test"]
     y = np.asarray(meta["classes"], dtype=object)[test[LABEL].to_numpy()]
     X = test[meta["feature_names"]]
@@ -56,7 +52,7 @@ def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> d
     return scores
 
 
-def _markdown(d: Decision) -> str:
+def markdown(d: Decision) -> str:
     def shown(v):
         return "n/a" if v is None else f"{v:.4f}"
 
@@ -78,9 +74,8 @@ def decide(challenger_score: float, champion_score: float, tolerance: float) -> 
     return challenger_score >= champion_score - tolerance - 1e-12
 
 
-@task(name="choose_champion")
-def choose_champion(dataset: ArtifactRef, challenger: str | None, before: str | None, config: RetrainConfig,
-                    root: str) -> Decision:
+def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, config: RetrainConfig,
+           root: str) -> Decision:
     """Promote ``challenger`` over ``before`` (the champion when the run began) if it scores well enough.
 
     Args:
@@ -113,10 +108,5 @@ def choose_champion(dataset: ArtifactRef, challenger: str | None, before: str | 
             registry.promote(challenger, reason=f"retrain: {reason}")
         decision = Decision(**common, champion_after=registry.champion(), promoted=promote,
                             challenger_score=ch, champion_score=champ_score, n_rows=scores["n_rows"], reason=reason)
-    get_run_logger().info("retrain decision: %s", decision.reason)
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(markdown=_markdown(decision), key="marginflow-decision",
-                             description="champion/challenger decision of this retrain run")
     registry.log_decision(decision.model_dump())
     return decision

@@ -13,8 +13,9 @@ A version is built in ``models/.staging`` and renamed into place, so it appears 
 not at all. The champion pointer is written to a temporary file and ``os.replace``d:
 readers see the old or the new pointer, never half of one. Writers hold an exclusive
 ``flock`` on ``models/.lock``, so two processes registering or promoting at once pick
-distinct version numbers and leave one consistent champion. Registering a bundle that is
-already a version (same manifest) returns that version instead of a copy.
+distinct version numbers and leave one consistent champion. Registering a bundle whose
+identity (model files and the config sections that made them, `tasks.ops.bundle.bundle_identity`)
+is already a version returns that version instead of a copy.
 """
 
 from __future__ import annotations
@@ -31,12 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.artifacts import ArtifactRef, sha256_file
-from tasks.bundle import MANIFEST, BundleError, verify
 from tasks.errors import InputError
+from tasks.ops.bundle import BundleError, bundle_identity, verify
 
 VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
@@ -139,11 +138,13 @@ class Registry:
             f.flush()
             os.fsync(f.fileno())
 
-    def _find(self, manifest_sha: str) -> str | None:
+    def _find(self, identity: str) -> str | None:
         for name in self.names():
-            f = self.dir / name / MANIFEST
-            if f.is_file() and sha256_file(f) == manifest_sha:
-                return name
+            try:
+                if bundle_identity(verify(self.dir / name)["files"]) == identity:
+                    return name
+            except BundleError:
+                continue
         return None
 
     def log_decision(self, decision: dict[str, Any]) -> None:
@@ -156,10 +157,9 @@ class Registry:
 
         The first version becomes champion.
         """
-        verify(bundle_dir)
-        manifest_sha = sha256_file(Path(bundle_dir) / MANIFEST)
+        identity = bundle_identity(verify(bundle_dir)["files"])
         with self._locked():
-            existing = self._find(manifest_sha)
+            existing = self._find(identity)
             if existing:
                 return existing, False
             staging = self.dir / ".staging"
@@ -175,7 +175,7 @@ class Registry:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._log({"event": "registered", "version": name, "manifest_sha256": manifest_sha})
+            self._log({"event": "registered", "version": name, "identity": identity})
             if self.champion() is None:
                 self._set_champion(name, "first model")
             return name, True
@@ -202,15 +202,3 @@ class Registry:
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / CHAMPION)
         self._log({"event": "promoted", "version": name, "previous": previous, "reason": reason})
-
-
-
-@task(name="register_model")
-def register_model(bundle_ref: ArtifactRef, root: str) -> tuple[str, bool]:
-    """Add a run's ``bundle`` artifact to the registry of ``root``; returns (version, newly added).
-
-    Not cached: registering is a side effect, and a bundle already there is recognised anyway.
-    """
-    version, new = Registry(root).register(bundle_ref.path)
-    get_run_logger().info("model %s %s", version, "registered" if new else "already registered (same bundle)")
-    return version, new

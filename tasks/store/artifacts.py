@@ -1,10 +1,12 @@
-"""The artifact store: content-addressed, atomically written directories under the data root.
+"""Content-addressed, atomically written artifact directories under the data root.
 
-A stage never hands the next one arrays or paths. It writes its output files into a
-temporary directory under the data root, and `ArtifactWriter` renames that directory
-to ``<root>/artifacts/<kind>/<digest[:16]>`` once every file is complete, where
-``digest`` is the SHA-256 over the files' names and hashes. The stage returns an
-`ArtifactRef`: kind, path, digest, the per-file hashes, and the parameters that made it.
+A stage never hands the next one arrays or bare paths. It writes its output files into a
+temporary directory under the data root, and `ArtifactWriter` renames that directory to
+``<root>/artifacts/<kind>/<digest[:16]>`` once every file is complete, where ``digest`` is
+the SHA-256 over the files' names and hashes. The stage returns an `ArtifactRef`: kind,
+path *relative to the data root*, digest, the per-file hashes, and the parameters that
+made it. A reference that is resolved against a root (``ref.at(root)``) can open its
+files; the relative path is what is stored, so a copied or moved data root keeps working.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _CHUNK = 1 << 20
+ARTIFACTS = "artifacts"
+STAGING = ".staging"
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -45,10 +51,12 @@ class ArtifactRef(BaseModel):
 
     Attributes:
         kind: what the artifact is (``dataset``, ``scaled``, ``encoder`` ...).
-        path: absolute path of the artifact directory (or of the source file).
+        path: the artifact directory relative to the data root (``artifacts/<kind>/<digest16>``);
+            for a ``source`` reference, the source's own location (never stored in a record).
         sha256: digest of the content; the cache keys of later stages use only this.
         files: file name -> SHA-256, for directory artifacts.
         params: the parameters that made it (config section, input digests).
+        root: the data root this reference is resolved against; not serialised, not stored.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,19 +66,54 @@ class ArtifactRef(BaseModel):
     sha256: str
     files: dict[str, str] = {}
     params: dict[str, Any] = {}
+    root: str | None = Field(default=None, exclude=True, repr=False)
+
+    def at(self, root: str | os.PathLike[str]) -> ArtifactRef:
+        """This reference resolved against data root ``root``."""
+        return self.model_copy(update={"root": str(root)})
+
+    @property
+    def dir(self) -> Path:
+        """The artifact's directory on this machine."""
+        if self.kind == "source" or Path(self.path).is_absolute():
+            return Path(self.path)
+        if self.root is None:
+            raise ValueError(f"artifact {self.kind} at {self.path} is not resolved against a data root")
+        return Path(self.root) / self.path
 
     def file(self, name: str) -> Path:
         """Path of one file of a directory artifact."""
         if name not in self.files:
             raise KeyError(f"artifact {self.kind} at {self.path} has no file {name!r}")
-        return Path(self.path) / name
+        return self.dir / name
 
     def is_intact(self) -> bool:
         """True when every file still exists with the bytes it was written with."""
-        root = Path(self.path)
+        root = self.dir
         if not self.files:
             return root.is_file() and sha256_file(root) == self.sha256
         return damaged_file(root, self.files) is None
+
+
+class StoredRef(ArtifactRef):
+    """An `ArtifactRef` read from a file: its path must be ``artifacts/<kind>/<name>`` under the root."""
+
+    @field_validator("path")
+    @classmethod
+    def _inside_root(cls, path: str) -> str:
+        parts = PurePosixPath(path).parts
+        if (len(parts) != 3 or parts[0] != ARTIFACTS or not _KIND.match(parts[1])
+                or not re.fullmatch(r"[0-9a-f]{16}", parts[2])):
+            raise ValueError(f"not an artifact path under the data root: {path!r}")
+        return path
+
+    @field_validator("files")
+    @classmethod
+    def _plain_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for name in files:
+            if "/" in name or "\\" in name or name in ("", ".", ".."):
+                raise ValueError(f"not a plain file name: {name!r}")
+        return files
 
 
 def damaged_file(root: Path, files: dict[str, str]) -> tuple[str, str] | None:
@@ -102,6 +145,8 @@ class ArtifactWriter:
     """
 
     def __init__(self, root: str | os.PathLike[str], kind: str, params: dict[str, Any]):
+        if not _KIND.match(kind):
+            raise ValueError(f"artifact kind must be a lower-case identifier, got {kind!r}")
         self.root = Path(root)
         self.kind = kind
         self.params = params
@@ -109,7 +154,7 @@ class ArtifactWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> ArtifactWriter:
-        staging = self.root / "artifacts" / ".staging"
+        staging = self.root / ARTIFACTS / STAGING
         staging.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=staging))
         return self
@@ -132,11 +177,11 @@ class ArtifactWriter:
             return
         files = {p.name: sha256_file(p) for p in sorted(self._tmp.iterdir()) if p.is_file()}
         digest = digest_files(files)
-        final = self.root / "artifacts" / self.kind / digest[:16]
+        relative = f"{ARTIFACTS}/{self.kind}/{digest[:16]}"
+        final = self.root / relative
         final.parent.mkdir(parents=True, exist_ok=True)
-        candidate = ArtifactRef(
-            kind=self.kind, path=str(final), sha256=digest, files=files, params=self.params
-        )
+        candidate = ArtifactRef(kind=self.kind, path=relative, sha256=digest, files=files, params=self.params,
+                                root=str(self.root))
         if final.exists():
             if candidate.is_intact():
                 shutil.rmtree(self._tmp, ignore_errors=True)
@@ -154,4 +199,5 @@ class ArtifactWriter:
 
 
 def read_json(ref: ArtifactRef, name: str) -> Any:
+    """One JSON file of an artifact, by name."""
     return json.loads(ref.file(name).read_text())

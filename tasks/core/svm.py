@@ -1,29 +1,63 @@
-"""``svc.search``: choose the SVC's C and gamma by stratified k-fold CV on the training rows.
+"""SVMs from scikit-learn: fitting, saving and loading an ``SVC``, and the C x gamma search.
 
-Each grid point is one cached ``svc_cv`` task (the flow maps them through its task
-runner), scoring one (C, gamma factor) pair on the folds of the training rows of a
-``features`` or ``scaled`` artifact. `choose` reads the points back, picks the best
-and returns the CV table that ``train_svc`` / ``raw_svc`` record as ``search.json``.
-Validation and test rows are never read here.
-
-Output artifact ``svc_cv``: ``cv.json`` with the point, the resolved gamma and the
-per-fold scores.
+``svc.search`` scores every (C, gamma factor) grid point by stratified k-fold CV on the
+training rows only (validation and test rows are never read); `choose` picks the best
+and `searched_config` returns the settings to fit and the record saved as ``search.json``.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from tasks.artifacts import ArtifactRef, ArtifactWriter, read_json
-from tasks.cache import stage
 from tasks.config import SVCConfig
+from tasks.core.margin import rbf_gamma
+from tasks.core.metrics import metric_value
 from tasks.errors import InputError
-from tasks.ingest import feature_matrix, read_dataset
-from tasks.log import stage_logger
+
+
+def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig):
+    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices."""
+    from sklearn.svm import SVC
+
+    return SVC(
+        kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight,
+        random_state=config.seed,
+    ).fit(X_train, y_train)
+
+
+def save_svc(model, path) -> None:
+    import skops.io as sio
+
+    sio.dump(model, path)
+
+
+def load_svc(path):
+    """Load an ``.skops`` SVC, trusting only the types scikit-learn's SVC is made of."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    allowed = {"sklearn.svm._classes.SVC"}
+    refused = [t for t in untrusted if t not in allowed]
+    if refused:
+        raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
+    return sio.load(path, trusted=untrusted)
+
+
+def fit_searched(train: tuple[np.ndarray, np.ndarray], config: SVCConfig, cv_rows: list[dict[str, Any]] | None):
+    """Fit an SVC on ``train`` = (X, y) with C and gamma from the search rows when there are any.
+
+    Returns:
+        (model, the settings fitted, the search record or None, fit seconds).
+    """
+    fitted, search = searched_config(config, cv_rows)
+    start = time.perf_counter()
+    model = fit_svc(*train, fitted)
+    return model, fitted, search, time.perf_counter() - start
 
 
 class CVPoint(BaseModel):
@@ -68,9 +102,6 @@ def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint) -> tuple[float, list
     from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import SVC
 
-    from tasks.evaluate import metric_value
-    from tasks.margin import rbf_gamma
-
     gamma = point.gamma_factor * rbf_gamma(X, "scale")
     splitter = StratifiedKFold(n_splits=fold_count(y, point.folds), shuffle=True, random_state=point.seed)
     scores = []
@@ -81,37 +112,22 @@ def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint) -> tuple[float, list
     return gamma, scores
 
 
-@stage("svc_cv")
-def svc_cv(data: ArtifactRef, point: CVPoint, root: str) -> ArtifactRef:
-    """Score one grid point by stratified k-fold CV on ``data``'s training rows."""
-    frame, _ = read_dataset(data)
-    X, y = feature_matrix(frame, "train")
-    gamma, scores = cv_scores(X, y, point)
-    stage_logger().info("svc_cv on %s: C=%g gamma_factor=%g -> mean %s %.4f over %d folds",
-                        data.kind, point.C, point.gamma_factor, point.metric, float(np.mean(scores)), len(scores))
-    with ArtifactWriter(root, "svc_cv", {"data": data.sha256, "point": point.model_dump()}) as w:
-        w.write_json("cv.json", {**point.model_dump(), "gamma": gamma, "scores": scores,
-                                 "mean": float(np.mean(scores)), "std": float(np.std(scores))})
-    return w.ref
-
-
-def choose(points: list[ArtifactRef]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(best row, table sorted best first) from ``svc_cv`` artifacts.
+def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(best row, table sorted best first) from the ``cv.json`` rows of scored grid points.
 
     Best: highest mean score; ties to the smaller C, then the gamma factor nearest 1.
     """
-    rows = [read_json(ref, "cv.json") for ref in points]
     if not rows:
         raise ValueError("svc.search: no grid points were scored")
     table = sorted(rows, key=lambda r: (-round(r["mean"], 12), r["C"], abs(math.log(r["gamma_factor"]))))
     return table[0], table
 
 
-def searched_config(config: SVCConfig, points: list[ArtifactRef] | None) -> tuple[SVCConfig, dict[str, Any] | None]:
-    """``config`` with the chosen C and gamma when ``points`` came from a search, and the record to save."""
-    if not points:
+def searched_config(config: SVCConfig, rows: list[dict[str, Any]] | None) -> tuple[SVCConfig, dict[str, Any] | None]:
+    """``config`` with the chosen C and gamma when ``rows`` came from a search, and the record to save."""
+    if not rows:
         return config, None
-    best, table = choose(points)
+    best, table = choose(rows)
     gamma = best["gamma"] if config.kernel != "linear" else config.gamma
     chosen = config.model_copy(update={"C": best["C"], "gamma": gamma})
     columns = ["C", "gamma_factor", "gamma", "mean", "std", "scores"]

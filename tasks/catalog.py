@@ -1,0 +1,66 @@
+"""The catalog of approaches: the one list that config defaults, the pipeline plan, the flow,
+the report and the benchmarks read.
+
+An approach is one of the things people mean by "SVM in Keras". Each is trained by one
+stage (``tasks/<stage>.py``) and scored by ``evaluate`` on the same test rows. Adding an
+approach means one `Approach` row here, its stage module, and (when it has settings of
+its own) its config section in `tasks.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Approach:
+    """One approach.
+
+    Attributes:
+        name: the approach's name in ``evaluate.approaches``, ``metrics.json``, the report and ``--json``.
+        stage: the stage that trains it (a module ``tasks/<stage>.py`` with a task of that name).
+        section: the config section that stage receives.
+        objective: one line saying what it optimises (shown in the report).
+        main: True for the main path (the model that is bundled and registered).
+        reads: the stages whose artifacts its stage reads (scaled rows, unless it is the main path).
+        search: True when ``svc.search`` chooses its C and gamma (its stage takes the CV grid).
+    """
+
+    name: str
+    stage: str
+    section: str
+    objective: str
+    main: bool = False
+    reads: tuple[str, ...] = ("scale",)
+    search: bool = False
+
+
+APPROACHES: tuple[Approach, ...] = (
+    Approach("raw_svc", "raw_svc", "svc",
+             "SVC dual (hinge loss + RBF/other kernel) on the scaled raw features", search=True),
+    Approach("linear_hinge", "linear_hinge", "linear_hinge",
+             "linear model, hinge loss + L2 = 1/(2 C n): the linear SVM primal, fitted by Adam"),
+    Approach("features_svc", "train_svc", "svc",
+             "Keras encoder (cross-entropy) learns features; SVC maximises the margin on them", main=True,
+             reads=("extract_features",), search=True),
+    Approach("deep_hinge", "deep_hinge", "encoder",
+             "the encoder network trained end to end with one-vs-rest squared hinge"),
+    Approach("rff_svm", "rff_svm", "rff",
+             "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras"),
+)
+
+NAMES: tuple[str, ...] = tuple(a.name for a in APPROACHES)
+MAIN_APPROACH: str = next(a.name for a in APPROACHES if a.main)
+BY_NAME: dict[str, Approach] = {a.name: a for a in APPROACHES}
+
+
+def approach(name: str) -> Approach:
+    """The catalog row of ``name``.
+
+    Raises:
+        KeyError: not an approach (the message lists them).
+    """
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown approach {name!r} (one of {', '.join(NAMES)})") from None

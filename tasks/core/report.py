@@ -1,0 +1,169 @@
+"""The human report: markdown, a self-contained HTML page, and the charts (matplotlib, imported inside)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from tasks.catalog import MAIN_APPROACH
+
+
+def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
+    """The human report: comparison, headline scores, per-class table, confusion matrix."""
+    fmt = f"{{:.{digits}f}}"
+    lines = [f"# marginflow report: {source}", "", f"Scored on {metrics['n_test']} held-out test rows.", ""]
+    approaches = metrics.get("approaches") or {}
+    if approaches:
+        lines += ["## Approaches", "", "| approach | accuracy | macro-F1 | fit s | predict s | what it optimises |",
+                  "|---|---|---|---|---|---|"]
+        for name, a in approaches.items():
+            lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
+                         f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
+        lines.append("")
+    searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
+    if searched:
+        lines += ["## SVC search (stratified k-fold CV on the training rows)", "",
+                  "| approach | C | gamma | gamma factor | CV score |", "|---|---|---|---|---|"]
+        for name, c in searched.items():
+            lines.append(f"| {name} | {c['C']:g} | {c['gamma']:.4g} | {c['gamma_factor']:g} | {fmt.format(c['mean'])} |")
+        lines.append("")
+    lines += [
+        f"## Main path: {metrics.get('main', MAIN_APPROACH)}", "",
+        "| metric | value |",
+        "|---|---|",
+        f"| test accuracy | {fmt.format(metrics['accuracy'])} |",
+        f"| test macro-F1 | {fmt.format(metrics['macro_f1'])} |",
+        f"| validation accuracy | {fmt.format(metrics['val_accuracy'])} |",
+        f"| test rows | {metrics['n_test']} |",
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for row in metrics["per_class"]:
+        lines.append(
+            f"| {row['class']} | {fmt.format(row['precision'])} | {fmt.format(row['recall'])} "
+            f"| {fmt.format(row['f1'])} | {row['support']} |"
+        )
+    names = [str(c) for c in metrics["classes"]]
+    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+              "| true \\ pred | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, metrics["confusion"], strict=True):
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_approaches(metrics: dict[str, Any], path) -> None:
+    """Horizontal bar chart of test accuracy per approach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics["approaches"])
+    acc = [metrics["approaches"][n]["accuracy"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
+    bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names])
+    ax.bar_label(bars, labels=[f"{a:.4f}" for a in acc], padding=3)
+    lo = max(0.0, min(acc) - 0.05)
+    ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.15)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy")
+    ax.set_title(f"{metrics['source']}: approaches on {metrics['n_test']} test rows")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion)
+    k = len(classes)
+    size = min(2.5 + 0.45 * k, 9)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45 if k > 6 else 0)
+    ax.set_yticks(range(k), [str(c) for c in classes])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_history(history: dict[str, list[float]], path) -> None:
+    """Encoder loss and accuracy per epoch, train and validation; a dashed line marks the epoch
+    whose weights early stopping kept (lowest validation loss)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [m for m in ("loss", "accuracy") if m in history]
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), dpi=100, squeeze=False)
+    for ax, m in zip(axes[0], panels, strict=True):
+        epochs = range(1, len(history[m]) + 1)
+        ax.plot(epochs, history[m], label="train")
+        if f"val_{m}" in history:
+            ax.plot(epochs, history[f"val_{m}"], label="validation")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {best})")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"encoder {m}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def render_html(markdown: str, images: dict[str, bytes]) -> str:
+    """A self-contained HTML page: the markdown tables as HTML, every PNG inlined as base64."""
+    import html
+
+    body, in_table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c.replace('**', ''))}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    for name, data in images.items():
+        b64 = base64.b64encode(data).decode()
+        body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "th{background:#f3f3f3}figure{display:inline-block;margin:1em}img{max-width:100%}")
+    title = html.escape(markdown.splitlines()[0].lstrip("# "))
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,216 @@
+"""The model bundle: one directory holding everything needed to predict, with verified hashes.
+
+Files (all listed with their SHA-256 in ``manifest.json``):
+
+* ``scaler.json``   - per-feature mean and scale (JSON, no pickle);
+* ``encoder.keras`` - the Keras encoder, loaded with ``safe_mode=True`` and cut at ``features``;
+* ``svc.skops``     - the SVC, loaded by skops with an explicit list of trusted types;
+* ``labels.json``   - the label column's name and the original class values, in index order;
+* ``features.json`` - the input feature names, in the order the model reads them;
+* ``config.json``   - the config sections that made the model (`IDENTITY_SECTIONS`; ``data`` without
+  the input's path);
+* ``metrics.json``  - the model's test metrics from its own run.
+
+A bundle's **identity** is the SHA-256 over its model files and ``config.json``: metrics,
+unrelated config sections and where the input file lay do not make a new model version.
+``manifest.json`` carries the format version (``marginflow-bundle/2``; version 1, which
+stored the whole config, still loads) and the identity.
+
+`verify` re-hashes every file before anything is deserialised and refuses a bundle with a
+missing, extra-listed or altered file. A loaded `Bundle` behaves like a scikit-learn
+classifier: ``predict``, ``decision_function``, ``score``, ``classes_``. The stored config is
+read tolerantly: keys that today's config does not know, or no longer has, are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.networks import embed, load_feature_model
+from tasks.core.scaling import apply_scaler
+from tasks.core.svm import load_svc
+from tasks.errors import InputError
+from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
+
+FORMAT = "marginflow-bundle/2"
+READABLE_FORMATS = ("marginflow-bundle/1", FORMAT)
+MANIFEST = "manifest.json"
+MODEL_FILES = ("scaler.json", "encoder.keras", "svc.skops", "labels.json", "features.json")
+FILES = (*MODEL_FILES, "config.json", "metrics.json")
+IDENTITY_SECTIONS = ("data", "scale", "encoder", "features", "svc")
+DEFAULT_FEATURE_BATCH = 1024
+
+
+class BundleError(InputError):
+    """A bundle that is incomplete, altered or not a bundle at all."""
+
+
+def bundle_identity(files: dict[str, str]) -> str:
+    """A bundle's identity from its manifest's file hashes: the model files and ``config.json``."""
+    return sha256_text("".join(f"{name}\0{files.get(name, '')}\n" for name in (*MODEL_FILES, "config.json")))
+
+
+def making_config(sections: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a bundle: the identity sections as JSON, ``data`` without the input's path."""
+    out = {}
+    for name in IDENTITY_SECTIONS:
+        section = sections[name]
+        out[name] = section.model_dump(mode="json") if hasattr(section, "model_dump") else dict(section)
+    out["data"].pop("input", None)
+    return out
+
+
+def write_bundle(w: ArtifactWriter, sources: dict[str, Path], labels: dict[str, Any], feature_names: list[str],
+                 config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Fill artifact writer ``w`` with a bundle.
+
+    Args:
+        sources: ``scaler.json``, ``encoder.keras``, ``svc.skops`` -> the files to copy.
+        config: the output of `making_config`.
+    """
+    import shutil
+
+    for name in ("scaler.json", "encoder.keras", "svc.skops"):
+        shutil.copyfile(sources[name], w.path(name))
+    w.write_json("labels.json", labels)
+    w.write_json("features.json", feature_names)
+    w.write_json("config.json", config)
+    w.write_json("metrics.json", metrics)
+    files = {n: sha256_file(w.path(n)) for n in FILES}
+    w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files)})
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """Check a bundle directory against its manifest; returns the manifest.
+
+    Raises:
+        BundleError: not a directory, no or unreadable manifest, a file missing, or a hash
+            that differs (one line naming the file).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no model bundle here")
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{root}: incomplete bundle, {MANIFEST} is missing") from None
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{root / MANIFEST}: unreadable manifest ({e})") from None
+    if (not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS
+            or not isinstance(manifest.get("files"), dict)):
+        raise BundleError(f"{root / MANIFEST}: not a {FORMAT} manifest")
+    listed = manifest["files"]
+    for name in FILES:
+        if name not in listed:
+            raise BundleError(f"{root / MANIFEST}: does not list {name}")
+    bad = damaged_file(root, listed)
+    if bad is not None:
+        name, what = bad
+        if what == "missing":
+            raise BundleError(f"{root / name}: incomplete bundle, file is missing")
+        raise BundleError(f"{root / name}: SHA-256 differs from the manifest; the bundle was altered, refusing to load it")
+    return manifest
+
+
+class Bundle:
+    """A verified, loaded model bundle; a scikit-learn-style classifier on the raw features.
+
+    Attributes:
+        classes_: the original class values, index order (as scikit-learn's ``classes_``).
+        feature_names_in_: the input columns, in order.
+        label: the label column's name in the training data (None for built-ins).
+        metrics: the test metrics recorded when the model was trained.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = verify(self.path)
+        labels = json.loads((self.path / "labels.json").read_text())
+        self.classes_ = np.asarray(labels["classes"], dtype=object if any(isinstance(c, str) for c in labels["classes"]) else None)
+        self.label = labels.get("label")
+        self.feature_names_in_ = list(json.loads((self.path / "features.json").read_text()))
+        self.scaler = json.loads((self.path / "scaler.json").read_text())
+        self.config = read_config(self.path / "config.json")
+        self.metrics = json.loads((self.path / "metrics.json").read_text())
+        self.feature_model = load_feature_model(self.path / "encoder.keras")
+        self.svc = load_svc(self.path / "svc.skops")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        return cls(path)
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self.feature_names_in_)
+
+    @property
+    def identity(self) -> str:
+        return bundle_identity(self.manifest["files"])
+
+    def _matrix(self, X: Any, where: str = "input") -> np.ndarray:
+        if hasattr(X, "columns"):  # a DataFrame: columns by name
+            check_columns(list(X.columns), self.feature_names_in_, where, allowed_extra=())
+            X = X[self.feature_names_in_]
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise InputError(f"{where}: expected (rows, {self.n_features_in_}) features, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise InputError(f"{where}: features must be finite numbers")
+        return X
+
+    def features(self, X: Any) -> np.ndarray:
+        """Raw rows -> the encoder's features (n, k), exactly as the pipeline computes them."""
+        scaled = apply_scaler(self._matrix(X), self.scaler)
+        return embed(self.feature_model, scaled, self.feature_batch).astype(np.float64)
+
+    @property
+    def feature_batch(self) -> int:
+        """Rows per forward pass, as the model's own run extracted features."""
+        value = (self.config.get("features") or {}).get("batch_size") if isinstance(self.config, dict) else None
+        return value if isinstance(value, int) and value >= 1 else DEFAULT_FEATURE_BATCH
+
+    def predict_index(self, X: Any) -> np.ndarray:
+        return self.svc.predict(self.features(X)).astype(np.int64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, in the original label values."""
+        return self.classes_[self.predict_index(X)]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """SVC decision scores: (n,) for two classes (positive: ``classes_[1]``), else (n, k) one-vs-rest."""
+        return self.svc.decision_function(self.features(X))
+
+    def score(self, X: Any, y: Any) -> float:
+        """Mean accuracy on (X, y), with y in the original label values."""
+        return float(np.mean(self.predict(X) == np.asarray(y, dtype=self.classes_.dtype)))
+
+
+def check_columns(columns: list[str], expected: list[str], where: str, allowed_extra: tuple[str, ...]) -> None:
+    """Refuse a missing or unexpected column (one line naming it)."""
+    have = set(columns)
+    missing = [c for c in expected if c not in have]
+    if missing:
+        raise InputError(f"{where}: missing column {missing[0]!r} (the model reads {len(expected)} feature columns)")
+    wanted = set(expected) | set(allowed_extra)
+    extra = [c for c in columns if c not in wanted]
+    if extra:
+        raise InputError(f"{where}: unexpected column {extra[0]!r} (not a feature of this model)")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A bundle's stored config as plain JSON sections, whatever schema wrote it.
+
+    Nothing is validated against today's `tasks.config.Config`: a renamed or removed key
+    must not make a registered model unloadable. Readers pick the keys they need, with defaults.
+    """
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: unreadable config ({e})") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: config must be a JSON object")
+    return config

@@ -1,0 +1,20 @@
+"""Task register_model: add a run's ``bundle`` artifact to the registry (not cached: it is a side effect)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tasks.ops.registry import Registry
+from tasks.store.artifacts import ArtifactRef
+from tasks.store.runlog import stage_logger
+
+
+@task(name="register_model")
+def register_model(bundle: ArtifactRef, root: str) -> tuple[str, bool]:
+    """Register ``bundle`` under ``root``'s registry; returns (version, newly added).
+
+    A bundle whose identity is already a version is recognised and not registered twice.
+    """
+    version, new = Registry(root).register(bundle.at(root).dir)
+    stage_logger().info("model %s %s", version, "registered" if new else "already registered (same model)")
+    return version, new

@@ -1,0 +1,302 @@
+"""The stage cache: keys over content and code, plain-JSON records, and the `stage` task decorator.
+
+The cache key of a stage call is the SHA-256 of
+
+* the stage's name;
+* the SHA-256 of each input artifact (never its path or data root);
+* the config it receives (its section, canonical JSON);
+* the code version: the source of the stage's module **and of every ``tasks.*`` module it
+  reaches through imports** (at any depth, imports inside functions included, and the
+  packages' ``__init__`` files), plus the installed versions of keras, jax, scikit-learn
+  and numpy.
+
+What the key does not see: code outside ``tasks`` other than those four libraries (pandas,
+pyarrow, matplotlib, Prefect), the machine, and environment variables such as
+``KERAS_BACKEND``. Computing a key reads files and has no side effects.
+
+A record is ``<root>/cache/<key>.json``: plain JSON that this module writes and validates
+itself (format, stage, key, and an artifact reference whose path must lie under
+``<root>/artifacts``). Nothing named inside a record is ever imported or deserialised as a
+class: a record that does not parse or validate is a miss, and the stage recomputes. A
+hit also requires the artifact's files to have the bytes the record lists. Paths in
+records are relative to the data root, so a copied or moved root keeps its cache.
+
+Prefect's own result persistence and cache policies are not used for stages: a stage task
+returns a ``Completed`` state named ``Cached`` on a hit, so the dashboard still tells the two apart.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import json
+import os
+import socket
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
+
+CACHE_DIR = "cache"
+RECORD_FORMAT = "marginflow-cache/1"
+LIBRARIES = ("keras", "jax", "scikit-learn", "numpy")
+_MAX_RECORD_BYTES = 1 << 20
+_TASKS_DIR = Path(__file__).resolve().parents[1]
+
+
+def cache_dir(root: str | os.PathLike[str]) -> Path:
+    return Path(root) / CACHE_DIR
+
+
+# --------------------------------------------------------------------------- code version
+
+
+def module_file(name: str, tasks_dir: Path = _TASKS_DIR) -> Path | None:
+    """The source file of ``tasks.*`` module ``name`` (found on disk, nothing imported), or None."""
+    parts = name.split(".")
+    if parts[0] != "tasks":
+        return None
+    base = tasks_dir.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(module: str, source: str, is_package: bool) -> set[str]:
+    """Every dotted name an ``import`` statement of ``source`` may refer to (relative imports resolved)."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
+def code_modules(module: str, tasks_dir: Path = _TASKS_DIR) -> dict[str, Path]:
+    """``module`` and every ``tasks.*`` module it reaches through imports, with their package
+    ``__init__`` files: name -> source file, sorted by name."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name, tasks_dir)
+        if path is None:
+            continue
+        seen[name] = path
+        parents = name.split(".")
+        todo.extend(".".join(parents[:i]) for i in range(1, len(parents)))
+        source = path.read_text()
+        todo.extend(n for n in _imported_names(name, source, path.name == "__init__.py")
+                    if n == "tasks" or n.startswith("tasks."))
+    return dict(sorted(seen.items()))
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "absent"
+    return out
+
+
+@functools.cache
+def code_version(module: str) -> str:
+    """SHA-256 over the sources `code_modules` finds for ``module`` and the `LIBRARIES` versions.
+
+    Computed once per process: it describes the code this process imported.
+    """
+    lines = [f"{name}\0{sha256_file(path)}" for name, path in code_modules(module).items()]
+    lines += [f"{lib}=={v}" for lib, v in library_versions().items()]
+    return sha256_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- keys and records
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, ArtifactRef):
+        return {"artifact": value.kind, "sha256": value.sha256}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def stage_key(stage: str, module: str, inputs: dict[str, Any]) -> str:
+    """The cache key of one stage call; the ``root`` argument is not part of it."""
+    material = {
+        "stage": stage,
+        "code": code_version(module),
+        "inputs": {k: _canonical(v) for k, v in sorted(inputs.items()) if k != "root"},
+    }
+    return sha256_text(json.dumps(material, sort_keys=True, default=str))
+
+
+def record_path(root: str | os.PathLike[str], key: str) -> Path:
+    return cache_dir(root) / f"{key}.json"
+
+
+class RecordProblem(ValueError):
+    """Why a cache record was not used."""
+
+
+def read_record(root: str | os.PathLike[str], stage: str, key: str) -> ArtifactRef | None:
+    """The artifact of a valid record whose files are intact, resolved against ``root``; None on a miss.
+
+    Raises:
+        RecordProblem: a record exists but is not a valid marginflow record, or its artifact
+            is missing or altered (the caller treats this as a miss and says why).
+    """
+    path = record_path(root, key)
+    try:
+        if path.stat().st_size > _MAX_RECORD_BYTES:
+            raise RecordProblem(f"{path}: larger than any marginflow record")
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordProblem(f"{path}: unreadable ({e})") from None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise RecordProblem(f"{path}: not JSON") from None
+    if not isinstance(record, dict) or set(record) != {"format", "stage", "key", "artifact"}:
+        raise RecordProblem(f"{path}: not a {RECORD_FORMAT} record")
+    if record["format"] != RECORD_FORMAT or record["stage"] != stage or record["key"] != key:
+        raise RecordProblem(f"{path}: format, stage or key does not match")
+    try:
+        stored = StoredRef.model_validate(record["artifact"])
+    except ValidationError as e:
+        raise RecordProblem(f"{path}: invalid artifact reference ({e.errors()[0]['msg']})") from None
+    if stored.path.split("/")[1] != stored.kind:
+        raise RecordProblem(f"{path}: artifact path does not match its kind")
+    ref = ArtifactRef.model_validate(stored.model_dump()).at(root)
+    if not ref.is_intact():
+        raise RecordProblem(f"{path}: its artifact {ref.path} is missing or altered")
+    return ref
+
+
+def write_record(root: str | os.PathLike[str], stage: str, key: str, ref: ArtifactRef) -> None:
+    """Write the record atomically (temp file + rename)."""
+    directory = cache_dir(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"format": RECORD_FORMAT, "stage": stage, "key": key, "artifact": ref.model_dump(mode="json")}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".record-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, sort_keys=True)
+        os.replace(tmp, record_path(root, key))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- the stage decorator
+
+
+def _resolved(value: Any, root: str) -> Any:
+    """``value`` with every `ArtifactRef` inside it resolved against ``root``."""
+    if isinstance(value, ArtifactRef):
+        return value if value.kind == "source" else value.at(root)
+    if isinstance(value, dict):
+        return {k: _resolved(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v, root) for v in value]
+    return value
+
+
+def where() -> str:
+    """This process, as ``host pid N`` (shown for each stage run)."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) -> tuple[ArtifactRef, bool, float]:
+    """Call stage function ``fn`` unless a valid record for its key exists.
+
+    Returns:
+        (artifact, cached, seconds of this call).
+    """
+    from tasks.store.runlog import stage_logger
+
+    start = time.perf_counter()
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    root = str(bound.arguments["root"])
+    inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
+    key = stage_key(name, fn.__module__, inputs)
+    ref = None
+    if not refresh:
+        try:
+            ref = read_record(root, name, key)
+        except RecordProblem as e:
+            stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
+    cached = ref is not None
+    if ref is None:
+        ref = fn(**inputs)
+        write_record(root, name, key, ref)
+    return ref, cached, time.perf_counter() - start
+
+
+def stage(name: str):
+    """Turn ``fn(..., root: str) -> ArtifactRef`` into a content-cached Prefect task named ``name``.
+
+    Inside a Prefect run the task returns a ``Completed`` state (named ``Cached`` on a hit) whose
+    message says what happened, how long it took and where it ran; `describe` reads it back.
+    Called as ``task.fn(...)`` outside Prefect it returns the `ArtifactRef` itself (same cache).
+    ``refresh_cache=True`` on the task (``task.with_options``) forces recomputation.
+    """
+
+    def wrap(fn):
+        from prefect import task
+        from prefect.cache_policies import NO_CACHE
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            from prefect.context import TaskRunContext
+
+            ctx = TaskRunContext.get()
+            refresh = bool(ctx and ctx.task.refresh_cache)
+            ref, cached, seconds = run_cached(name, fn, args, kwargs, refresh)
+            if ctx is None:
+                return ref
+            from prefect.states import Completed
+
+            status = "cached" if cached else "ran"
+            return Completed(data=ref, name="Cached" if cached else "Completed",
+                             message=f"{status} in {seconds:.3f} s on {where()}")
+
+        return task(run, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+    return wrap
+
+
+def describe(state) -> dict[str, Any]:
+    """``{"status", "seconds", "where"}`` of a finished stage state (from its message)."""
+    import re
+
+    m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s on (.+)", state.message or "")
+    if m is None:
+        return {"status": "cached" if state.name == "Cached" else "ran", "seconds": float("nan"), "where": "?"}
+    return {"status": m[1], "seconds": float(m[2]), "where": m[3]}

@@ -1,0 +1,51 @@
+"""The files every model stage writes beside its model, so that ``evaluate`` scores all approaches alike.
+
+* ``predictions.json`` - class indices for the val and test rows;
+* ``timing.json``      - fit and predict seconds (measured, so not part of any comparison of runs);
+* ``search.json``      - only after ``svc.search``: the chosen point and the CV table.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
+
+
+def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: float) -> None:
+    """``predictions.json`` (val and test class indices) and ``timing.json`` for a fitted model.
+
+    Args:
+        predict: (n, d) rows -> (n,) class indices.
+        data: ``{"val": (X, y), "test": (X, y), ...}``.
+    """
+    start = time.perf_counter()
+    preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
+    predict_seconds = time.perf_counter() - start
+    w.write_json("predictions.json", preds)
+    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4)})
+
+
+def read_model_outputs(ref: ArtifactRef) -> dict[str, Any]:
+    """``{"predictions", "timing", "search"}`` of a model artifact (``search`` None without a search)."""
+    return {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json"),
+            "search": read_json(ref, "search.json") if "search.json" in ref.files else None}
+
+
+def write_model_artifact(root: str, kind: str, params: dict[str, Any], save, predict, data: dict,
+                         fit_seconds: float, extra: dict[str, Any] | None = None) -> ArtifactRef:
+    """Write one model stage's artifact: its model files, extra JSON files, predictions and timing.
+
+    Args:
+        save: ``save(w)`` writes the model's own files into the `ArtifactWriter` ``w``.
+        predict: (n, d) rows -> (n,) class indices.
+        extra: file name -> JSON object, written beside the model (``None`` values are skipped).
+    """
+    with ArtifactWriter(root, kind, params) as w:
+        save(w)
+        for name, obj in (extra or {}).items():
+            if obj is not None:
+                w.write_json(name, obj)
+        write_model_outputs(w, predict, data, fit_seconds)
+    return w.ref

@@ -1,0 +1,79 @@
+"""Logging and Prefect artifacts from inside a stage; outside a Prefect run, plain logging.
+
+Prefect is imported inside the functions, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+
+def in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return bool(TaskRunContext.get() or FlowRunContext.get())
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run, else the ``marginflow`` logger."""
+    if in_prefect_run():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return logging.getLogger("marginflow")
+
+
+def epoch_progress(epochs: int, name: str):
+    """A Keras callback that logs each epoch and, inside a task run, keeps a progress artifact up to date."""
+    import keras
+    from prefect.context import TaskRunContext
+
+    log = stage_logger()
+    in_task = TaskRunContext.get() is not None
+
+    class EpochLog(keras.callbacks.Callback):
+        artifact_id = None
+
+        def on_train_begin(self, logs=None) -> None:
+            if in_task:
+                from prefect.artifacts import create_progress_artifact
+
+                self.artifact_id = create_progress_artifact(progress=0.0, description=f"{name}: epochs done (%)")
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
+            log.info("%s epoch %d/%d %s", name, epoch + 1, epochs, shown)
+            if self.artifact_id is not None:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self.artifact_id, progress=100.0 * (epoch + 1) / epochs)
+
+        def on_train_end(self, logs=None) -> None:
+            if self.artifact_id is not None:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self.artifact_id, progress=100.0)
+
+    return EpochLog()
+
+
+def publish_report(markdown: str, table: list[dict[str, Any]], description: str) -> None:
+    """The report as a Prefect markdown artifact and the comparison as a table artifact (inside a task run)."""
+    from prefect.context import TaskRunContext
+
+    if TaskRunContext.get() is None:
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(markdown=markdown, key="marginflow-report", description="marginflow evaluation report")
+    create_table_artifact(table=table, key="marginflow-approaches", description=description)
+
+
+def publish_markdown(markdown: str, key: str, description: str) -> None:
+    """One Prefect markdown artifact (inside a run)."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(markdown=markdown, key=key, description=description)
