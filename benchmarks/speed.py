@@ -26,31 +26,22 @@ from pathlib import Path
 
 
 def _direct(config, root: str) -> None:
-    """Every stage the flow runs for ``config``, called one after another without Prefect."""
-    from flows.stages import APPROACH_STAGE
-    from tasks.approaches import deep_hinge, linear_hinge, raw_svc, rff_svm
-    from tasks.encoder import train_encoder
-    from tasks.features import extract_features
-    from tasks.svc import train_svc
+    """Every stage of `flows.plan` the flow runs for ``config``, called one after another without Prefect."""
+    from flows.plan import load_task, stage_config, stages_needed
+    from tasks.catalog import BY_NAME
+    from tasks.core.svm import grid
+    from tasks.ingest import describe_source
+    from tasks.svc_cv import svc_cv
 
-    from tasks.evaluate import evaluate
-    from tasks.ingest import describe_source, ingest
-    from tasks.scale import scale
-
-    dataset = ingest.fn(describe_source(config.data), config.data, root=root)
-    scaled = scale.fn(dataset, config.scale, root=root)
-    encoder = train_encoder.fn(scaled, config.encoder, root=root)
-    features = extract_features.fn(scaled, encoder, config.features, root=root)
-    refs = {"train_svc": train_svc.fn(features, config.svc, root=root)}
-    side = {"raw_svc": (raw_svc, config.svc), "linear_hinge": (linear_hinge, config.linear_hinge),
-            "deep_hinge": (deep_hinge, config.encoder), "rff_svm": (rff_svm, config.rff)}
-    for approach in config.evaluate.approaches:
-        stage = APPROACH_STAGE[approach]
-        if stage in side:
-            task, section = side[stage]
-            refs[stage] = task.fn(scaled, section, root=root)
-    models = {a: refs[APPROACH_STAGE[a]] for a in config.evaluate.approaches}
-    evaluate.fn(scaled, models, encoder, config.evaluate, root=root)
+    refs = {}
+    for stage in stages_needed(config.evaluate.approaches):
+        args = [refs[name] for name in stage.inputs] or [describe_source(config.data)]
+        kwargs = {"config": stage_config(config, stage), "root": root}
+        if stage.models:
+            kwargs["models"] = {a: refs[BY_NAME[a].stage] for a in config.evaluate.approaches}
+        if stage.search and config.svc.search:
+            kwargs["cv"] = [svc_cv.fn(args[0], point, root=root) for point in grid(config.svc)]
+        refs[stage.name] = load_task(stage.name).fn(*args, **kwargs)
 
 
 def _timed(fn, *args, **kwargs) -> tuple[float, object]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from prefect import flow, unmapped
 from pydantic import BaseModel
 
-from flows.plan import SEARCH_TASK, STAGES, Stage, load_task, stage_name, stages_needed
+from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
 from tasks.catalog import BY_NAME
 from tasks.config import Config
 from tasks.core.svm import grid
@@ -39,12 +39,6 @@ class PipelineResult(BaseModel):
     artifacts: dict[str, ArtifactRef]
     model: str | None = None  # the registry version of this run's bundle (full runs only)
     model_is_new: bool = False
-
-
-def _sections(config: Config, stage: Stage) -> Any:
-    if len(stage.config) == 1:
-        return getattr(config, stage.config[0])
-    return {name: getattr(config, name) for name in stage.config}
 
 
 @flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
@@ -70,7 +64,7 @@ def pipeline(
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
         args = [futures[name] for name in stage.inputs] or [describe_source(config.data)]
-        kwargs: dict[str, Any] = {"config": _sections(config, stage), "root": root}
+        kwargs: dict[str, Any] = {"config": stage_config(config, stage), "root": root}
         if stage.models:
             kwargs["models"] = {a: futures[BY_NAME[a].stage] for a in config.evaluate.approaches}
         if stage.search and config.svc.search:

@@ -99,6 +99,13 @@ def stages_needed(approaches: list[str], until: str | None = None) -> list[Stage
     return [s for s in PIPELINE if s.name in needed]
 
 
+def stage_config(config, stage: Stage):
+    """What ``stage`` receives as ``config``: its one section, or ``{section: ...}`` for several."""
+    if len(stage.config) == 1:
+        return getattr(config, stage.config[0])
+    return {name: getattr(config, name) for name in stage.config}
+
+
 def load_task(name: str):
     """The Prefect task of stage (or task) ``name``: attribute ``name`` of module ``tasks.<name>``."""
     return getattr(importlib.import_module(f"tasks.{name}"), name)

@@ -11,6 +11,7 @@ import pytest
 
 from flows.pipeline import pipeline
 from flows.plan import MAIN_PATH, STAGES
+from tasks.catalog import NAMES
 from tests.helpers import iris_csv, statuses, tiny_config, without_timings
 
 ALL_RAN = dict.fromkeys(STAGES, "ran")
@@ -95,7 +96,7 @@ def test_side_approach_stage_runs_alone(first):
 
 def test_every_approach_is_scored(first):
     metrics = _metrics(first[2])
-    assert set(metrics["approaches"]) == {"raw_svc", "linear_hinge", "features_svc", "deep_hinge", "rff_svm"}
+    assert set(metrics["approaches"]) == set(NAMES)
     for a in metrics["approaches"].values():
         assert 0.0 <= a["accuracy"] <= 1.0 and a["objective"] and a["fit_seconds"] >= 0
         assert sum(map(sum, a["confusion"])) == metrics["n_test"]

@@ -126,7 +126,7 @@ def test_concurrent_promotions_leave_a_consistent_registry(trained, csv):
     pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
     assert Registry(data).names() == ["v0001", "v0002"]
     script = (
-        "import sys; from tasks.registry import Registry\n"
+        "import sys; from tasks.ops.registry import Registry\n"
         "r = Registry(sys.argv[1])\n"
         "for i in range(25): r.promote(sys.argv[2])\n"
     )
@@ -188,7 +188,7 @@ def test_concurrent_registrations_give_distinct_versions_and_no_duplicates(train
     second = pipeline(config=tiny_config(csv, *GOOD, "svc.C=1.0"), data_dir=str(data))
     bundles = [str(first.artifacts["bundle"].dir), str(second.artifacts["bundle"].dir)]
     script = (
-        "import sys; from tasks.registry import Registry\n"
+        "import sys; from tasks.ops.registry import Registry\n"
         "for b in sys.argv[2:]: Registry(sys.argv[1]).register(b)\n"
     )
     fresh = tmp_path / "fresh"

@@ -34,6 +34,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -118,15 +119,23 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-@functools.cache
+_CODE_VERSIONS: dict[str, str] = {}
+# Stages run in threads; ast.parse is not thread-safe on CPython 3.11 before 3.11.8
+# ("AST constructor recursion depth mismatch"), so versions are computed one at a time.
+_CODE_LOCK = threading.Lock()
+
+
 def code_version(module: str) -> str:
     """SHA-256 over the sources `code_modules` finds for ``module`` and the `LIBRARIES` versions.
 
     Computed once per process: it describes the code this process imported.
     """
-    lines = [f"{name}\0{sha256_file(path)}" for name, path in code_modules(module).items()]
-    lines += [f"{lib}=={v}" for lib, v in library_versions().items()]
-    return sha256_text("\n".join(lines))
+    with _CODE_LOCK:
+        if module not in _CODE_VERSIONS:
+            lines = [f"{name}\0{sha256_file(path)}" for name, path in code_modules(module).items()]
+            lines += [f"{lib}=={v}" for lib, v in library_versions().items()]
+            _CODE_VERSIONS[module] = sha256_text("\n".join(lines))
+        return _CODE_VERSIONS[module]
 
 
 # --------------------------------------------------------------------------- keys and records

@@ -1,0 +1,166 @@
+"""The house rule, checked on the source: who may import whom, and no import circle.
+
+``flows -> tasks/<stage>.py -> tasks/{core, store, ops} -> tasks.{config, catalog, errors}``.
+Every ``import`` statement counts, also those inside functions. A stage module is a module
+``tasks/<name>.py`` other than the base ones; ``tasks/_<name>.py`` is machinery shared by
+stages (imported only by stage modules).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog"}
+PREFECT_STORE = {"tasks.store.cache", "tasks.store.runlog"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    files = [*ROOT.joinpath("tasks").rglob("*.py"), *ROOT.joinpath("flows").rglob("*.py")]
+    return {_module_name(p): p for p in files if "__pycache__" not in p.parts}
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import statement; names resolved to modules."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    top_level = {id(node) for node in tree.body}
+    found: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, id(node) in top_level) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parts, base] if base else parts)
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                found.append((full if full in MODULES else base, id(node) in top_level))
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def room(name: str) -> str:
+    if name.startswith("flows"):
+        return "flows"
+    if name in BASE:
+        return "base"
+    for r in ("core", "store", "ops"):
+        if name.startswith(f"tasks.{r}"):
+            return r
+    if name.startswith("tasks._"):
+        return "helper"
+    if name.startswith("tasks."):
+        return "stage"
+    return "outside"
+
+
+# room -> rooms it may import
+ALLOWED = {
+    "base": {"base"},
+    "core": {"base", "core", "store"},
+    "store": {"base", "store"},
+    "ops": {"base", "core", "store", "ops"},
+    "helper": {"base", "core", "store", "ops"},
+    "stage": {"base", "core", "store", "ops", "helper"},
+    "flows": {"base", "core", "store", "ops", "helper", "stage", "flows"},
+}
+
+
+def test_the_rooms_exist_and_hold_modules():
+    rooms = {room(n) for n in MODULES}
+    assert {"base", "core", "store", "ops", "stage", "flows"} <= rooms
+    assert "outside" not in rooms
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("tasks")))
+def test_imports_follow_the_rule(name):
+    mine = room(name)
+    problems = []
+    for target, _top in GRAPH[name]:
+        if not target.startswith(("tasks", "flows")):
+            if target.split(".")[0] == "prefect" and mine in ("base", "core", "ops"):
+                problems.append(f"imports Prefect ({target})")
+            continue
+        theirs = room(target)
+        if theirs not in ALLOWED[mine]:
+            problems.append(f"{mine} module imports {theirs} module {target}")
+        if mine in ("core", "ops") and target in PREFECT_STORE:
+            problems.append(f"{mine} module imports the Prefect part of the store ({target})")
+        if mine == "stage" and theirs == "stage" and target != name:
+            problems.append(f"stage module imports another stage module ({target}); shared code goes to tasks._*")
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+def test_no_import_circle():
+    edges = {n: sorted({t for t, _ in GRAPH[n] if t in MODULES and t != n}) for n in MODULES}
+    for pkg in MODULES:  # importing a.b.c runs a/__init__ and a/b/__init__ first: not a circle of ours
+        edges[pkg] = [t for t in edges[pkg] if not pkg.startswith(t + ".")]
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        path.append(n)
+        for t in edges[n]:
+            if state.get(t) == 1:
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        path.pop()
+        state[n] = 2
+
+    for n in sorted(MODULES):
+        if n not in state:
+            visit(n)
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    """The rule test is not vacuous: a core module importing a stage module is caught."""
+    fake = tmp_path / "bad.py"
+    fake.write_text("def f():\n    from tasks.train_svc import train_svc\n")
+    found = _imports("tasks.core.bad", fake)
+    assert ("tasks.train_svc", False) in found
+    assert room("tasks.train_svc") not in ALLOWED[room("tasks.core.bad")]
+
+
+def test_no_folder_shadows_a_backend():
+    for where in (ROOT, ROOT / "tasks", ROOT / "flows"):
+        assert not {"jax", "torch", "keras"} & {p.name for p in where.iterdir() if p.is_dir()}
+
+
+def _imported_by(argv: list[str], tmp_path: Path) -> set[str]:
+    script = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print('imported:', *(m for m in ('prefect', 'keras', 'jax', 'sklearn') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("imported:")]
+    assert line, proc.stdout + proc.stderr
+    return set(line[-1].split()[1:])
+
+
+def test_models_and_promote_import_neither_prefect_nor_keras(tmp_path):
+    assert _imported_by(["models", "--data-dir", str(tmp_path)], tmp_path) == set()
+    assert _imported_by(["promote", "v0001", "--data-dir", str(tmp_path)], tmp_path) == set()
