@@ -7,9 +7,7 @@ and the per-fold scores. Validation and test rows are never read.
 
 from __future__ import annotations
 
-import numpy as np
-
-from tasks.core.svm import CVPoint, cv_scores
+from tasks.core.svm import CVPoint, cv_row
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
 from tasks.store.runlog import stage_logger
@@ -21,10 +19,9 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str) -> ArtifactRef:
     """Score ``point`` on ``data``'s (a ``features`` or ``scaled`` artifact) training rows."""
     frame, _ = read_table(data)
     X, y = feature_matrix(frame, "train")
-    gamma, scores = cv_scores(X, y, point)
+    row = cv_row(X, y, point)
     stage_logger().info("svc_cv on %s: C=%g gamma_factor=%g -> mean %s %.4f over %d folds",
-                        data.kind, point.C, point.gamma_factor, point.metric, float(np.mean(scores)), len(scores))
+                        data.kind, point.C, point.gamma_factor, point.metric, row["mean"], len(row["scores"]))
     with ArtifactWriter(root, "svc_cv", {"data": data.sha256, "point": point.model_dump()}) as w:
-        w.write_json("cv.json", {**point.model_dump(), "gamma": gamma, "scores": scores,
-                                 "mean": float(np.mean(scores)), "std": float(np.std(scores))})
+        w.write_json("cv.json", row)
     return w.ref

@@ -121,17 +121,25 @@ def best_epoch(history: dict[str, list[float]]) -> int:
     return int(np.argmin(history["val_loss"])) if history.get("val_loss") else len(history["loss"]) - 1
 
 
-def load_feature_model(path: str | Path):
-    """A saved encoder (``.keras``) cut at its ``features`` layer.
-
-    Shapes: (batch, d) -> (batch, hidden[-1]). Loaded with ``safe_mode=True``: no lambdas.
-    """
+def load_encoder(path: str | Path):
+    """A saved encoder with its head (``.keras``), loaded with ``safe_mode=True``: no lambdas."""
     import keras
 
     import tasks.core.layers  # noqa: F401  (registers marginflow's layers for deserialisation)
 
-    model = keras.models.load_model(Path(path), compile=False, safe_mode=True)
-    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)
+    return keras.models.load_model(Path(path), compile=False, safe_mode=True)
+
+
+def cut_at_features(encoder):
+    """The encoder cut at its ``features`` layer: (batch, d) -> (batch, hidden[-1])."""
+    import keras
+
+    return keras.Model(encoder.input, encoder.get_layer(FEATURE_LAYER).output)
+
+
+def load_feature_model(path: str | Path):
+    """A saved encoder (``.keras``) cut at its ``features`` layer."""
+    return cut_at_features(load_encoder(path))
 
 
 def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:

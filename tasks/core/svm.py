@@ -20,14 +20,14 @@ from tasks.core.metrics import metric_value
 from tasks.errors import InputError
 
 
-def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig):
-    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices."""
+def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_weight: np.ndarray | None = None):
+    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices (optionally weighted)."""
     from sklearn.svm import SVC
 
     return SVC(
         kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight,
         random_state=config.seed,
-    ).fit(X_train, y_train)
+    ).fit(X_train, y_train, sample_weight=sample_weight)
 
 
 def save_svc(model, path) -> None:
@@ -36,19 +36,69 @@ def save_svc(model, path) -> None:
     sio.dump(model, path)
 
 
-def load_svc(path):
-    """Load an ``.skops`` SVC, trusting only the types scikit-learn's SVC is made of."""
+SVC_TYPES = ("sklearn.svm._classes.SVC",)
+# What skops writes for plain values: containers, strings, numbers and NumPy arrays and scalars.
+_PLAIN_TYPES = {f"builtins.{t}" for t in ("bytes", "bytearray", "dict", "list", "str", "tuple", "int", "float",
+                                          "bool", "NoneType", "complex", "set", "frozenset", "slice")}
+_NUMPY_NAMES = {"ndarray", "dtype", "bool_", "str_", "bytes_", "object_", "float16", "float32", "float64",
+                "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+
+
+def skops_types(path) -> set[str]:
+    """Every type a skops file names (``module.Class``), read from its schema without loading anything."""
+    import json
+    import zipfile
+
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "__class__" in node:
+                found.add(f"{node.get('__module__')}.{node['__class__']}")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            walk(json.loads(z.read("schema.json")))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable skops file ({e})") from None
+    return found
+
+
+def skops_load(path, objects: tuple[str, ...] | list[str]):
+    """Load a skops file whose types are exactly plain values, NumPy arrays and ``objects``.
+
+    skops trusts many scikit-learn types by default; this refuses anything not listed,
+    before skops deserialises a byte.
+
+    Raises:
+        ValueError: naming the first type that is not allowed.
+    """
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
-    allowed = {"sklearn.svm._classes.SVC"}
-    refused = [t for t in untrusted if t not in allowed]
+    allowed = _PLAIN_TYPES | {f"numpy.{n}" for n in _NUMPY_NAMES} | set(objects)
+    refused = sorted(skops_types(path) - allowed)
     if refused:
         raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
-    return sio.load(path, trusted=untrusted)
+    return sio.load(path, trusted=sorted(skops_types(path)))
 
 
-def fit_searched(train: tuple[np.ndarray, np.ndarray], config: SVCConfig, cv_rows: list[dict[str, Any]] | None):
+def load_svc(path):
+    """Load an ``.skops`` SVC: only the types an SVC is made of are accepted (`skops_load`)."""
+    model = skops_load(path, SVC_TYPES)
+    from sklearn.svm import SVC
+
+    if type(model) is not SVC:
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not an SVC")
+    return model
+
+
+def fit_searched(train: tuple[np.ndarray, np.ndarray], config: SVCConfig, cv_rows: list[dict[str, Any]] | None,
+                 sample_weight: np.ndarray | None = None):
     """Fit an SVC on ``train`` = (X, y) with C and gamma from the search rows when there are any.
 
     Returns:
@@ -56,7 +106,7 @@ def fit_searched(train: tuple[np.ndarray, np.ndarray], config: SVCConfig, cv_row
     """
     fitted, search = searched_config(config, cv_rows)
     start = time.perf_counter()
-    model = fit_svc(*train, fitted)
+    model = fit_svc(*train, fitted, sample_weight)
     return model, fitted, search, time.perf_counter() - start
 
 
@@ -110,6 +160,13 @@ def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint) -> tuple[float, list
                     random_state=point.seed).fit(X[fit_rows], y[fit_rows])
         scores.append(metric_value(point.metric, y[score_rows], model.predict(X[score_rows])))
     return gamma, scores
+
+
+def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint) -> dict[str, Any]:
+    """One scored grid point as ``cv.json`` holds it: the point, the gamma used, fold scores, mean and std."""
+    gamma, scores = cv_scores(X, y, point)
+    return {**point.model_dump(), "gamma": gamma, "scores": scores,
+            "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
 
 def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.networks import embed, load_feature_model
+from tasks.core.networks import cut_at_features, embed, load_encoder
 from tasks.core.scaling import apply_scaler
 from tasks.core.svm import load_svc
 from tasks.errors import InputError
@@ -64,18 +64,23 @@ def making_config(sections: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_bundle(w: ArtifactWriter, sources: dict[str, Path], labels: dict[str, Any], feature_names: list[str],
+def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, Any], feature_names: list[str],
                  config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Fill artifact writer ``w`` with a bundle.
+    """Fill ``w`` (an `ArtifactWriter`, or anything with its ``path`` and ``write_json``) with a bundle.
 
     Args:
-        sources: ``scaler.json``, ``encoder.keras``, ``svc.skops`` -> the files to copy.
+        sources: ``scaler.json``, ``encoder.keras``, ``svc.skops`` -> a file to copy, or a
+            function that writes the file at the path it is given.
         config: the output of `making_config`.
     """
     import shutil
 
     for name in ("scaler.json", "encoder.keras", "svc.skops"):
-        shutil.copyfile(sources[name], w.path(name))
+        source = sources[name]
+        if callable(source):
+            source(w.path(name))
+        else:
+            shutil.copyfile(source, w.path(name))
     w.write_json("labels.json", labels)
     w.write_json("features.json", feature_names)
     w.write_json("config.json", config)
@@ -136,7 +141,8 @@ class Bundle:
         self.scaler = json.loads((self.path / "scaler.json").read_text())
         self.config = read_config(self.path / "config.json")
         self.metrics = json.loads((self.path / "metrics.json").read_text())
-        self.feature_model = load_feature_model(self.path / "encoder.keras")
+        self.encoder = load_encoder(self.path / "encoder.keras")
+        self.feature_model = cut_at_features(self.encoder)
         self.svc = load_svc(self.path / "svc.skops")
 
     @classmethod
@@ -187,6 +193,81 @@ class Bundle:
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy on (X, y), with y in the original label values."""
         return float(np.mean(self.predict(X) == np.asarray(y, dtype=self.classes_.dtype)))
+
+
+    def to_estimator(self):
+        """This bundle as a fitted `tasks.core.estimator.MarginClassifier` (approach ``features_svc``).
+
+        Its settings are the stored config's sections, keeping only keys today's config knows.
+        """
+        from tasks.core.estimator import SECTIONS, MarginClassifier
+
+        def known(name: str) -> dict[str, Any] | None:
+            section = self.config.get(name)
+            if not isinstance(section, dict):
+                return None
+            return {k: v for k, v in section.items() if k in SECTIONS[name].model_fields}
+
+        seed = (self.config.get("encoder") or {}).get("seed", 0) if isinstance(self.config.get("encoder"), dict) else 0
+        model = MarginClassifier("features_svc", scale=known("scale"), encoder=known("encoder"),
+                                 features=known("features"), svc=known("svc"), random_state=seed)
+        model.classes_ = self.classes_
+        model.n_features_in_ = self.n_features_in_
+        model.feature_names_in_ = np.asarray(self.feature_names_in_, dtype=object)
+        model.scaler_ = self.scaler
+        model.encoder_ = self.encoder
+        model.svc_ = self.svc
+        model.search_ = None
+        return model
+
+
+def export_bundle(model, directory: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write a fitted ``features_svc`` `MarginClassifier` as a bundle directory (which must not exist).
+
+    The directory appears whole or not at all (written beside it, then renamed). `Bundle.load` reads it.
+
+    Raises:
+        ValueError: the model is not a fitted ``features_svc`` MarginClassifier, or the directory exists.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from tasks.core.svm import save_svc
+
+    if getattr(model, "approach", None) != "features_svc" or not hasattr(model, "svc_"):
+        raise ValueError("only a fitted MarginClassifier with approach='features_svc' makes a bundle")
+    target = Path(directory)
+    if target.exists():
+        raise ValueError(f"{target}: already exists")
+    names = [str(c) for c in getattr(model, "feature_names_in_", [f"x{i}" for i in range(model.n_features_in_)])]
+    sections = {name: model._config(name) for name in ("scale", "encoder", "features", "svc")}
+    config = making_config({"data": {}, **sections})
+    classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        writer = _DirectoryWriter(tmp)
+        sources = {"scaler.json": lambda p: p.write_text(json.dumps(model.scaler_, indent=2, sort_keys=True) + "\n"),
+                   "encoder.keras": lambda p: model.encoder_.save(p), "svc.skops": lambda p: save_svc(model.svc_, p)}
+        write_bundle(writer, sources, {"label": None, "classes": classes}, names, config, metrics or {})
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class _DirectoryWriter:
+    """The two methods of `ArtifactWriter` that `write_bundle` uses, on a plain directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def check_columns(columns: list[str], expected: list[str], where: str, allowed_extra: tuple[str, ...]) -> None:
