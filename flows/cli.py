@@ -36,6 +36,13 @@ def _common(p: argparse.ArgumentParser, refresh: bool = True, json_flag: bool = 
     _data_dir(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set svc.C=1 --set encoder.hidden=[64,32]; repeatable")
+    eng = p.add_argument_group("engine (default: threads of this process)")
+    eng.add_argument("--engine", choices=("threads", "dask"),
+                     help="where tasks run: threads, or dask (a local cluster of worker processes, or --dask-address)")
+    eng.add_argument("--dask-address", metavar="ADDR",
+                     help="run on the existing Dask cluster whose scheduler is at ADDR (tcp://host:8786); implies --engine dask")
+    eng.add_argument("--workers", type=int, metavar="N",
+                     help="worker processes of the local Dask cluster (default: one per core); implies --engine dask")
     if refresh:
         p.add_argument("--refresh", nargs="?", const="all", metavar="STAGE",
                        help="recompute instead of using the cache: every stage, or only STAGE")
@@ -115,6 +122,14 @@ def _load_config(args: argparse.Namespace):
         "data.label": args.label,
         "data.split_column": args.split_column,
     }
+    if args.dask_address is not None or args.workers is not None:
+        if args.engine == "threads":
+            raise InputError("--engine threads: --dask-address and --workers need --engine dask")
+        given["engine.kind"] = "dask"
+    if args.engine is not None:
+        given["engine.kind"] = args.engine
+    given["engine.address"] = args.dask_address
+    given["engine.workers"] = args.workers
     flags = {k: v for k, v in given.items() if v is not None}
     if args.input is not None and args.dataset is None:
         flags["data.dataset"] = None
@@ -136,9 +151,9 @@ def _summary(result, metrics: dict[str, Any] | None, report) -> str:
     lines = [""]
     if report is not None:
         lines += [report.file("report.md").read_text().rstrip(), ""]
-    lines.append(f"{'stage':<18}{'status':<8}{'seconds':>9}  artifact")
+    lines.append(f"{'stage':<18}{'status':<8}{'seconds':>9}  {'where':<22}artifact")
     for name, s in result.stages.items():
-        lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}  {s.artifact}")
+        lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}  {s.where[:21]:<22}{s.artifact}")
     if metrics:
         lines += ["", f"{metrics['source']}: test accuracy {metrics['accuracy']:.4f}, "
                       f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows",
@@ -161,10 +176,11 @@ def _pipeline_command(args: argparse.Namespace) -> int:
             raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
     _preflight(config)
 
-    from flows.pipeline import pipeline
+    from flows.engine import prefect_api, run_pipeline
     from tasks.store.artifacts import read_json
 
-    result = pipeline(config=config, data_dir=args.data_dir, refresh=refresh, until=until)
+    with prefect_api(config.engine):
+        result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
     report = result.artifacts.get("evaluate")
     metrics = read_json(report, "metrics.json") if report else None
     if args.json:
@@ -173,6 +189,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
             "metrics": metrics,
             "report": str(report.file("report.md")) if report else None,
             "model": result.model,
+            "engine": config.engine.kind,
             "data_dir": os.path.abspath(args.data_dir),
         }
         print(json.dumps(out, indent=2))
@@ -190,9 +207,14 @@ def _pipeline_command(args: argparse.Namespace) -> int:
 def _retrain_command(args: argparse.Namespace) -> int:
     config = _load_config(args)
     _preflight(config)
+    from flows.engine import prefect_api, task_runner
     from flows.retrain import retrain
 
-    decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
+    with prefect_api(config.engine):
+        if config.engine.address:  # refuse an unreachable cluster here, not from inside the flow run
+            with task_runner(config.engine, os.path.abspath(args.data_dir)):
+                pass
+        decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
     if args.json:
         print(json.dumps(decision.model_dump(), indent=2))
     else:

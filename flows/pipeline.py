@@ -39,6 +39,7 @@ class PipelineResult(BaseModel):
     artifacts: dict[str, ArtifactRef]
     model: str | None = None  # the registry version of this run's bundle (full runs only)
     model_is_new: bool = False
+    engine: str = "threads"  # config.engine.kind: where the tasks ran (each stage's worker: StageRun.where)
 
 
 @flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
@@ -73,7 +74,7 @@ def pipeline(
             searches[stage.name] = kwargs["cv"] = cv
         futures[stage.name] = task.submit(*args, **kwargs)
 
-    result = PipelineResult(stages={}, artifacts={})
+    result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
     for stage in plan:  # in table order, so the first failure raised is the earliest stage's own
         ref = futures[stage.name].result().at(root)
         info = describe(futures[stage.name].state)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pipeline import pipeline
+from flows.engine import run_pipeline
 from tasks.choose_champion import choose_champion
 from tasks.config import Config
 from tasks.ops.promotion import Decision
@@ -33,5 +33,5 @@ def retrain(config: Config, data_dir: str = "data") -> Decision:
     """Run the pipeline, register its model, and promote it over the champion if good enough."""
     root = str(Path(data_dir).resolve())
     before = Registry(root).champion()
-    result = pipeline(config=config, data_dir=root)
+    result = run_pipeline(config, root)
     return choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)

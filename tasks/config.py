@@ -212,6 +212,29 @@ class RetrainConfig(_Section):
     tolerance: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class EngineConfig(_Section):
+    """Where the pipeline's tasks run; not part of any cache key or model identity.
+
+    ``threads`` (default): threads of the flow's process. ``dask``: Prefect's
+    ``DaskTaskRunner``, on the cluster at ``address`` (``tcp://host:8786``) or, without an
+    address, on a ``distributed.LocalCluster`` of ``workers`` processes (default: one per
+    core), one thread each, started for the run and closed after. Every worker must see
+    the data root at the same path and report to the flow's ``PREFECT_API_URL``.
+    """
+
+    kind: Literal["threads", "dask"] = "threads"
+    address: str | None = None
+    workers: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> EngineConfig:
+        if self.kind == "threads" and (self.address is not None or self.workers is not None):
+            raise ValueError("engine.address and engine.workers need engine.kind = 'dask'")
+        if self.address is not None and self.workers is not None:
+            raise ValueError("engine.workers sizes a local cluster; an existing cluster at engine.address has its own")
+        return self
+
+
 # The sections that make the main path's model (scaler, encoder, SVC): the bundle receives
 # these and nothing else, so a change elsewhere is not a new model version.
 MODEL_SECTIONS = ("data", "scale", "encoder", "features", "svc")
@@ -229,6 +252,7 @@ class Config(_Section):
     rff: RFFConfig = RFFConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     retrain: RetrainConfig = RetrainConfig()
+    engine: EngineConfig = EngineConfig()
 
 
 def _describe(err: ValidationError) -> str:

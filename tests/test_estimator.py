@@ -126,7 +126,8 @@ def test_skops_round_trip_trusts_only_the_listed_types(tmp_path):
 
 def test_a_bundle_becomes_an_estimator_and_back(prefect_api, csv, tmp_path):
     from flows.pipeline import pipeline
-    from tasks.ops.bundle import Bundle, export_bundle
+    from tasks.ops.bundle import Bundle
+    from tasks.ops.convert import export_bundle, to_estimator
     from tasks.ops.registry import Registry
     from tests.helpers import tiny_config
 
@@ -134,7 +135,7 @@ def test_a_bundle_becomes_an_estimator_and_back(prefect_api, csv, tmp_path):
     pipeline(config=tiny_config(csv, "evaluate.approaches=['features_svc']"), data_dir=str(data))
     bundle = Bundle.load(Registry(data).path("champion"))
     X = pd.read_csv(csv).drop(columns=["species"])
-    model = bundle.to_estimator()
+    model = to_estimator(bundle)
     np.testing.assert_array_equal(model.predict(X), bundle.predict(X))
     np.testing.assert_allclose(model.decision_function(X), bundle.decision_function(X), rtol=1e-6)
     assert model.get_params()["svc__C"] == bundle.config["svc"]["C"]

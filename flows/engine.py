@@ -1,0 +1,166 @@
+"""Where the pipeline's tasks run: threads of the flow's process, or a Dask cluster.
+
+``engine.kind = "dask"`` runs every stage, approach and search point through Prefect's
+``DaskTaskRunner`` (prefect-dask) in worker processes: on the cluster at ``engine.address``,
+or on a ``distributed.LocalCluster`` started for the run (one single-threaded worker
+process per core by default) and closed after. Before any stage runs, every worker is
+checked: it must be able to write the data root at the flow's path, and report to the
+flow's Prefect API. A cluster that cannot be reached, or a worker that fails a check, is
+bad input (exit 2, one line), and nothing is written.
+
+Under Dask a task's function travels pickled by value: a stage keeps locks, clients and
+open files out of its own module's globals (`tasks.core.margin` holds the Keras lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from tasks.config import Config, EngineConfig
+from tasks.errors import InputError
+
+CONNECT_TIMEOUT_S = 10
+WORKER_WAIT_S = 60
+
+
+def current_api_url() -> str | None:
+    """The Prefect API this process reports to, or None (a temporary server would be started)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    return str(url) if url else None
+
+
+@contextlib.contextmanager
+def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None]:
+    """Make sure there is a Prefect API that Dask workers can report to.
+
+    With the thread engine, or with ``PREFECT_API_URL`` already set, this does nothing.
+    Otherwise a Prefect server is started on a free loopback port for the duration (what
+    Prefect's temporary server would be, except that worker processes can reach it), and
+    ``PREFECT_API_URL`` points at it, for this process and the local cluster's workers.
+    """
+    if engine.kind != "dask" or current_api_url():
+        yield
+        return
+    import tempfile
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.server import free_port, start_server, stop_server, wait_healthy
+
+    home = home or Path(tempfile.mkdtemp(prefix="marginflow-prefect-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    server = start_server(home, port)
+    try:
+        wait_healthy(url, server)
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+    finally:
+        stop_server(server)
+
+
+def probe_worker(root: str, api_url: str | None) -> str | None:
+    """Run on each worker: None when it can write ``root`` and reports to ``api_url``, else the problem."""
+    from prefect.settings import get_current_settings
+
+    probe = Path(root) / f".probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        probe.write_text("marginflow worker probe\n")
+        if probe.read_text() != "marginflow worker probe\n":
+            return f"cannot read back what it wrote in the data root {root}"
+    except OSError as e:
+        return f"cannot write the data root {root} ({e.strerror or e})"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    url = get_current_settings().api.url
+    mine = str(url) if url else None
+    if mine != api_url:
+        return (f"reports to PREFECT_API_URL={mine or 'unset'}, the flow to {api_url}; "
+                "set the same PREFECT_API_URL for the workers")
+    return None
+
+
+def check_workers(results: dict[str, str | None]) -> None:
+    """Raise `InputError` for the first worker whose probe found a problem."""
+    if not results:
+        raise InputError("the Dask cluster has no workers")
+    for worker, problem in sorted(results.items()):
+        if problem:
+            raise InputError(f"Dask worker {worker}: {problem}")
+
+
+def _connect(address: str):
+    import distributed
+
+    try:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"--dask-address {address}: no Dask scheduler answers there ({reason})") from None
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError):
+        client.close()
+        raise InputError(f"--dask-address {address}: the scheduler has no workers "
+                         f"(none joined within {WORKER_WAIT_S} s)") from None
+    return client
+
+
+@contextlib.contextmanager
+def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
+    """The task runner for ``engine`` (None: Prefect's default thread pool), checked and ready.
+
+    For ``dask``: connects to (or starts) the cluster, probes every worker, and yields a
+    ``DaskTaskRunner`` for the scheduler's address; the local cluster closes on exit.
+    """
+    if engine.kind == "threads":
+        yield None
+        return
+    import logging
+
+    import distributed
+    from prefect_dask import DaskTaskRunner
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the scheduler's INFO lines are noise here
+
+    api_url = current_api_url()
+    if api_url is None:
+        raise InputError("engine dask needs PREFECT_API_URL: Dask workers must report to one Prefect API "
+                         "(start `marginflow dashboard` and export the PREFECT_API_URL it prints)")
+    with contextlib.ExitStack() as stack:
+        address = engine.address
+        if address is None:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=engine.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR))
+            address = cluster.scheduler_address
+        client = _connect(address)
+        stack.callback(client.close)
+        check_workers(client.run(probe_worker, root, api_url))
+        yield DaskTaskRunner(address=address)
+
+
+def run_pipeline(config: Config, data_dir: str, refresh: list[str] | None = None, until: str | None = None):
+    """Run `flows.pipeline.pipeline` on the engine ``config.engine`` names (as a subflow inside a flow)."""
+    from flows.pipeline import pipeline
+
+    root = str(Path(data_dir).resolve())
+    with task_runner(config.engine, root) as runner:
+        flow = pipeline if runner is None else pipeline.with_options(task_runner=runner)
+        return flow(config=config, data_dir=root, refresh=refresh, until=until)

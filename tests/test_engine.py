@@ -1,0 +1,162 @@
+"""The Dask engine: a real LocalCluster, a real `dask scheduler` with `dask worker` processes on
+loopback, a worker killed with SIGKILL mid-run, and an address where nothing answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.engine import check_workers, probe_worker, run_pipeline
+from flows.pipeline import pipeline
+from flows.server import free_port, stop_server
+from tasks.errors import InputError
+from tests.conftest import ROOT, run_cli
+from tests.helpers import TINY, statuses, tiny_config, without_timings
+
+pytestmark = pytest.mark.slow
+SIDE = ("raw_svc", "linear_hinge", "deep_hinge", "rff_svm")
+
+
+def _metrics(result) -> dict:
+    return json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
+
+
+def _pid(where: str) -> int:
+    return int(where.rsplit(" ", 1)[1])
+
+
+# ---------------------------------------------------------------- probes (no cluster needed)
+
+
+def test_probe_names_what_a_worker_cannot_do(tmp_path, prefect_api):
+    assert probe_worker(str(tmp_path / "root"), prefect_api) is None
+    assert not list((tmp_path / "root").iterdir())  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    assert "cannot write the data root" in probe_worker(str(blocker / "root"), prefect_api)
+    assert "set the same PREFECT_API_URL" in probe_worker(str(tmp_path / "root"), "http://elsewhere:1/api")
+    with pytest.raises(InputError, match=r"Dask worker tcp://b:2: cannot write"):
+        check_workers({"tcp://a:1": None, "tcp://b:2": "cannot write the data root /x (Permission denied)"})
+    with pytest.raises(InputError, match="no workers"):
+        check_workers({})
+
+
+# ---------------------------------------------------------------- a local cluster
+
+
+def test_local_cluster_gives_the_thread_engines_metrics_and_caches(prefect_api, csv, tmp_path):
+    threads = pipeline(config=tiny_config(csv), data_dir=str(tmp_path / "threads"))
+    config = tiny_config(csv, "engine.kind='dask'", "engine.workers=2")
+    dask = run_pipeline(config, str(tmp_path / "dask"))
+    assert dask.engine == "dask" and set(statuses(dask).values()) == {"ran"}
+    assert without_timings(_metrics(dask)) == without_timings(_metrics(threads))
+    pids = {_pid(dask.stages[s].where) for s in SIDE}
+    assert os.getpid() not in pids  # the stages ran in the worker processes
+    again = run_pipeline(config, str(tmp_path / "dask"))
+    assert set(statuses(again).values()) == {"cached"}
+    assert (again.model, again.model_is_new) == ("v0001", False)
+
+
+# ---------------------------------------------------------------- an existing cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(prefect_api, tmp_path_factory):
+    """`dask scheduler` and two `dask worker` processes (with nannies) on 127.0.0.1."""
+    import distributed
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=open(logs / "scheduler.log", "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                              start_new_session=True)]
+    for i in range(2):
+        procs.append(subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
+            stdout=open(logs / f"worker{i}.log", "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            start_new_session=True))
+    client = None
+    try:
+        deadline = time.monotonic() + 60
+        while client is None:
+            try:
+                client = distributed.Client(address, timeout=5, set_as_default=False)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        client.wait_for_workers(2, timeout=90)
+        yield address, client
+    finally:
+        if client is not None:
+            client.close()
+        for p in procs:
+            stop_server(p)
+
+
+def _tiny_cli_args(csv: Path, data: Path, *extra: str) -> list[str]:
+    args = ["run", "--input", str(csv), "--label", "species", "--data-dir", str(data), "--json"]
+    for item in [*TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+def test_cli_runs_on_an_existing_cluster_in_its_workers(cluster, csv, tmp_path):
+    address, client = cluster
+    workers = set(client.run(os.getpid).values())
+    proc = run_cli(*_tiny_cli_args(csv, tmp_path / "data"), "--dask-address", address, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["engine"] == "dask"
+    for stage in SIDE:
+        assert _pid(out["stages"][stage]["where"]) in workers, out["stages"][stage]
+    assert out["model"] == "v0001"
+
+
+def test_a_worker_killed_mid_run_loses_nothing(cluster, csv, tmp_path):
+    address, client = cluster
+    data = tmp_path / "data"
+    slow = ["encoder.epochs=60", "encoder.patience=60", "rff.epochs=60", "linear_hinge.epochs=60"]
+    run = subprocess.Popen([str(Path(sys.executable).parent / "marginflow"), *_tiny_cli_args(csv, data, *slow),
+                            "--dask-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT)
+    victim = None
+    deadline = time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and run.poll() is None:
+        busy = [w for w, keys in client.processing().items() if keys]
+        if busy and (data / "artifacts" / "scaled").exists():
+            victim = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+    assert victim is not None, "no worker was busy while the run went on"
+    first_out, first_err = run.communicate(timeout=600)
+    finished = {json.loads(p.read_text())["stage"] for p in (data / "cache").glob("*.json")}
+    client.wait_for_workers(2, timeout=90)  # the nanny restarts the killed worker
+    proc = run_cli(*_tiny_cli_args(csv, data, *slow), "--dask-address", address, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert all(out["stages"][s]["status"] == "cached" for s in finished if s in out["stages"]), (finished, out["stages"])
+    if run.returncode == 0:  # Dask ran the lost task again on the other worker: the same model, once
+        assert json.loads(first_out)["model"] == out["model"] == "v0001"
+    else:
+        assert "marginflow: " in first_err.strip().splitlines()[-1]
+    assert not list((data / "artifacts" / ".staging").glob("*/*"))
+
+
+def test_an_unreachable_cluster_is_one_line_and_nothing_written(prefect_api, tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = run_cli("run", "--dataset", "iris", "--data-dir", str(tmp_path / "d"), "--dask-address", address)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"marginflow: error: --dask-address {address}: no Dask scheduler")
+    assert not (tmp_path / "d").exists()
