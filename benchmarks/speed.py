@@ -1,7 +1,7 @@
-"""Speed benchmark: what the Prefect pipeline and its cache cost on the digits demo.
+"""Speed benchmark: what the Prefect pipeline, its cache and its engines cost on the digits demo.
 
-Prints one table, all rows measured in this one process against a running Prefect
-server (started here unless ``PREFECT_API_URL`` is set):
+Part ``cache`` prints one table, all rows measured in this one process against a running
+Prefect server (started here unless ``PREFECT_API_URL`` is set):
 
 * direct   - the same stage functions called one after another without Prefect (``task.fn``);
 * cold     - the pipeline flow on an empty data root;
@@ -10,7 +10,17 @@ server (started here unless ``PREFECT_API_URL`` is set):
 * --help   - ``marginflow --help`` in a new process.
 
 Ratios: cached / cold (target <= 0.20) and cold / direct (Prefect overhead, target <= 1.3).
-Run: ``make bench`` or ``.venv/bin/python benchmarks/speed.py [--dataset digits]``.
+
+Part ``engine`` compares the thread engine with a local Dask cluster of 2 single-threaded
+worker processes, in the same run: the cold pipeline (target: dask <= 1.3 x threads) and
+the SVC search grid alone (20 points x 5 folds of libsvm, ``svc_cv`` tasks mapped over the
+scaled rows of ``--grid-dataset``, mnist1d by default: on digits a fit takes 20 ms and
+per-task overhead is all one measures; target: dask <= 0.6 x threads). It then plans past one machine from the
+per-task seconds of the Dask run (each task alone in its worker, so no lock waits): the
+total work, the critical path (the longest chain of dependent tasks) and the speed-up
+bound ``total / max(critical path, total / N)`` for N workers.
+
+Run: ``make bench`` or ``.venv/bin/python benchmarks/speed.py [--dataset digits] [--part cache|engine|all]``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,9 +61,103 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def critical_path(seconds: dict[str, float], reads: dict[str, list[str]]) -> tuple[float, list[str]]:
+    """Longest chain of dependent tasks (seconds, names) in a DAG: ``reads[name]`` are its inputs."""
+    best: dict[str, tuple[float, list[str]]] = {}
+
+    def visit(name: str) -> tuple[float, list[str]]:
+        if name not in best:
+            before = max((visit(r) for r in reads.get(name, []) if r in seconds), default=(0.0, []))
+            best[name] = (before[0] + seconds[name], [*before[1], name])
+        return best[name]
+
+    return max(visit(n) for n in seconds)
+
+
+def _grid_flow():
+    """A flow that maps the ``svc.search`` grid over one table artifact (nothing else)."""
+    from prefect import flow, unmapped
+
+    from tasks.core.svm import grid
+    from tasks.svc_cv import svc_cv
+
+    @flow(name="marginflow-bench-grid")
+    def grid_only(data, config, root: str) -> None:
+        for f in svc_cv.map(unmapped(data), grid(config), root=unmapped(root)):
+            f.result()
+
+    return grid_only
+
+
+def _scaled_rows(dataset: str, root: Path):
+    """The ``scaled`` artifact of a built-in dataset (ingest and scale called directly)."""
+    from tasks.config import load_config
+    from tasks.ingest import describe_source, ingest
+    from tasks.scale import scale
+
+    config = load_config(None, [], {"data.dataset": dataset})
+    dataset_ref = ingest.fn(describe_source(config.data), config.data, root=str(root))
+    return scale.fn(dataset_ref, config.scale, root=str(root))
+
+
+def engine_part(dataset: str, grid_dataset: str, work: Path) -> None:
+    from flows.engine import task_runner
+    from flows.pipeline import pipeline
+    from flows.plan import BY_STAGE
+    from tasks.catalog import BY_NAME
+    from tasks.config import load_config
+    from tasks.core.svm import grid
+
+    config = load_config(None, [], {"data.dataset": dataset})
+    dask = config.model_copy(update={"engine": config.engine.model_copy(update={"kind": "dask", "workers": 2})})
+    search = config.svc.model_copy(update={"search": True})
+    pipeline(config=config, data_dir=str(work / "e-warmup"))  # imports and compilation, not counted
+    t_threads, threads = _timed(pipeline, config=config, data_dir=str(work / "e-threads"))
+    scaled = _scaled_rows(grid_dataset, work / "e-grid-source")
+    for root in ("e-grid-threads", "e-grid-dask"):  # the scaled rows, and no cache, in each grid's data root
+        shutil.copytree(scaled.dir, work / root / scaled.path)
+    grid_only = _grid_flow()
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    shutil.copytree(scaled.dir, work / "e-grid-serial" / scaled.path)
+    t_grid_serial, _ = _timed(grid_only.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1)), scaled, search,
+                              str(work / "e-grid-serial"))
+    t_grid_threads, _ = _timed(grid_only, scaled, search, str(work / "e-grid-threads"))
+    with task_runner(dask.engine, str(work / "e-dask")) as runner:
+        t_dask, dask_run = _timed(pipeline.with_options(task_runner=runner), config=dask, data_dir=str(work / "e-dask"))
+    with task_runner(dask.engine, str(work / "e-grid-dask")) as runner:
+        t_grid_dask, _ = _timed(grid_only.with_options(task_runner=runner), scaled, search, str(work / "e-grid-dask"))
+    rows = [
+        ("cold pipeline, threads", t_threads, 1.0, ""),
+        ("cold pipeline, dask (2 workers)", t_dask, t_dask / t_threads, "<= 1.30 x threads"),
+        (f"SVC search grid on {grid_dataset} ({len(grid(search))} points x {search.search_folds} folds), threads",
+         t_grid_threads, 1.0, ""),
+        ("SVC search grid, one thread (tasks one after another)", t_grid_serial, t_grid_serial / t_grid_threads, ""),
+        ("SVC search grid, dask (2 workers)", t_grid_dask, t_grid_dask / t_grid_threads, "<= 0.60 x threads"),
+    ]
+    print(f"\nmarginflow engines, dataset {dataset}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{'measurement':<72}{'seconds':>9}{'ratio':>9}  target")
+    for name, secs, ratio, target in rows:
+        print(f"{name:<72}{secs:>9.2f}{ratio:>9.2f}  {target}")
+
+    seconds = {k: v.seconds for k, v in dask_run.stages.items() if not k.endswith(".cv")}
+    reads = {s.name: [*s.inputs, *([BY_NAME[a].stage for a in config.evaluate.approaches] if s.models else [])]
+             for s in BY_STAGE.values()}
+    total = sum(seconds.values())
+    path_s, path = critical_path(seconds, reads)
+    print("\nper task (dask run, seconds): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    print(f"total work {total:.1f} s; critical path {path_s:.1f} s: {' -> '.join(path)}")
+    print(f"{'workers':>8}{'bound on speed-up':>19}{'bound on run s':>16}")
+    for n in (1, 2, 4, 8, 16):
+        run_s = max(path_s, total / n)
+        print(f"{n:>8}{total / run_s:>19.2f}{run_s:>16.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--part", choices=("cache", "engine", "all"), default="all")
+    parser.add_argument("--grid-dataset", default="mnist1d", help="built-in dataset of the engine part's search grid")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="marginflow-bench-"))
@@ -70,6 +175,10 @@ def main() -> None:
         wait_healthy(os.environ["PREFECT_API_URL"], server)
 
     try:
+        if args.part in ("engine", "all"):
+            engine_part(args.dataset, args.grid_dataset, work)
+        if args.part == "engine":
+            return
         from flows.pipeline import pipeline
         from tasks.config import load_config
 
