@@ -20,7 +20,7 @@ demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the
 
 test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check flows tasks tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
 	$(BIN)/python benchmarks/accuracy.py

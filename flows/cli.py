@@ -17,6 +17,8 @@ from flows.plan import CHOICES, STAGES, stage_name
 from tasks.config import BUILTIN_DATASETS
 from tasks.errors import InputError
 
+EPHEMERAL_TIMEOUT_S = 90
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit code 2."""
@@ -138,12 +140,22 @@ def _load_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides, flags)
 
 
-def _preflight(config) -> None:
-    """Validate a user file before Prefect starts, so bad input writes nothing and fails fast."""
-    if config.data.input is not None:
-        from tasks.core.dataset import prepare
+def _data_root(args: argparse.Namespace) -> None:
+    """Refuse a data root that exists and is not a folder."""
+    if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise InputError(f"--data-dir {args.data_dir}: not a folder")
 
-        prepare(config.data)
+
+def _preflight(config, args: argparse.Namespace) -> None:
+    """Validate the data root, the data and the config against the data's shape before Prefect
+    starts, so that bad input writes nothing and fails fast."""
+    from tasks.core.dataset import load_table
+    from tasks.core.networks import check_against_data
+
+    _data_root(args)
+    table, _ = load_table(config.data)
+    source = config.data.dataset or config.data.input
+    check_against_data(config.encoder, table.X.shape[1], str(source))
 
 
 def _summary(result, metrics: dict[str, Any] | None, report) -> str:
@@ -174,7 +186,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
             stage_name(args.refresh)
         except ValueError as e:
             raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
-    _preflight(config)
+    _preflight(config, args)
 
     from flows.engine import prefect_api, run_pipeline
     from tasks.store.artifacts import read_json
@@ -198,7 +210,10 @@ def _pipeline_command(args: argparse.Namespace) -> int:
         if result.model:
             from tasks.ops.registry import Registry
 
-            champion = Registry(args.data_dir).champion()
+            try:
+                champion = Registry(args.data_dir).champion()
+            except InputError as e:
+                champion = f"none usable: {e}"
             state = "registered" if result.model_is_new else "already registered"
             print(f"model: {result.model} ({state}; champion: {champion})")
     return 0
@@ -206,7 +221,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
 
 def _retrain_command(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    _preflight(config)
+    _preflight(config, args)
     from flows.engine import prefect_api, task_runner
     from flows.retrain import retrain
 
@@ -252,10 +267,27 @@ def _serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models_command(args: argparse.Namespace) -> int:
+def _registry(args: argparse.Namespace):
+    """The data root's registry, repaired first (what was repaired goes to stderr, one line)."""
     from tasks.ops.registry import Registry
 
-    versions = Registry(args.data_dir).versions()
+    _data_root(args)
+    registry = Registry(args.data_dir)
+    repaired = registry.recover()
+    if repaired:
+        print(f"marginflow: registry repaired: {'; '.join(repaired)}", file=sys.stderr)
+    return registry
+
+
+def _models_command(args: argparse.Namespace) -> int:
+    from tasks.ops.registry import RegistryError
+
+    registry = _registry(args)
+    try:
+        registry.champion()
+    except RegistryError as e:
+        print(f"marginflow: warning: {e}", file=sys.stderr)
+    versions = registry.versions()
     if args.json:
         print(json.dumps([v.model_dump() for v in versions], indent=2))
         return 0
@@ -267,7 +299,7 @@ def _models_command(args: argparse.Namespace) -> int:
         m = v.metrics
         print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-21:]:<22}"
               f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}"
-              + ("  REFUSED: altered or incomplete" if v.problem else ""))
+              + ("  REFUSED: will not load" if v.problem else ""))
     print("* champion")
     for v in versions:
         if v.problem:
@@ -276,10 +308,13 @@ def _models_command(args: argparse.Namespace) -> int:
 
 
 def _promote_command(args: argparse.Namespace) -> int:
-    from tasks.ops.registry import Registry
+    from tasks.ops.registry import RegistryError
 
-    registry = Registry(args.data_dir)
-    before = registry.champion()
+    registry = _registry(args)
+    try:
+        before = registry.champion()
+    except RegistryError:
+        before = "a damaged pointer"
     name = registry.promote(args.version, reason="promoted by hand (marginflow promote)")
     print(f"champion: {name} (was {before})")
     return 0
@@ -288,11 +323,10 @@ def _promote_command(args: argparse.Namespace) -> int:
 def _predict_command(args: argparse.Namespace) -> int:
     from tasks.ops.bundle import Bundle
     from tasks.ops.predict import predict_file
-    from tasks.ops.registry import Registry
 
     if args.batch_rows < 1:
         raise InputError(f"--batch-rows {args.batch_rows}: must be at least 1")
-    path = Registry(args.data_dir).path(args.model)
+    path = _registry(args).path(args.model)
     model = Bundle.load(path)
 
     def progress(n: int) -> None:
@@ -343,12 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # no telemetry from the temporary server (the machines this runs on are often offline)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a fresh temporary server took 8 s here idle and 27 s on 2 cores under a load of 4 (Prefect's default: 20 s)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_TIMEOUT_S))
     try:
         return _execute(args)
     except KeyboardInterrupt:
         print("marginflow: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # an internal error: one line, the traceback only on request
+        if "ephemeral Prefect API server" in str(e):
+            print(f"marginflow: error: the temporary Prefect server did not start within "
+                  f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s (a busy machine?): start "
+                  "`marginflow dashboard` in another shell and export the PREFECT_API_URL it prints", file=sys.stderr)
+            return 2
         if os.environ.get("MARGINFLOW_DEBUG"):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

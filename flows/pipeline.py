@@ -22,8 +22,9 @@ from tasks.config import Config
 from tasks.core.svm import grid
 from tasks.ingest import describe_source
 from tasks.register_model import register_model
-from tasks.store.artifacts import ArtifactRef
+from tasks.store.artifacts import ArtifactRef, clean_staging
 from tasks.store.cache import describe
+from tasks.store.runlog import stage_logger, tracked_run
 from tasks.svc_cv import svc_cv
 
 
@@ -58,6 +59,16 @@ def pipeline(
         until: run only this stage and the stages it reads (used by ``marginflow stage``).
     """
     root = str(Path(data_dir).resolve())
+    with tracked_run(root) as crashed:
+        removed = clean_staging(root)
+        if crashed or removed:
+            stage_logger().info("marked %d flow run(s) of killed processes Crashed; removed %d staging folder(s) "
+                                "of killed writers", len(crashed), len(removed))
+        return _run(config, root, refresh, until)
+
+
+def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
+    """Submit the planned stages with the futures of their inputs; collect their states in table order."""
     forced = {*STAGES, SEARCH_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     futures: dict[str, Any] = {}

@@ -26,12 +26,16 @@ from tasks.choose_champion import choose_champion
 from tasks.config import Config
 from tasks.ops.promotion import Decision
 from tasks.ops.registry import Registry
+from tasks.store.runlog import tracked_run
 
 
 @flow(name="marginflow-retrain", description="Retrain on the configured source; promote the challenger if it is at least as good")
 def retrain(config: Config, data_dir: str = "data") -> Decision:
     """Run the pipeline, register its model, and promote it over the champion if good enough."""
     root = str(Path(data_dir).resolve())
-    before = Registry(root).champion()
-    result = run_pipeline(config, root)
-    return choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)
+    with tracked_run(root):
+        registry = Registry(root)
+        registry.recover()
+        before = registry.champion()
+        result = run_pipeline(config, root)
+        return choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog"}
+BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog", "tasks.faults"}
 PREFECT_STORE = {"tasks.store.cache", "tasks.store.runlog"}
 
 

@@ -39,6 +39,17 @@ def resolve_architecture(config: EncoderConfig, n_features: int, source: str) ->
     return kind, shape
 
 
+def check_against_data(config: EncoderConfig, n_features: int, source: str) -> None:
+    """Refuse encoder settings that cannot fit data of ``n_features`` columns (before anything runs).
+
+    Raises:
+        InputError: an input shape that does not hold the features, or shifts on a table.
+    """
+    kind, _ = resolve_architecture(config, n_features, source)
+    if config.augment_shift and kind == "mlp":
+        raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
+
+
 def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source: str = ""):
     """The encoder with its training head.
 
@@ -119,6 +130,51 @@ def train(
 def best_epoch(history: dict[str, list[float]]) -> int:
     """The 0-based epoch whose weights early stopping kept (lowest validation loss; the last without one)."""
     return int(np.argmin(history["val_loss"])) if history.get("val_loss") else len(history["loss"]) - 1
+
+
+# What a marginflow encoder or margin model is made of: Keras modules and classes, and marginflow's layers.
+KERAS_CLASSES = {
+    "keras.layers": {"InputLayer", "Dense", "Dropout", "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "Flatten",
+                     "Reshape", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
+                     "GlobalAveragePooling2D"},
+    "keras.src.models.functional": {"Functional"},
+    "keras.initializers": {"GlorotUniform", "Zeros", "Constant"},
+    "keras.regularizers": {"L2"},
+    "keras.optimizers": {"Adam"},
+    "keras": {"DTypePolicy"},
+    None: {"__keras_tensor__"},
+}
+MARGINFLOW_LAYERS = {"marginflow>RandomShift", "marginflow>RandomFourierFeatures"}
+
+
+def check_keras_layers(path: str | Path) -> None:
+    """Refuse a ``.keras`` file that holds a class marginflow does not build (a ``Lambda`` layer, say).
+
+    Reads the file's ``config.json`` only; nothing is deserialised.
+
+    Raises:
+        ValueError: naming the first class that is not allowed (or an unreadable file).
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .keras file ({e})") from None
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "class_name" in node:
+                module, name, registered = node.get("module"), node["class_name"], node.get("registered_name")
+                custom = registered in MARGINFLOW_LAYERS and str(module).startswith("tasks.")
+                if not custom and name not in KERAS_CLASSES.get(module, set()):
+                    raise ValueError(f"{path}: holds {module}.{name}, not a layer marginflow builds; refusing it")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_encoder(path: str | Path):

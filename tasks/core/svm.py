@@ -69,6 +69,18 @@ def skops_types(path) -> set[str]:
     return found
 
 
+def check_skops_types(path, objects: tuple[str, ...] | list[str]) -> None:
+    """Refuse a skops file that names any type but plain values, NumPy arrays and ``objects``.
+
+    Raises:
+        ValueError: naming the first type that is not allowed (or an unreadable file).
+    """
+    allowed = _PLAIN_TYPES | {f"numpy.{n}" for n in _NUMPY_NAMES} | set(objects)
+    refused = sorted(skops_types(path) - allowed)
+    if refused:
+        raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
+
+
 def skops_load(path, objects: tuple[str, ...] | list[str]):
     """Load a skops file whose types are exactly plain values, NumPy arrays and ``objects``.
 
@@ -80,10 +92,7 @@ def skops_load(path, objects: tuple[str, ...] | list[str]):
     """
     import skops.io as sio
 
-    allowed = _PLAIN_TYPES | {f"numpy.{n}" for n in _NUMPY_NAMES} | set(objects)
-    refused = sorted(skops_types(path) - allowed)
-    if refused:
-        raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
+    check_skops_types(path, objects)
     return sio.load(path, trusted=sorted(skops_types(path)))
 
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.networks import cut_at_features, embed, load_encoder
+from tasks.core.networks import check_keras_layers, cut_at_features, embed, load_encoder
 from tasks.core.scaling import apply_scaler
-from tasks.core.svm import load_svc
+from tasks.core.svm import SVC_TYPES, check_skops_types, load_svc
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
 
@@ -121,6 +121,26 @@ def verify(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def static_problem(path: str | Path) -> str | None:
+    """Why a bundle would be refused, found without deserialising anything; None when it would load.
+
+    Checks the hashes (`verify`), that ``svc.skops`` names only the types an SVC is made of,
+    and that ``encoder.keras`` holds only layers marginflow builds (no ``Lambda``, no other
+    custom class). Fast enough for ``marginflow models`` on every version.
+    """
+    try:
+        verify(path)
+    except BundleError as e:
+        return str(e)
+    root = Path(path)
+    try:
+        check_skops_types(root / "svc.skops", SVC_TYPES)
+        check_keras_layers(root / "encoder.keras")
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 class Bundle:
     """A verified, loaded model bundle; a scikit-learn-style classifier on the raw features.
 
@@ -133,6 +153,9 @@ class Bundle:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        problem = static_problem(self.path)
+        if problem is not None:
+            raise BundleError(problem)
         self.manifest = verify(self.path)
         labels = json.loads((self.path / "labels.json").read_text())
         self.classes_ = np.asarray(labels["classes"], dtype=object if any(isinstance(c, str) for c in labels["classes"]) else None)
@@ -141,9 +164,22 @@ class Bundle:
         self.scaler = json.loads((self.path / "scaler.json").read_text())
         self.config = read_config(self.path / "config.json")
         self.metrics = json.loads((self.path / "metrics.json").read_text())
-        self.encoder = load_encoder(self.path / "encoder.keras")
-        self.feature_model = cut_at_features(self.encoder)
-        self.svc = load_svc(self.path / "svc.skops")
+        try:
+            self.encoder = load_encoder(self.path / "encoder.keras")
+            self.feature_model = cut_at_features(self.encoder)
+        except Exception as e:  # Keras raises many types for a file it will not load
+            raise BundleError(f"{self.path / 'encoder.keras'}: cannot load ({_first_line(e)})") from None
+        try:
+            self.svc = load_svc(self.path / "svc.skops")
+        except Exception as e:
+            raise BundleError(f"{self.path / 'svc.skops'}: cannot load ({_first_line(e)})") from None
+        try:
+            self.scaler = {"mean": np.asarray(self.scaler["mean"], dtype=np.float64),
+                           "scale": np.asarray(self.scaler["scale"], dtype=np.float64)}
+            if self.scaler["mean"].shape != (self.n_features_in_,) or self.scaler["scale"].shape != (self.n_features_in_,):
+                raise ValueError(f"mean and scale must hold {self.n_features_in_} values")
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{self.path / 'scaler.json'}: not a scaler for this model ({_first_line(e)})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
@@ -220,3 +256,8 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise BundleError(f"{path}: config must be a JSON object")
     return config
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -65,7 +65,7 @@ def export_bundle(model: MarginClassifier, directory: str | Path, metrics: dict[
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         writer = _DirectoryWriter(tmp)
-        sources = {"scaler.json": lambda p: p.write_text(json.dumps(model.scaler_, indent=2, sort_keys=True) + "\n"),
+        sources = {"scaler.json": lambda p: p.write_text(json.dumps(_scaler_json(model.scaler_), indent=2, sort_keys=True) + "\n"),
                    "encoder.keras": lambda p: model.encoder_.save(p), "svc.skops": lambda p: save_svc(model.svc_, p)}
         write_bundle(writer, sources, {"label": None, "classes": classes}, names, config, metrics or {})
         os.rename(tmp, target)
@@ -86,3 +86,7 @@ class _DirectoryWriter:
 
     def write_json(self, name: str, obj: Any) -> None:
         self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _scaler_json(scaler: dict[str, Any]) -> dict[str, list[float]]:
+    return {k: [float(v) for v in np.asarray(scaler[k], dtype=np.float64)] for k in ("mean", "scale")}

@@ -44,18 +44,42 @@ def _columns(path: Path) -> list[str]:
 
 
 def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The ``columns`` of ``path``, ``batch_rows`` rows at a time."""
-    if path.name.lower().endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
+    """The ``columns`` of ``path``, ``batch_rows`` rows at a time (empty batches skipped).
 
-        # pre_buffer=False: the default pre-buffering holds much of the file in memory at once
-        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns):
-            yield batch.to_pandas()
-    else:
-        yield from pd.read_csv(path, usecols=columns, chunksize=batch_rows)
+    Raises:
+        InputError: the file cannot be read past some point (a corrupt body, a malformed line).
+    """
+    try:
+        if path.name.lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            # pre_buffer=False: the default pre-buffering holds much of the file in memory at once
+            chunks = (b.to_pandas() for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(
+                batch_size=batch_rows, columns=columns))
+        else:
+            chunks = pd.read_csv(path, usecols=columns, chunksize=batch_rows)
+        for chunk in chunks:
+            if len(chunk):
+                yield chunk
+    except InputError:
+        raise
+    except Exception as e:  # pyarrow and pandas raise their own types for a corrupt file
+        if isinstance(e, OSError | EOFError | UnicodeDecodeError | ValueError | pd.errors.ParserError) \
+                or type(e).__module__.startswith("pyarrow"):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"{path}: unreadable file ({first})") from None
+        raise
 
 
 def output_frame(model: Bundle, rows: pd.DataFrame, where: str) -> pd.DataFrame:
+    for c in model.feature_names_in_:
+        column = rows[c]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = numbers.isna() & column.notna()
+            if bad.any():
+                raise InputError(f"{where}: column {c!r} is not numeric (first at row {int(rows.index[bad.to_numpy()][0]) + 1})")
+            rows = rows.assign(**{c: numbers})
     X = rows[model.feature_names_in_].to_numpy(dtype=np.float64)
     if not np.isfinite(X).all():
         r, c = np.argwhere(~np.isfinite(X))[0]
@@ -85,6 +109,8 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
         raise InputError(f"{input_path}: file not found")
     if not dest.name.lower().endswith(OUTPUT_SUFFIXES):
         raise InputError(f"{output_path}: output must end in .parquet or .csv")
+    if dest.is_dir():
+        raise InputError(f"{output_path}: is a folder")
     if not dest.parent.is_dir():
         raise InputError(f"{output_path}: folder {dest.parent} does not exist")
     columns = _columns(src)

@@ -99,7 +99,7 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
         ch, champ = scores["challenger"], scores["champion"]
         if isinstance(champ, str):
             promote, champ_score = True, None
-            reason = f"The champion {champ}; the challenger is promoted."
+            reason = f"champion unusable: {champ.removeprefix('cannot score: ')}; the challenger is promoted."
         else:
             promote, champ_score = decide(ch, champ, tol), champ
             reason = (f"Challenger {metric} {ch:.4f} vs champion {champ:.4f}: "

@@ -3,10 +3,10 @@
 Layout::
 
     models/
-      v0001/            one bundle (see `tasks.bundle`), files read-only once written
+      v0001/            one bundle (see `tasks.ops.bundle`), files read-only once written
       v0002/
       champion.json     {"version": "v0002", "promoted_at": ..., "reason": ...}
-      history.jsonl     one line per registration and promotion
+      history.jsonl     one line per registration, promotion, retrain decision and repair
       .lock             flock'd by every writer
 
 A version is built in ``models/.staging`` and renamed into place, so it appears whole or
@@ -16,6 +16,14 @@ readers see the old or the new pointer, never half of one. Writers hold an exclu
 distinct version numbers and leave one consistent champion. Registering a bundle whose
 identity (model files and the config sections that made them, `tasks.ops.bundle.bundle_identity`)
 is already a version returns that version instead of a copy.
+
+Crash safety: a process killed between these steps leaves a state that `Registry.recover`
+repairs, under the lock, before any other registry work: unfinished copies and pointer files
+are removed, a version without its history line gets one, a registry with versions and no
+champion gets the last promoted version (or the first version) back as champion, and a
+pointer that history does not record is recorded. A damaged ``champion.json`` is reported;
+``promote VERSION`` replaces it. Nothing becomes champion without loading fully first
+(`tasks.ops.bundle.Bundle`: hashes, allowed types, Keras ``safe_mode``).
 """
 
 from __future__ import annotations
@@ -34,12 +42,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tasks import faults
 from tasks.errors import InputError
-from tasks.ops.bundle import BundleError, bundle_identity, verify
+from tasks.ops.bundle import Bundle, BundleError, bundle_identity, static_problem, verify
 
 VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
 HISTORY = "history.jsonl"
+
+
+class RegistryError(InputError):
+    """The registry itself is damaged or missing (one line naming the file)."""
 
 
 class Version(BaseModel):
@@ -48,7 +61,7 @@ class Version(BaseModel):
     created: str
     metrics: dict[str, Any]
     champion: bool
-    problem: str | None = None  # why the bundle would be refused (altered or incomplete), else None
+    problem: str | None = None  # why the bundle would be refused (altered, incomplete, unsafe), else None
 
 
 def _now() -> str:
@@ -66,13 +79,31 @@ class Registry:
     def names(self) -> list[str]:
         if not self.dir.is_dir():
             return []
-        return sorted((p.name for p in self.dir.iterdir() if VERSION.match(p.name)), key=lambda n: int(n[1:]))
+        return sorted((p.name for p in self.dir.iterdir() if VERSION.match(p.name) and p.is_dir()),
+                      key=lambda n: int(n[1:]))
 
     def champion(self) -> str | None:
+        """The champion's version name; None when no pointer exists.
+
+        Raises:
+            RegistryError: ``champion.json`` is unreadable or names no version of this registry.
+        """
+        path = self.dir / CHAMPION
         try:
-            return json.loads((self.dir / CHAMPION).read_text())["version"]
+            text = path.read_text()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{path}: damaged ({e}); `marginflow promote VERSION` repairs it") from None
+        try:
+            pointer = json.loads(text)
+        except ValueError:
+            raise RegistryError(f"{path}: damaged (not JSON); `marginflow promote VERSION` repairs it") from None
+        name = pointer.get("version") if isinstance(pointer, dict) else None
+        if not (isinstance(name, str) and VERSION.match(name) and name in self.names()):
+            raise RegistryError(f"{path}: damaged (it names {name!r}, not a version of this registry); "
+                                "`marginflow promote VERSION` repairs it")
+        return name
 
     def path(self, spec: str) -> Path:
         """The directory of ``spec``: ``champion``, ``v0003`` or ``3``.
@@ -80,8 +111,7 @@ class Registry:
         Raises:
             InputError: no such version, or no champion yet.
         """
-        name = self.resolve(spec)
-        return self.dir / name
+        return self.dir / self.resolve(spec)
 
     def resolve(self, spec: str) -> str:
         if spec == "champion":
@@ -89,14 +119,17 @@ class Registry:
             if name is None:
                 raise InputError(f"{self.dir}: no champion model yet (run `marginflow run` first)")
             return name
-        name = f"v{int(spec):04d}" if spec.isdigit() else spec
+        name = f"v{int(spec):04d}" if spec.isascii() and spec.isdigit() else spec
         if name not in self.names():
             known = ", ".join(self.names()) or "none"
             raise InputError(f"model version {spec!r} not found in {self.dir} (versions: {known})")
         return name
 
     def versions(self) -> list[Version]:
-        champion = self.champion()
+        try:
+            champion = self.champion()
+        except RegistryError:
+            champion = None
         out = []
         for name in self.names():
             d = self.dir / name
@@ -104,27 +137,33 @@ class Registry:
                 metrics = json.loads((d / "metrics.json").read_text())
             except (OSError, ValueError):
                 metrics = {}
-            try:
-                verify(d)
-                problem = None
-            except BundleError as e:
-                problem = str(e)
             created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
             out.append(Version(version=name, path=str(d), created=created, metrics=metrics,
-                               champion=name == champion, problem=problem))
+                               champion=name == champion, problem=static_problem(d)))
         return out
 
     def history(self) -> list[dict[str, Any]]:
+        """The history's events, oldest first (a line cut short by a crash is skipped)."""
         try:
-            return [json.loads(line) for line in (self.dir / HISTORY).read_text().splitlines() if line.strip()]
+            lines = (self.dir / HISTORY).read_text().splitlines()
         except FileNotFoundError:
             return []
+        events = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
 
     # ------------------------------------------------------------------ writing
 
     @contextlib.contextmanager
-    def _locked(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def _locked(self, create: bool = True):
+        if not self.dir.is_dir():
+            if not create:
+                raise RegistryError(f"{self.dir}: no model registry here (run `marginflow run` first)")
+            self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -147,18 +186,75 @@ class Registry:
                 continue
         return None
 
+    def recover(self) -> list[str]:
+        """Repair what an interrupted registration or promotion left (under the lock); returns what it did.
+
+        A registry that does not exist is left alone (nothing is created).
+        """
+        if not self.dir.is_dir():
+            return []
+        with self._locked():
+            return self._recover()
+
+    def _recover(self) -> list[str]:
+        done: list[str] = []
+        staging = self.dir / ".staging"
+        leftovers = [p for p in staging.iterdir()] if staging.is_dir() else []
+        leftovers += list(self.dir.glob(".champion-*"))
+        for p in leftovers:  # every writer holds the lock while these exist: under it, they are stale
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if leftovers:
+            done.append(f"removed {len(leftovers)} unfinished file(s)")
+        names = self.names()
+        history = self.history()
+        logged = {e.get("version") for e in history if e.get("event") == "registered"}
+        for name in names:
+            if name not in logged:
+                try:
+                    identity = bundle_identity(verify(self.dir / name)["files"])
+                except BundleError:
+                    identity = None
+                self._log({"event": "registered", "version": name, "identity": identity, "repaired": True})
+                done.append(f"restored the history line of {name}")
+        try:
+            champion = self.champion()
+        except RegistryError:
+            return done  # damaged: reported by the commands that read it; promote repairs it
+        promoted = [e.get("version") for e in history if e.get("event") == "promoted"]
+        if champion is None and names:
+            usable = [n for n in names if static_problem(self.dir / n) is None]
+            earlier = [v for v in promoted if v in usable]
+            choice = earlier[-1] if earlier else (usable[0] if usable else None)
+            if choice is not None:
+                self._set_champion(choice, "repaired: the champion pointer was missing after an interrupted write")
+                done.append(f"{choice} is champion again")
+        elif champion is not None and (not promoted or promoted[-1] != champion):
+            self._log({"event": "promoted", "version": champion, "previous": promoted[-1] if promoted else None,
+                       "reason": "repaired: the pointer was replaced, its history line was not written",
+                       "repaired": True})
+            done.append(f"recorded the promotion of {champion}")
+        return done
+
     def log_decision(self, decision: dict[str, Any]) -> None:
         """Append a retrain decision to the history."""
         with self._locked():
             self._log({"event": "decision", **decision})
 
     def register(self, bundle_dir: str | Path) -> tuple[str, bool]:
-        """Copy a verified bundle in as the next version; returns (version, newly added).
+        """Copy a bundle that loads fully in as the next version; returns (version, newly added).
 
         The first version becomes champion.
+
+        Raises:
+            BundleError: the bundle does not verify or load.
         """
+        Bundle.load(bundle_dir)  # hashes, allowed types, safe deserialisation: before anything is written
         identity = bundle_identity(verify(bundle_dir)["files"])
         with self._locked():
+            self._recover()
             existing = self._find(identity)
             if existing:
                 return existing, False
@@ -171,34 +267,47 @@ class Registry:
                     os.chmod(tmp / f.name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
                 names = self.names()
                 name = f"v{(int(names[-1][1:]) + 1) if names else 1:04d}"
+                faults.point("register:staged")
                 os.rename(tmp, self.dir / name)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            faults.point("register:renamed")
             self._log({"event": "registered", "version": name, "identity": identity})
-            if self.champion() is None:
+            faults.point("register:logged")
+            try:
+                has_champion = self.champion() is not None
+            except RegistryError:
+                has_champion = True  # a damaged pointer is left for `promote` to repair
+            if not has_champion:
                 self._set_champion(name, "first model")
             return name, True
 
     def promote(self, spec: str, reason: str = "promoted by hand") -> str:
-        """Make ``spec`` the champion (also for rollback); returns its version name.
+        """Make ``spec`` the champion (also for rollback, and to repair a damaged pointer); returns its name.
 
         Raises:
-            InputError: unknown version; BundleError: the version's files were altered.
+            InputError: no registry, or unknown version; BundleError: the version does not verify or load.
         """
-        with self._locked():
+        with self._locked(create=False):
+            self._recover()
             name = self.resolve(spec)
-            verify(self.dir / name)
+            Bundle.load(self.dir / name)
             self._set_champion(name, reason)
             return name
 
     def _set_champion(self, name: str, reason: str) -> None:
-        previous = self.champion()
+        try:
+            previous = self.champion()
+        except RegistryError:
+            previous = None
         pointer = {"version": name, "promoted_at": _now(), "reason": reason, "previous": previous}
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".champion-")
         with os.fdopen(fd, "w") as f:
             json.dump(pointer, f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("champion:before-replace")
         os.replace(tmp, self.dir / CHAMPION)
+        faults.point("champion:replaced")
         self._log({"event": "promoted", "version": name, "previous": previous, "reason": reason})

@@ -16,11 +16,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks import faults
 
 _CHUNK = 1 << 20
 ARTIFACTS = "artifacts"
@@ -156,7 +159,7 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         staging = self.root / ARTIFACTS / STAGING
         staging.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=staging))
+        self._tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(self.kind), dir=staging))
         return self
 
     def path(self, name: str) -> Path:
@@ -182,6 +185,7 @@ class ArtifactWriter:
         final.parent.mkdir(parents=True, exist_ok=True)
         candidate = ArtifactRef(kind=self.kind, path=relative, sha256=digest, files=files, params=self.params,
                                 root=str(self.root))
+        faults.point("artifact:before-rename")
         if final.exists():
             if candidate.is_intact():
                 shutil.rmtree(self._tmp, ignore_errors=True)
@@ -195,7 +199,44 @@ class ArtifactWriter:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 if not candidate.is_intact():
                     raise
+        faults.point("artifact:after-rename")
         self.ref = candidate
+
+
+def staging_prefix(kind: str) -> str:
+    """Name prefix of a staging folder: ``<kind>.<host>.<pid>.``, so the writer can be told alive or gone."""
+    return f"{kind}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _writer_alive(name: str) -> bool:
+    """False only for a staging folder written on this host by a process that no longer exists."""
+    try:
+        _kind, rest = name.split(".", 1)
+        host, pid, _random = rest.rsplit(".", 2)
+        pid_number = int(pid)
+    except ValueError:
+        return True  # not a name this module gives: leave it
+    if host != socket.gethostname():
+        return True  # another machine's writer: only that machine can tell
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_staging(root: str | os.PathLike[str]) -> list[str]:
+    """Remove staging folders left under ``root`` by writers on this host that are gone; returns their names."""
+    staging = Path(root) / ARTIFACTS / STAGING
+    removed = []
+    if staging.is_dir():
+        for entry in sorted(staging.iterdir()):
+            if entry.is_dir() and not _writer_alive(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
 
 
 def read_json(ref: ArtifactRef, name: str) -> Any:

@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tasks import faults
 from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
 
 CACHE_DIR = "cache"
@@ -264,6 +265,7 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) 
     cached = ref is not None
     if ref is None:
         ref = fn(**inputs)
+        faults.point(f"stage:{name}")
         write_record(root, name, key, ref)
     return ref, cached, time.perf_counter() - start
 

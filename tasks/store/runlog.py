@@ -5,6 +5,7 @@ Prefect is imported inside the functions, so importing this module costs nothing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -77,3 +78,74 @@ def publish_markdown(markdown: str, key: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(markdown=markdown, key=key, description=description)
+
+
+RUNS_DIR = "runs"
+
+
+def _alive_here(host: str, pid: int) -> bool:
+    import os
+    import socket
+
+    if host != socket.gethostname():
+        return True  # another machine's process: only that machine can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mark_crashed(flow_run_id: str, message: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is None or run.state.is_final():
+                return False
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            return True
+    except Exception:  # the run may be on another server, or gone: nothing to mark
+        return False
+
+
+@contextlib.contextmanager
+def tracked_run(root: str):
+    """Inside a flow run: first mark as Crashed the flow runs whose process died (recorded under
+    ``<root>/runs``), then record this run there until it ends. Yields what it marked."""
+    import json
+    import os
+    import socket
+    from pathlib import Path
+
+    from prefect.context import FlowRunContext
+
+    runs = Path(root) / RUNS_DIR
+    marked: list[str] = []
+    for record in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            info = json.loads(record.read_text())
+            host, pid, run_id = str(info["host"]), int(info["pid"]), str(info["flow_run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        if not _alive_here(host, pid):
+            if _mark_crashed(run_id, f"its process ({host} pid {pid}) was killed before the run ended"):
+                marked.append(run_id)
+            record.unlink(missing_ok=True)
+    ctx = FlowRunContext.get()
+    own = None
+    if ctx is not None and ctx.flow_run is not None:
+        runs.mkdir(parents=True, exist_ok=True)
+        own = runs / f"{ctx.flow_run.id}.json"
+        own.write_text(json.dumps({"flow_run_id": str(ctx.flow_run.id), "host": socket.gethostname(),
+                                   "pid": os.getpid()}))
+    try:
+        yield marked
+    finally:
+        if own is not None:
+            own.unlink(missing_ok=True)

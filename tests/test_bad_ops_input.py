@@ -1,0 +1,181 @@
+"""Bad input to the operations commands, one row per case: exit 2, one line naming the file,
+column, key or version, and nothing written (the data root and the output folder unchanged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from tasks.ops.registry import Registry
+from tests.helpers import tiny_config
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for root in roots:
+        if root.exists():
+            for p in [root, *root.rglob("*")]:
+                st = p.lstat()  # files by size and time; folders by presence (a temp file come and gone is fine)
+                out[str(p)] = (st.st_size, st.st_mtime_ns) if p.is_file() else (-1, 0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_api, tmp_path_factory) -> Path:
+    """A data root with one registered model (v0001, champion) trained on iris; read-only for the cases."""
+    from flows.pipeline import pipeline
+    from tests.helpers import iris_csv
+
+    where = tmp_path_factory.mktemp("trained")
+    csv = iris_csv(where / "iris.csv")
+    pipeline(config=tiny_config(csv, "evaluate.approaches=['features_svc']"), data_dir=str(where / "data"))
+    return where / "data"
+
+
+def _iris_rows(tmp: Path) -> pd.DataFrame:
+    from tests.helpers import iris_csv
+
+    return pd.read_csv(iris_csv(tmp / "source.csv")).drop(columns=["species"])
+
+
+def _csv(tmp: Path, name: str, frame: pd.DataFrame) -> Path:
+    frame.to_csv(tmp / name, index=False)
+    return tmp / name
+
+
+def _root_copy(trained: Path, tmp: Path) -> Path:
+    root = tmp / "data"
+    shutil.copytree(trained, root, symlinks=True)
+    return root
+
+
+def _champion(trained: Path, tmp: Path, text: str) -> Path:
+    root = _root_copy(trained, tmp)
+    (root / "models" / "champion.json").write_text(text)
+    return root
+
+
+def _file_root(tmp: Path) -> Path:
+    (tmp / "datafile").write_text("not a folder")
+    return tmp / "datafile"
+
+
+# (setup(trained, tmp) -> argv, needle); every row must exit 2 with one line and write nothing
+CASES = {
+    "run: data root is a file": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(_file_root(d))],
+                                 "--data-dir {tmp}/datafile: not a folder"),
+    "models: data root is a file": (lambda t, d: ["models", "--data-dir", str(_file_root(d))], "not a folder"),
+    "promote: data root is a file": (lambda t, d: ["promote", "v0001", "--data-dir", str(_file_root(d))],
+                                     "not a folder"),
+    "predict: data root is a file": (lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))),
+                                                   "--output", str(d / "o.csv"), "--data-dir", str(_file_root(d))],
+                                     "not a folder"),
+    "promote: no registry": (lambda t, d: ["promote", "v0001", "--data-dir", str(d / "nothing")],
+                             "no model registry"),
+    "promote: not a version": (lambda t, d: ["promote", "²", "--data-dir", str(_root_copy(t, d))],
+                               "model version '²' not found"),
+    "promote: unknown version": (lambda t, d: ["promote", "v0042", "--data-dir", str(_root_copy(t, d))],
+                                 "model version 'v0042' not found"),
+    "predict: header only": (lambda t, d: ["predict", "--input", str(_csv(d, "h.csv", _iris_rows(d).iloc[:0])),
+                                           "--output", str(d / "o.csv"), "--data-dir", str(t)],
+                             "h.csv: file has no rows"),
+    "predict: text in a feature column": (
+        lambda t, d: ["predict", "--input", str(_csv(d, "s.csv", _iris_rows(d).astype({"sepal_width": object})
+                                                     .assign(sepal_width=lambda f: f.sepal_width.where(
+                                                         f.index != 7, "wide")))),
+                      "--output", str(d / "o.csv"), "--data-dir", str(t)],
+        "s.csv: column 'sepal_width' is not numeric (first at row 8)"),
+    "predict: corrupt parquet body": (lambda t, d: ["predict", "--input", str(_corrupt_parquet(d)), "--output",
+                                                    str(d / "o.parquet"), "--data-dir", str(t)],
+                                      "bad.parquet: unreadable file"),
+    "predict: output is a folder": (lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))),
+                                                  "--output", str(_folder(d / "out.csv")), "--data-dir", str(t)],
+                                    "out.csv: is a folder"),
+    "predict: champion.json truncated": (lambda t, d: _predict_champion(t, d, '{"version": "v00'),
+                                         "champion.json: damaged"),
+    "predict: champion.json empty": (lambda t, d: _predict_champion(t, d, ""), "champion.json: damaged"),
+    "predict: champion.json a list": (lambda t, d: _predict_champion(t, d, "[1, 2]"), "champion.json: damaged"),
+    "predict: champion.json no version": (lambda t, d: _predict_champion(t, d, "{}"), "champion.json: damaged"),
+    "predict: champion.json a number": (lambda t, d: _predict_champion(t, d, '{"version": 7}'),
+                                        "champion.json: damaged"),
+    "predict: champion outside the registry": (
+        lambda t, d: _predict_champion(t, d, '{"version": "../../other/models/v0001"}'), "champion.json: damaged"),
+    "run: input shape does not fit the data": (
+        lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
+                      "--set", "encoder.kind='cnn2d'", "--set", "encoder.input_shape=[3,3,1]"],
+        "encoder.input_shape [3, 3, 1] holds 9 values but the data has 4 features"),
+    "run: shifts on a table": (
+        lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
+                      "--set", "encoder.augment_shift=2"],
+        "encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d'"),
+}
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _labelled(tmp: Path) -> Path:
+    from tests.helpers import iris_csv
+
+    return iris_csv(tmp / "labelled.csv")
+
+
+def _corrupt_parquet(tmp: Path) -> Path:
+    path = tmp / "bad.parquet"
+    _iris_rows(tmp).to_parquet(path)
+    blob = bytearray(path.read_bytes())
+    for i in range(200, 600):  # the column chunks, keeping the footer that names the columns
+        blob[i] = 0xAB
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def _predict_champion(trained: Path, tmp: Path, text: str) -> list[str]:
+    root = _champion(trained, tmp, text)
+    return ["predict", "--input", str(_csv(tmp, "x.csv", _iris_rows(tmp))), "--output", str(tmp / "o.csv"),
+            "--data-dir", str(root)]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_ops_input_exits_2_with_one_line_and_writes_nothing(case, trained, tmp_path, capsys):
+    setup, needle = CASES[case]
+    argv = setup(trained, tmp_path)
+    before = _snapshot(tmp_path, trained)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and needle.format(tmp=tmp_path) in err, err
+    assert _snapshot(tmp_path, trained) == before
+
+
+@pytest.mark.parametrize("text", ['{"version": "v00', "", "[1, 2]", "{}", '{"version": 7}',
+                                  '{"version": "../../other/models/v0001"}'])
+def test_a_damaged_champion_is_reported_and_promote_repairs_it(trained, tmp_path, capsys, text):
+    root = _champion(trained, tmp_path, text)
+    assert main(["models", "--data-dir", str(root)]) == 0
+    out = capsys.readouterr()
+    assert "champion.json: damaged" in out.err and out.err.count("\n") == 1 and "v0001" in out.out
+    assert main(["promote", "v0001", "--data-dir", str(root)]) == 0
+    assert Registry(root).champion() == "v0001"
+    assert json.loads((root / "models" / "champion.json").read_text())["version"] == "v0001"
+
+
+def test_an_interrupted_first_registration_is_repaired_by_any_registry_command(trained, tmp_path, capsys):
+    root = _root_copy(trained, tmp_path)
+    (root / "models" / "champion.json").unlink()
+    history = root / "models" / "history.jsonl"
+    history.write_text("")  # the kill came after the rename, before the history line
+    assert main(["models", "--data-dir", str(root)]) == 0
+    out = capsys.readouterr()
+    assert "repaired" in out.err and "* v0001" in out.out.replace("  ", " ").replace("*  ", "* ")
+    events = [json.loads(x)["event"] for x in history.read_text().splitlines()]
+    assert events == ["registered", "promoted"]
+    assert os.path.exists(root / "models" / "champion.json")

@@ -1,0 +1,147 @@
+"""Crashes at named points: a real subprocess kills itself with SIGKILL where ``MARGINFLOW_FAULT``
+names (`tasks.faults`), then the same command runs again. What must survive: the metrics,
+a registry with exactly the right versions, a champion and a consistent history, and
+nothing left in a staging folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.ops.registry import Registry
+from tests.conftest import ROOT, run_cli
+from tests.helpers import TINY, without_timings
+
+pytestmark = pytest.mark.slow
+KILLED = -signal.SIGKILL
+
+
+def _run_args(csv: Path, data: Path, *extra: str) -> list[str]:
+    args = ["run", "--input", str(csv), "--label", "species", "--data-dir", str(data), "--json"]
+    for item in [*TINY, "evaluate.approaches=['features_svc', 'raw_svc']", *extra]:
+        args += ["--set", item]
+    return args
+
+
+def _fault(point: str) -> dict[str, str]:
+    return {"MARGINFLOW_FAULT": point}
+
+
+def _consistent(data: Path) -> Registry:
+    """The registry's invariants; returns it for further checks."""
+    registry = Registry(data)
+    names = registry.names()
+    history = registry.history()
+    registered = [e["version"] for e in history if e["event"] == "registered"]
+    assert sorted(registered) == names, (registered, names)  # each version exactly once
+    promoted = [e["version"] for e in history if e["event"] == "promoted"]
+    champion = registry.champion()
+    assert champion in names and promoted and promoted[-1] == champion, (promoted, champion)
+    assert {v.problem for v in registry.versions()} == {None}
+    for staging in (data / "artifacts" / ".staging", data / "models" / ".staging"):
+        assert not staging.exists() or not list(staging.iterdir()), list(staging.iterdir())
+    assert not list((data / "models").glob(".champion-*"))
+    return registry
+
+
+def _metrics(stdout: str) -> dict:
+    """metrics.json less the measured seconds and the input's path (each test has its own copy)."""
+    metrics = without_timings(json.loads(stdout)["metrics"])
+    metrics.pop("source")
+    return metrics
+
+
+@pytest.mark.parametrize("point", [
+    "stage:train_encoder",      # the encoder's artifact in place, its cache record not written
+    "artifact:before-rename",   # a complete artifact still in the staging folder
+    "register:renamed",         # v0001 in place: no history line, no champion (the first registration)
+])  # artifact:after-rename is the state stage:<name> leaves; the other registration and promotion
+#     points: the faster tests below, on registry calls alone
+def test_a_run_killed_at_a_point_reruns_to_the_same_result(two_bundles, point, tmp_path):
+    from tests.helpers import iris_csv
+
+    csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
+    killed = run_cli(*_run_args(csv, data), env=_fault(point))
+    assert killed.returncode == KILLED, (point, killed.returncode, killed.stderr[-2000:])
+    left = [json.loads(p.read_text())["flow_run_id"] for p in (data / "runs").glob("*.json")]
+    assert len(left) == 1  # the killed run's record: its flow run is still Running on the server
+    again = run_cli(*_run_args(csv, data))
+    assert again.returncode == 0, again.stderr[-2000:]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(left[0]).state.type.value == "CRASHED"
+    assert not list((data / "runs").glob("*.json"))
+    assert _metrics(again.stdout) == two_bundles["metrics"]
+    registry = _consistent(data)
+    assert registry.names() == ["v0001"] and registry.champion() == "v0001"
+
+
+_REGISTER = "import sys; from tasks.ops.registry import Registry; print(Registry(sys.argv[1]).register(sys.argv[2]))"
+
+
+@pytest.fixture(scope="module")
+def two_bundles(prefect_api, tmp_path_factory) -> dict:
+    """Two uninterrupted runs: the bundle folders of two models (svc.C 10, the default, and 0.5),
+    and the metrics of the first (what every interrupted run must reach again)."""
+    from tests.helpers import iris_csv
+
+    where = tmp_path_factory.mktemp("bundles")
+    csv = iris_csv(where / "iris.csv")
+    out: dict = {"bundles": []}
+    for c in ("10.0", "0.5"):
+        proc = run_cli(*_run_args(csv, where / "data", f"svc.C={c}"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out["bundles"].append(json.loads(proc.stdout)["stages"]["bundle"]["artifact"])
+        out.setdefault("metrics", _metrics(proc.stdout))
+    return out
+
+
+def _register(root: Path, bundle: str, point: str | None = None) -> int:
+    env = {**os.environ, **(_fault(point) if point else {})}
+    return subprocess.run([sys.executable, "-c", _REGISTER, str(root), bundle], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=120).returncode
+
+
+@pytest.mark.parametrize(("point", "first"), [
+    ("register:staged", True), ("register:logged", True),
+    ("champion:replaced", True),  # the first registration's own promotion
+    ("register:renamed", False), ("register:logged", False),
+])
+def test_a_registration_killed_at_a_point(two_bundles, point, first, tmp_path, capsys):
+    """Killed while registering the first model (which becomes champion) or a second one; then
+    `marginflow models` (every registry command repairs first) and the same registration again."""
+    from flows.cli import main
+
+    bundles = two_bundles["bundles"]
+    if not first:
+        Registry(tmp_path).register(bundles[0])
+    bundle = bundles[0] if first else bundles[1]
+    assert _register(tmp_path, bundle, point) == KILLED
+    assert main(["models", "--data-dir", str(tmp_path)]) == 0
+    if first and point == "register:staged":  # killed before the rename: no version, and no leftover copy
+        assert Registry(tmp_path).names() == [] and not list((tmp_path / "models" / ".staging").iterdir())
+    else:
+        registry = _consistent(tmp_path)
+        assert registry.names() == (["v0001"] if first else ["v0001", "v0002"]) and registry.champion() == "v0001"
+    assert Registry(tmp_path).register(bundle) == ("v0001" if first else "v0002", point == "register:staged")
+    assert _consistent(tmp_path).champion() == "v0001"
+
+
+@pytest.mark.parametrize(("point", "champion"), [("champion:before-replace", "v0001"), ("champion:replaced", "v0002")])
+def test_a_promotion_killed_at_a_point(two_bundles, point, champion, tmp_path):
+    for bundle in two_bundles["bundles"]:
+        Registry(tmp_path).register(bundle)
+    killed = run_cli("promote", "v0002", "--data-dir", str(tmp_path), env=_fault(point))
+    assert killed.returncode == KILLED, killed.stderr
+    listed = run_cli("models", "--data-dir", str(tmp_path))  # every registry command repairs first
+    assert listed.returncode == 0, listed.stderr
+    assert _consistent(tmp_path).champion() == champion
+    Registry(tmp_path).promote("v0002")
+    assert _consistent(tmp_path).champion() == "v0002"

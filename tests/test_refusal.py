@@ -1,0 +1,105 @@
+"""Load before trust: versions whose files pass the hash check but hold what marginflow never
+writes (a Lambda layer, a foreign scikit-learn type) are refused by promote, predict, models
+and retrain; nothing in them runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from tasks.ops.bundle import FILES, MANIFEST, Bundle, BundleError, bundle_identity
+from tasks.ops.registry import Registry
+from tests.helpers import tiny_config
+
+GOOD = ["evaluate.approaches=['features_svc']"]
+
+
+@pytest.fixture
+def trained(prefect_api, csv, tmp_path) -> Path:
+    from flows.pipeline import pipeline
+
+    data = tmp_path / "data"
+    pipeline(config=tiny_config(csv, *GOOD), data_dir=str(data))
+    return data
+
+
+def _forge(version_dir: Path, name: str, write) -> None:
+    """Replace one file of a registered version and recompute the manifest, as someone with write access could."""
+    for f in version_dir.iterdir():
+        f.chmod(0o644)
+    write(version_dir / name)
+    files = {n: __import__("hashlib").sha256((version_dir / n).read_bytes()).hexdigest() for n in FILES}
+    (version_dir / MANIFEST).write_text(json.dumps({"format": "marginflow-bundle/2", "files": files,
+                                                    "identity": bundle_identity(files)}))
+
+
+def _second_version(data: Path) -> Path:
+    target = data / "models" / "v0002"
+    shutil.copytree(data / "models" / "v0001", target)
+    return target
+
+
+def _lambda_encoder(path: Path) -> None:
+    import keras
+
+    marker = path.parent / "lambda-ran"
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="lam")(inputs)  # a Lambda: arbitrary code on load
+    x = keras.layers.Dense(3, name="features")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    path.unlink()
+    model.save(path)
+    assert not marker.exists()
+
+
+def _foreign_svc(path: Path) -> None:
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).normal(size=(30, 16))
+    path.unlink()
+    sio.dump(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, np.arange(30) % 3), path)
+
+
+@pytest.mark.parametrize(("name", "write", "needle"), [
+    ("encoder.keras", _lambda_encoder, "keras.layers.Lambda, not a layer marginflow builds"),
+    ("svc.skops", _foreign_svc, "refusing to load untrusted type sklearn."),
+])
+def test_a_forged_version_is_refused_everywhere(trained, tmp_path, capsys, name, write, needle):
+    forged = _second_version(trained)
+    _forge(forged, name, write)
+    assert Registry(trained).recover() == ["restored the history line of v0002"]  # a folder with no history line
+    with pytest.raises(BundleError, match=needle.replace(".", r"\.")):
+        Bundle.load(forged)
+    assert main(["promote", "v0002", "--data-dir", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert Registry(trained).champion() == "v0001"
+    assert main(["models", "--data-dir", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "v0002" in out and "REFUSED" in out and needle in out
+    frame = tmp_path / "rows.csv"
+    import pandas as pd
+
+    pd.read_csv(tmp_path / "iris.csv").drop(columns=["species"]).to_csv(frame, index=False)
+    assert main(["predict", "--input", str(frame), "--output", str(tmp_path / "p.csv"), "--model", "v0002",
+                 "--data-dir", str(trained)]) == 2
+    assert needle in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+
+
+def test_retrain_with_an_unusable_champion_promotes_a_loadable_challenger(trained, csv):
+    from flows.retrain import retrain
+
+    _forge(trained / "models" / "v0001", "svc.skops", _foreign_svc)
+    decision = retrain(config=tiny_config(csv, *GOOD, "svc.C=0.5"), data_dir=str(trained))
+    assert decision.promoted and decision.challenger == "v0002" and decision.champion_after == "v0002"
+    assert decision.reason.startswith("champion unusable:") and "untrusted type" in decision.reason
+    logged = [e for e in Registry(trained).history() if e["event"] == "decision"]
+    assert logged and logged[-1]["reason"] == decision.reason
