@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the report
 	$(BIN)/marginflow run --dataset digits
 
-test: $(STAMP)  ## lint, then the whole test suite
+test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, one per test file)
 	$(BIN)/ruff check flows tasks tests benchmarks
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
 	$(BIN)/python benchmarks/accuracy.py

@@ -149,13 +149,12 @@ def _data_root(args: argparse.Namespace) -> None:
 def _preflight(config, args: argparse.Namespace) -> None:
     """Validate the data root, the data and the config against the data's shape before Prefect
     starts, so that bad input writes nothing and fails fast."""
-    from tasks.core.dataset import load_table
+    from tasks.core.dataset import prepare
     from tasks.core.networks import check_against_data
 
     _data_root(args)
-    table, _ = load_table(config.data)
-    source = config.data.dataset or config.data.input
-    check_against_data(config.encoder, table.X.shape[1], str(source))
+    _, meta = prepare(config.data)
+    check_against_data(config.encoder, len(meta["feature_names"]), str(meta["source"]))
 
 
 def _summary(result, metrics: dict[str, Any] | None, report) -> str:

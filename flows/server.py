@@ -30,11 +30,11 @@ def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.P
         )
 
 
-def wait_healthy(api_url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Block until ``{api_url}/health`` answers 200; raise if the server dies or times out."""
+def wait_healthy(api_url: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
+    """Block until ``{api_url}/health`` answers 200; raise if the server (when ``proc`` is ours) dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"Prefect server exited with code {proc.returncode}")
         try:
             with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:

@@ -52,9 +52,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> str:
-    """The session's Prefect API URL, once the server answers."""
-    wait_healthy(str(_STATE["url"]), _STATE["proc"])  # type: ignore[arg-type]
-    return str(_STATE["url"])
+    """The session's Prefect API URL, once the server answers (under pytest-xdist, the controller's server)."""
+    url = os.environ["PREFECT_API_URL"]
+    wait_healthy(url, _STATE.get("proc"))  # type: ignore[arg-type]
+    return url
 
 
 @pytest.fixture

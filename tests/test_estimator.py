@@ -85,12 +85,12 @@ def test_grid_search_over_svc_and_encoder_and_clone_refit():
     from sklearn.model_selection import GridSearchCV
 
     X, y = _iris()
-    base = MarginClassifier(encoder={"hidden": [8], "epochs": 5, "dropout": 0.0})
-    search = GridSearchCV(base, {"svc__C": [0.5, 5.0], "encoder__hidden": [[4], [8]]}, cv=3).fit(X, y)
+    base = MarginClassifier(encoder={"hidden": [8], "epochs": 3, "dropout": 0.0})
+    search = GridSearchCV(base, {"svc__C": [0.5, 5.0], "encoder__hidden": [[4], [8]]}, cv=2).fit(X, y)
     assert search.best_params_["svc__C"] in (0.5, 5.0) and search.best_params_["encoder__hidden"] in ([4], [8])
-    assert len(search.cv_results_["mean_test_score"]) == 4
+    assert len(search.cv_results_["mean_test_score"]) == 4 and search.n_splits_ == 2
     best = search.best_estimator_
-    assert best.svc["C"] == search.best_params_["svc__C"] and best.encoder["epochs"] == 5
+    assert best.svc["C"] == search.best_params_["svc__C"] and best.encoder["epochs"] == 3
     again = clone(best).fit(X, y)
     np.testing.assert_array_equal(again.predict(X), best.predict(X))
     np.testing.assert_array_equal(again.decision_function(X), best.decision_function(X))
