@@ -15,6 +15,10 @@ def register_model(bundle: ArtifactRef, root: str) -> tuple[str, bool]:
 
     A bundle whose identity is already a version is recognised and not registered twice.
     """
-    version, new = Registry(root).register(bundle.at(root).dir)
-    stage_logger().info("model %s %s", version, "registered" if new else "already registered (same model)")
+    registry = Registry(root)
+    version, new = registry.register(bundle.at(root).dir)
+    log = stage_logger()
+    if registry.repaired:
+        log.warning("registry repaired: %s", "; ".join(registry.repaired))
+    log.info("model %s %s", version, "registered" if new else "already registered (same model)")
     return version, new

@@ -145,3 +145,25 @@ def test_a_promotion_killed_at_a_point(two_bundles, point, champion, tmp_path):
     assert _consistent(tmp_path).champion() == champion
     Registry(tmp_path).promote("v0002")
     assert _consistent(tmp_path).champion() == "v0002"
+
+
+def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tmp_path):
+    """One data root, killed inside every stage in turn (each rerun gets one stage further), then a
+    clean run: the same metrics, one version, a champion, nothing in staging."""
+    from tests.helpers import iris_csv
+
+    csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
+    # each of these runs after the previous one's stage: the kill is certain (train_encoder: above)
+    for stage in ["ingest", "scale", "extract_features", "train_svc"]:
+        killed = run_cli(*_run_args(csv, data), env=_fault(f"stage:{stage}"))
+        assert killed.returncode == KILLED, (stage, killed.returncode, killed.stderr[-2000:])
+    # these run beside others: an earlier run may already have finished them, and then the run completes
+    for stage in ["raw_svc", "bundle", "evaluate"]:
+        run = run_cli(*_run_args(csv, data), env=_fault(f"stage:{stage}"))
+        assert run.returncode in (KILLED, 0), (stage, run.returncode, run.stderr[-2000:])
+    again = run_cli(*_run_args(csv, data))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _metrics(again.stdout) == two_bundles["metrics"]
+    assert json.loads(again.stdout)["stages"]["ingest"]["status"] == "cached"
+    registry = _consistent(data)
+    assert registry.names() == ["v0001"] and registry.champion() == "v0001"

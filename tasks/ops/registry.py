@@ -73,6 +73,7 @@ class Registry:
 
     def __init__(self, root: str | Path):
         self.dir = Path(root) / "models"
+        self.repaired: list[str] = []  # what the last repair under this object's lock did
 
     # ------------------------------------------------------------------ reading
 
@@ -198,6 +199,7 @@ class Registry:
 
     def _recover(self) -> list[str]:
         done: list[str] = []
+        self.repaired = done
         staging = self.dir / ".staging"
         leftovers = [p for p in staging.iterdir()] if staging.is_dir() else []
         leftovers += list(self.dir.glob(".champion-*"))
