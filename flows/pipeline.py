@@ -19,12 +19,13 @@ from pydantic import BaseModel
 from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
 from tasks.catalog import BY_NAME
 from tasks.config import Config
+from tasks.core.report import render_stages
 from tasks.core.svm import grid
 from tasks.ingest import describe_source
 from tasks.register_model import register_model
 from tasks.store.artifacts import ArtifactRef, clean_staging
 from tasks.store.cache import describe
-from tasks.store.runlog import stage_logger, tracked_run
+from tasks.store.runlog import publish_markdown, stage_logger, tracked_run
 from tasks.svc_cv import svc_cv
 
 
@@ -100,4 +101,6 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
             where=", ".join(sorted({r["where"] for r in runs})))
     if until is None:
         result.model, result.model_is_new = register_model(result.artifacts["bundle"], root)
+    publish_markdown(render_stages({k: v.model_dump() for k, v in result.stages.items()}, result.engine),
+                     "marginflow-run", "where and how long each stage of this run ran")
     return result

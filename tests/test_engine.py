@@ -59,6 +59,13 @@ def test_local_cluster_gives_the_thread_engines_metrics_and_caches(prefect_api, 
     assert without_timings(_metrics(dask)) == without_timings(_metrics(threads))
     pids = {_pid(dask.stages[s].where) for s in SIDE}
     assert os.getpid() not in pids  # the stages ran in the worker processes
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:  # the run's stage table in the dashboard, with where each ran
+        tables = [a.data for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["marginflow-run"])), limit=200)]
+    assert any("(engine: dask)" in t and f"pid {min(pids)}" in t for t in tables)
     again = run_pipeline(config, str(tmp_path / "dask"))
     assert set(statuses(again).values()) == {"cached"}
     assert (again.model, again.model_is_new) == ("v0001", False)

@@ -167,3 +167,12 @@ def render_html(markdown: str, images: dict[str, bytes]) -> str:
     title = html.escape(markdown.splitlines()[0].lstrip("# "))
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def render_stages(stages: dict[str, dict[str, Any]], engine: str) -> str:
+    """Markdown table of one run's stages: status, seconds and where each ran (host and pid)."""
+    lines = [f"# marginflow run: stages (engine: {engine})", "", "| stage | status | seconds | where |",
+             "|:---|:---|---:|:---|"]
+    for name, s in stages.items():
+        lines.append(f"| {name} | {s['status']} | {s['seconds']:.2f} | {s['where']} |")
+    return "\n".join(lines) + "\n"
