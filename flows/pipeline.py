@@ -100,7 +100,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
             seconds=round(sum(r["seconds"] for r in runs), 3), artifact=f"{len(runs)} {SEARCH_TASK} points",
             where=", ".join(sorted({r["where"] for r in runs})))
     if until is None:
-        result.model, result.model_is_new = register_model(result.artifacts["bundle"], root)
+        result.model, result.model_is_new = register_model(futures["bundle"], root)  # one edge: from bundle
     publish_markdown(render_stages({k: v.model_dump() for k, v in result.stages.items()}, result.engine),
                      "marginflow-run", "where and how long each stage of this run ran")
     return result
