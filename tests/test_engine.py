@@ -167,3 +167,35 @@ def test_an_unreachable_cluster_is_one_line_and_nothing_written(prefect_api, tmp
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"marginflow: error: --dask-address {address}: no Dask scheduler")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_finished_task_that_dask_runs_again_is_a_cache_hit(prefect_api, tmp_path):
+    """prefect issue 15442: a worker dies holding a finished task's result; Dask runs the task
+    again elsewhere for the task that needs it, and the content cache makes that a hit."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.engine import task_runner
+    from tasks.config import EngineConfig, load_config
+    from tasks.ingest import describe_source, ingest
+    from tasks.scale import scale
+    from tasks.store.cache import describe
+
+    config = load_config(None, [], {"data.dataset": "iris"})
+    root = str(tmp_path / "data")
+    with task_runner(EngineConfig(kind="dask", workers=2), root) as runner:
+
+        @flow(task_runner=runner)
+        def killed_between():
+            first = ingest.submit(describe_source(config.data), config.data, root=root)
+            first.wait()
+            os.kill(_pid(describe(first.state)["where"]), signal.SIGKILL)
+            second = scale.submit(first, config.scale, root=root)
+            second.wait()
+            return first.task_run_id, describe(second.state)
+
+        task_run_id, scaled = killed_between()
+    assert scaled["status"] == "ran"
+    with get_client(sync_client=True) as client:
+        states = [s.name for s in client.read_task_run_states(task_run_id)]
+    assert states.count("Running") == 2 and states[-1] == "Cached", states  # ran once, then a hit
