@@ -208,23 +208,27 @@ def staging_prefix(kind: str) -> str:
     return f"{kind}.{socket.gethostname()}.{os.getpid()}."
 
 
-def _writer_alive(name: str) -> bool:
-    """False only for a staging folder written on this host by a process that no longer exists."""
-    try:
-        _kind, rest = name.split(".", 1)
-        host, pid, _random = rest.rsplit(".", 2)
-        pid_number = int(pid)
-    except ValueError:
-        return True  # not a name this module gives: leave it
+def process_alive(host: str, pid: int) -> bool:
+    """False only for a process of this host that no longer exists (another host's: assumed alive)."""
     if host != socket.gethostname():
-        return True  # another machine's writer: only that machine can tell
+        return True  # another machine's process: only that machine can tell
     try:
-        os.kill(pid_number, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     return True
+
+
+def _writer_alive(name: str) -> bool:
+    """False only for a staging folder written on this host by a process that no longer exists."""
+    try:
+        _kind, rest = name.split(".", 1)
+        host, pid, _random = rest.rsplit(".", 2)
+        return process_alive(host, int(pid))
+    except ValueError:
+        return True  # not a name this module gives: leave it
 
 
 def clean_staging(root: str | os.PathLike[str]) -> list[str]:

@@ -83,21 +83,6 @@ def publish_markdown(markdown: str, key: str, description: str) -> None:
 RUNS_DIR = "runs"
 
 
-def _alive_here(host: str, pid: int) -> bool:
-    import os
-    import socket
-
-    if host != socket.gethostname():
-        return True  # another machine's process: only that machine can tell
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _mark_crashed(flow_run_id: str, message: str) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
@@ -124,6 +109,8 @@ def tracked_run(root: str):
 
     from prefect.context import FlowRunContext
 
+    from tasks.store.artifacts import process_alive
+
     runs = Path(root) / RUNS_DIR
     marked: list[str] = []
     for record in sorted(runs.glob("*.json")) if runs.is_dir() else []:
@@ -133,7 +120,7 @@ def tracked_run(root: str):
         except (OSError, ValueError, KeyError, TypeError):
             record.unlink(missing_ok=True)
             continue
-        if not _alive_here(host, pid):
+        if not process_alive(host, pid):
             if _mark_crashed(run_id, f"its process ({host} pid {pid}) was killed before the run ended"):
                 marked.append(run_id)
             record.unlink(missing_ok=True)
