@@ -15,7 +15,7 @@ from typing import Any
 
 from flows.plan import CHOICES, STAGES, stage_name
 from tasks.config import BUILTIN_DATASETS
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 
 EPHEMERAL_TIMEOUT_S = 90
 
@@ -250,7 +250,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     try:
         schedule = Cron(args.cron, timezone=args.timezone)
     except Exception as e:  # croniter / pydantic reject the expression or time zone
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"--cron {args.cron!r}: not a valid cron schedule ({first})") from None
     from prefect.types.entrypoint import EntrypointType
 

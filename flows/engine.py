@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.config import Config, EngineConfig
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 
 CONNECT_TIMEOUT_S = 10
 WORKER_WAIT_S = 60
@@ -111,7 +111,7 @@ def _connect(address: str):
     try:
         client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise InputError(f"--dask-address {address}: no Dask scheduler answers there ({reason})") from None
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)

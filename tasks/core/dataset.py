@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import DataConfig
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactRef, sha256_file, sha256_text
 from tasks.store.tables import LABEL, SPLIT, SPLITS
 
@@ -157,11 +157,11 @@ def read_frame(path: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: file is empty") from None
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"{path}: unreadable file ({first})") from None
     except Exception as e:  # pyarrow raises its own types for corrupt files
         if type(e).__module__.startswith("pyarrow"):
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             raise InputError(f"{path}: unreadable file ({first})") from None
         raise
     if len(df) == 0:

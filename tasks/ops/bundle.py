@@ -33,7 +33,7 @@ import numpy as np
 from tasks.core.networks import check_keras_layers, cut_at_features, embed, load_encoder
 from tasks.core.scaling import apply_scaler
 from tasks.core.svm import SVC_TYPES, check_skops_types, load_svc
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
 
 FORMAT = "marginflow-bundle/2"
@@ -89,12 +89,11 @@ def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, A
     w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files)})
 
 
-def verify(path: str | Path) -> dict[str, Any]:
-    """Check a bundle directory against its manifest; returns the manifest.
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A bundle's manifest, checked for its format and the files it must list (nothing is hashed).
 
     Raises:
-        BundleError: not a directory, no or unreadable manifest, a file missing, or a hash
-            that differs (one line naming the file).
+        BundleError: not a directory, no or unreadable manifest, or a file it does not list.
     """
     root = Path(path)
     if not root.is_dir():
@@ -112,7 +111,18 @@ def verify(path: str | Path) -> dict[str, Any]:
     for name in FILES:
         if name not in listed:
             raise BundleError(f"{root / MANIFEST}: does not list {name}")
-    bad = damaged_file(root, listed)
+    return manifest
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """Check a bundle directory against its manifest (every file re-hashed); returns the manifest.
+
+    Raises:
+        BundleError: as `read_manifest`, or a file missing, or a hash that differs (one line naming the file).
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    bad = damaged_file(root, manifest["files"])
     if bad is not None:
         name, what = bad
         if what == "missing":
@@ -130,15 +140,16 @@ def static_problem(path: str | Path) -> str | None:
     """
     try:
         verify(path)
-    except BundleError as e:
-        return str(e)
-    root = Path(path)
-    try:
-        check_skops_types(root / "svc.skops", SVC_TYPES)
-        check_keras_layers(root / "encoder.keras")
-    except ValueError as e:
+        _check_types(Path(path))
+    except ValueError as e:  # BundleError is one
         return str(e)
     return None
+
+
+def _check_types(root: Path) -> None:
+    """Refuse model files that name types marginflow never writes (read from the files, nothing loaded)."""
+    check_skops_types(root / "svc.skops", SVC_TYPES)
+    check_keras_layers(root / "encoder.keras")
 
 
 class Bundle:
@@ -153,10 +164,11 @@ class Bundle:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        problem = static_problem(self.path)
-        if problem is not None:
-            raise BundleError(problem)
         self.manifest = verify(self.path)
+        try:
+            _check_types(self.path)
+        except ValueError as e:
+            raise BundleError(str(e)) from None
         labels = json.loads((self.path / "labels.json").read_text())
         self.classes_ = np.asarray(labels["classes"], dtype=object if any(isinstance(c, str) for c in labels["classes"]) else None)
         self.label = labels.get("label")
@@ -168,18 +180,18 @@ class Bundle:
             self.encoder = load_encoder(self.path / "encoder.keras")
             self.feature_model = cut_at_features(self.encoder)
         except Exception as e:  # Keras raises many types for a file it will not load
-            raise BundleError(f"{self.path / 'encoder.keras'}: cannot load ({_first_line(e)})") from None
+            raise BundleError(f"{self.path / 'encoder.keras'}: cannot load ({first_line(e)})") from None
         try:
             self.svc = load_svc(self.path / "svc.skops")
         except Exception as e:
-            raise BundleError(f"{self.path / 'svc.skops'}: cannot load ({_first_line(e)})") from None
+            raise BundleError(f"{self.path / 'svc.skops'}: cannot load ({first_line(e)})") from None
         try:
             self.scaler = {"mean": np.asarray(self.scaler["mean"], dtype=np.float64),
                            "scale": np.asarray(self.scaler["scale"], dtype=np.float64)}
             if self.scaler["mean"].shape != (self.n_features_in_,) or self.scaler["scale"].shape != (self.n_features_in_,):
                 raise ValueError(f"mean and scale must hold {self.n_features_in_} values")
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{self.path / 'scaler.json'}: not a scaler for this model ({_first_line(e)})") from None
+            raise BundleError(f"{self.path / 'scaler.json'}: not a scaler for this model ({first_line(e)})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
@@ -256,8 +268,3 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise BundleError(f"{path}: config must be a JSON object")
     return config
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -32,9 +32,9 @@ def to_estimator(bundle: Bundle) -> MarginClassifier:
             return None
         return {k: v for k, v in section.items() if k in SECTIONS[name].model_fields}
 
-    seed = (bundle.config.get("encoder") or {}).get("seed", 0) if isinstance(bundle.config.get("encoder"), dict) else 0
-    model = MarginClassifier("features_svc", scale=known("scale"), encoder=known("encoder"),
-                             features=known("features"), svc=known("svc"), random_state=seed)
+    encoder = known("encoder")
+    model = MarginClassifier("features_svc", scale=known("scale"), encoder=encoder, features=known("features"),
+                             svc=known("svc"), random_state=(encoder or {}).get("seed", 0))
     model.classes_ = bundle.classes_
     model.n_features_in_ = bundle.n_features_in_
     model.feature_names_in_ = np.asarray(bundle.feature_names_in_, dtype=object)

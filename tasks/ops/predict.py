@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 from tasks.ops.bundle import Bundle, check_columns
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
@@ -38,7 +38,7 @@ def _columns(path: Path) -> list[str]:
         if name.endswith((".csv", ".csv.gz")):
             return [str(c) for c in pd.read_csv(path, nrows=0).columns]
     except Exception as e:  # unreadable header: one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"{path}: unreadable file ({first})") from None
     raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
 
@@ -66,7 +66,7 @@ def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.Data
     except Exception as e:  # pyarrow and pandas raise their own types for a corrupt file
         if isinstance(e, OSError | EOFError | UnicodeDecodeError | ValueError | pd.errors.ParserError) \
                 or type(e).__module__.startswith("pyarrow"):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InputError(f"{path}: unreadable file ({first})") from None
         raise
 

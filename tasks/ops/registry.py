@@ -44,7 +44,7 @@ from pydantic import BaseModel
 
 from tasks import faults
 from tasks.errors import InputError
-from tasks.ops.bundle import Bundle, BundleError, bundle_identity, static_problem, verify
+from tasks.ops.bundle import Bundle, BundleError, bundle_identity, read_manifest, static_problem
 
 VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
@@ -178,14 +178,15 @@ class Registry:
             f.flush()
             os.fsync(f.fileno())
 
+    def _identity(self, name: str) -> str | None:
+        """A version's identity from its manifest (None when unreadable); its files are checked on loading."""
+        try:
+            return bundle_identity(read_manifest(self.dir / name)["files"])
+        except BundleError:
+            return None
+
     def _find(self, identity: str) -> str | None:
-        for name in self.names():
-            try:
-                if bundle_identity(verify(self.dir / name)["files"]) == identity:
-                    return name
-            except BundleError:
-                continue
-        return None
+        return next((name for name in self.names() if self._identity(name) == identity), None)
 
     def recover(self) -> list[str]:
         """Repair what an interrupted registration or promotion left (under the lock); returns what it did.
@@ -215,11 +216,8 @@ class Registry:
         logged = {e.get("version") for e in history if e.get("event") == "registered"}
         for name in names:
             if name not in logged:
-                try:
-                    identity = bundle_identity(verify(self.dir / name)["files"])
-                except BundleError:
-                    identity = None
-                self._log({"event": "registered", "version": name, "identity": identity, "repaired": True})
+                self._log({"event": "registered", "version": name, "identity": self._identity(name),
+                           "repaired": True})
                 done.append(f"restored the history line of {name}")
         try:
             champion = self.champion()
@@ -253,8 +251,7 @@ class Registry:
         Raises:
             BundleError: the bundle does not verify or load.
         """
-        Bundle.load(bundle_dir)  # hashes, allowed types, safe deserialisation: before anything is written
-        identity = bundle_identity(verify(bundle_dir)["files"])
+        identity = Bundle.load(bundle_dir).identity  # hashes, allowed types, safe loading: before anything is written
         with self._locked():
             self._recover()
             existing = self._find(identity)

@@ -32,6 +32,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -305,8 +306,6 @@ def stage(name: str):
 
 def describe(state) -> dict[str, Any]:
     """``{"status", "seconds", "where"}`` of a finished stage state (from its message)."""
-    import re
-
     m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s on (.+)", state.message or "")
     if m is None:
         return {"status": "cached" if state.name == "Cached" else "ran", "seconds": float("nan"), "where": "?"}

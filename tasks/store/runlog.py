@@ -9,6 +9,8 @@ import contextlib
 import logging
 from typing import Any
 
+from tasks.store.artifacts import process_alive
+
 
 def in_prefect_run() -> bool:
     from prefect.context import FlowRunContext, TaskRunContext
@@ -108,8 +110,6 @@ def tracked_run(root: str):
     from pathlib import Path
 
     from prefect.context import FlowRunContext
-
-    from tasks.store.artifacts import process_alive
 
     runs = Path(root) / RUNS_DIR
     marked: list[str] = []
