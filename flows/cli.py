@@ -8,9 +8,11 @@ Exit codes: 0 success, 2 bad input or config (one line naming the file, column o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from flows.plan import CHOICES, STAGES, stage_name
@@ -51,6 +53,11 @@ def _common(p: argparse.ArgumentParser, refresh: bool = True, json_flag: bool = 
     if json_flag:
         p.add_argument("--json", action="store_true",
                        help="print one JSON object (per stage: ran or cached, seconds, artifact; and the metrics)")
+    out = p.add_argument_group("terminal output")
+    out.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress display and no log lines: only errors and the final result lines")
+    out.add_argument("--log-file", metavar="FILE",
+                     help="also append every log line of the run (stages, epochs, decisions) to FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate -> bundle.",
         epilog="Exit codes: 0 ok, 2 bad input or config, 1 internal error.",
     )
+    parser.add_argument("--version", action="version", version=f"marginflow {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="run the whole pipeline and register its model; unchanged stages come from the cache",
                          description="Run every stage; a stage whose inputs, config section and code are unchanged is "
@@ -87,9 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--name", default="scheduled", metavar="NAME", help="deployment name (default: scheduled)")
     _common(sv, refresh=False, json_flag=False)
     ms = sub.add_parser("models", help="list the registered model versions; * marks the champion",
-                        description="List the model registry of the data root: versions, test metrics, champion.")
+                        description="List the model registry of the data root: versions, test metrics, champion, "
+                                    "the config keys each version's model was made with that differ from the "
+                                    "defaults, and the flow run that registered it.")
     _data_dir(ms)
     ms.add_argument("--json", action="store_true", help="print the versions as JSON")
+    cp = sub.add_parser("compare", help="two model versions side by side: metrics and config",
+                        description="Print the test metrics of two versions and every config key of their models "
+                                    "that differs (--all: every key), with the flow runs that registered them.")
+    cp.add_argument("a", metavar="A", help="a version (v0001, 1) or champion")
+    cp.add_argument("b", metavar="B", help="a version (v0002, 2) or champion")
+    cp.add_argument("--all", action="store_true", help="show every config key, not only those that differ")
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _data_dir(cp)
     pr = sub.add_parser("promote", help="make a model version the champion (also to roll back)",
                         description="Point the champion at VERSION (v0003, 3); the change is atomic.")
     pr.add_argument("version", metavar="VERSION")
@@ -102,10 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--model", default="champion", metavar="VERSION", help="a version (v0003) or champion (default)")
     pd_.add_argument("--batch-rows", type=int, default=10_000, metavar="N", help="rows per batch (default 10000)")
     _data_dir(pd_)
-    db = sub.add_parser("dashboard", help="start the Prefect server and dashboard on 127.0.0.1 (foreground)",
-                        description="Start `prefect server` on 127.0.0.1 and print the dashboard URL and the "
-                                    "PREFECT_API_URL for other shells.")
+    db = sub.add_parser("dashboard", help="start the Prefect server and dashboard (foreground)",
+                        description="Start `prefect server` on HOST:PORT and print the dashboard URL and the "
+                                    "PREFECT_API_URL for other shells. The dashboard's own API address follows "
+                                    "--host and --port.")
     db.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    db.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines, with "
+                         "--public-host naming this machine)")
+    db.add_argument("--public-host", metavar="NAME",
+                    help="host name browsers and workers use to reach this server (default: --host, or "
+                         "this machine's name when --host is 0.0.0.0)")
     return parser
 
 
@@ -157,19 +182,37 @@ def _preflight(config, args: argparse.Namespace) -> None:
     check_against_data(config.encoder, len(meta["feature_names"]), str(meta["source"]))
 
 
-def _summary(result, metrics: dict[str, Any] | None, report) -> str:
-    """Terminal report: the markdown report (if evaluate ran), then the stage table."""
-    lines = [""]
-    if report is not None:
-        lines += [report.file("report.md").read_text().rstrip(), ""]
-    lines.append(f"{'stage':<18}{'status':<8}{'seconds':>9}  {'where':<22}artifact")
+def _summary(result, metrics: dict[str, Any] | None) -> str:
+    """Terminal result: the stage table, the metrics line and where the report is."""
+    lines = ["", f"{'stage':<18}{'status':<8}{'seconds':>9}{'waited':>8}  {'where':<22}artifact"]
     for name, s in result.stages.items():
-        lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}  {s.where[:21]:<22}{s.artifact}")
+        waited = f"{s.waited:>8.2f}" if s.waited >= 0.005 else f"{'':>8}"
+        lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}{waited}  {s.where[:21]:<22}{s.artifact}")
+    lines.append("(seconds: the stage's own work; waited: time spent waiting for another stage's Keras fit "
+                 "or library import)")
     if metrics:
-        lines += ["", f"{metrics['source']}: test accuracy {metrics['accuracy']:.4f}, "
-                      f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows",
-                  f"report: {report.file('report.md')}"]
+        lines += ["", _metrics_line(metrics)]
+    if result.report:
+        lines += [f"report: {result.report}/report.html", f"        {result.report}/report.md"]
     return "\n".join(lines)
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    return (f"{metrics['source']}: test accuracy {metrics['accuracy']:.4f}, "
+            f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows")
+
+
+@contextlib.contextmanager
+def _terminal(args: argparse.Namespace) -> Iterator[None]:
+    """Progress display (TTY), plain logs (no TTY) or nothing (--quiet, --json); --log-file in every case."""
+    import logging
+
+    from flows.progress import live_display, log_setup
+
+    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not args.quiet
+    level = logging.ERROR if args.quiet else logging.WARNING if live else None  # None: Prefect's plain lines
+    with log_setup(args.log_file, level, keep_level=True), live_display(live):
+        yield
 
 
 def _pipeline_command(args: argparse.Namespace) -> int:
@@ -190,7 +233,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
     from flows.engine import prefect_api, run_pipeline
     from tasks.store.artifacts import read_json
 
-    with prefect_api(config.engine):
+    with prefect_api(config.engine), _terminal(args):
         result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
     report = result.artifacts.get("evaluate")
     metrics = read_json(report, "metrics.json") if report else None
@@ -198,14 +241,20 @@ def _pipeline_command(args: argparse.Namespace) -> int:
         out = {
             "stages": {k: v.model_dump() for k, v in result.stages.items()},
             "metrics": metrics,
-            "report": str(report.file("report.md")) if report else None,
+            "report": f"{result.report}/report.md" if result.report else None,
+            "report_html": f"{result.report}/report.html" if result.report else None,
             "model": result.model,
             "engine": config.engine.kind,
             "data_dir": os.path.abspath(args.data_dir),
+            "flow_run_id": result.flow_run_id,
+            "flow_run_name": result.flow_run_name,
         }
         print(json.dumps(out, indent=2))
     else:
-        print(_summary(result, metrics, report))
+        if args.quiet:
+            print(_metrics_line(metrics) if metrics else f"stage {args.name}: {result.stages[stage_name(args.name)].status}")
+        else:
+            print(_summary(result, metrics))
         if result.model:
             from tasks.ops.registry import Registry
 
@@ -228,7 +277,8 @@ def _retrain_command(args: argparse.Namespace) -> int:
         if config.engine.address:  # refuse an unreachable cluster here, not from inside the flow run
             with task_runner(config.engine, os.path.abspath(args.data_dir)):
                 pass
-        decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
+        with _terminal(args):
+            decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
     if args.json:
         print(json.dumps(decision.model_dump(), indent=2))
     else:
@@ -293,13 +343,17 @@ def _models_command(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no models registered in {os.path.abspath(args.data_dir)}/models (run `marginflow run`)")
         return 0
-    print(f"  {'version':<9}{'created (UTC)':<27}{'source':<22}{'accuracy':>9}{'macro-F1':>10}")
+    from tasks.config import shown
+
+    print(f"  {'version':<9}{'created (UTC)':<27}{'source':<16}{'accuracy':>9}{'macro-F1':>10}  {'run':<20}"
+          "config changes from defaults")
     for v in versions:
         m = v.metrics
-        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-21:]:<22}"
-              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}"
+        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-15:]:<16}"
+              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}  "
+              f"{str(v.run.get('flow_run_name') or '-')[:19]:<20}{shown(v.changes)}"
               + ("  REFUSED: will not load" if v.problem else ""))
-    print("* champion")
+    print("* champion; `marginflow compare A B` shows two versions side by side")
     for v in versions:
         if v.problem:
             print(f"{v.version}: {v.problem}")
@@ -307,6 +361,8 @@ def _models_command(args: argparse.Namespace) -> int:
 
 
 def _promote_command(args: argparse.Namespace) -> int:
+    import logging
+
     from tasks.ops.registry import RegistryError
 
     registry = _registry(args)
@@ -316,6 +372,25 @@ def _promote_command(args: argparse.Namespace) -> int:
         before = "a damaged pointer"
     name = registry.promote(args.version, reason="promoted by hand (marginflow promote)")
     print(f"champion: {name} (was {before})")
+    if os.environ.get("PREFECT_API_URL"):  # keep the dashboard's models table current
+        from flows.progress import log_setup
+        from flows.promote import promoted
+
+        try:
+            with log_setup(None, None if os.environ.get("MARGINFLOW_DEBUG") else logging.ERROR, keep_level=True):
+                promoted(version=name, data_dir=os.path.abspath(args.data_dir))
+        except Exception as e:  # the promotion is done; a dashboard that is down must not undo that
+            print(f"marginflow: warning: models table not published to the dashboard ({first_line(e)})",
+                  file=sys.stderr)
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    from tasks.ops.compare import compare_versions, render_comparison
+
+    registry = _registry(args)
+    result = compare_versions(registry.version(args.a), registry.version(args.b), everything=args.all)
+    print(json.dumps(result, indent=2) if args.json else render_comparison(result))
     return 0
 
 
@@ -328,13 +403,30 @@ def _predict_command(args: argparse.Namespace) -> int:
     path = _registry(args).path(args.model)
     model = Bundle.load(path)
 
-    def progress(n: int) -> None:
-        print(f"\rpredicted {n} rows", end="", file=sys.stderr, flush=True)
+    tty = sys.stderr.isatty()
 
-    n = predict_file(model, args.input, args.output, args.batch_rows, progress=progress)
-    print(file=sys.stderr)
+    def progress(n: int) -> None:  # a counter that rewrites itself, on a terminal only
+        print(f"\rpredicting: {n} rows so far", end="", file=sys.stderr, flush=True)
+
+    n = predict_file(model, args.input, args.output, args.batch_rows, progress=progress if tty else None)
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(f"{n} rows predicted with {path.name} -> {args.output}")
     return 0
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when a server could listen on ``host:port`` now. SO_REUSEADDR, as the server itself
+    uses: a port whose last server just stopped (its sockets in TIME_WAIT) is free."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _dashboard_command(args: argparse.Namespace) -> int:
@@ -342,18 +434,22 @@ def _dashboard_command(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port {args.port}: not a TCP port (1-65535)")
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", args.port))
-        except OSError:
-            raise InputError(f"--port {args.port}: already in use on 127.0.0.1 (a server may be running there; "
-                             f"choose another port)") from None
-    url = f"http://127.0.0.1:{args.port}"
+    try:
+        socket.getaddrinfo(args.host, args.port)
+    except OSError:
+        raise InputError(f"--host {args.host}: not an address of this machine") from None
+    if not port_free(args.host, args.port):
+        raise InputError(f"--port {args.port}: already in use on {args.host} (a server may be running there; "
+                         f"choose another port)")
+    public = args.public_host or (socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host)
+    url = f"http://{public}:{args.port}"
     print(f"Prefect dashboard: {url}\nIn other shells:  export PREFECT_API_URL={url}/api\nCtrl-C stops the server.",
           flush=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # the browser UI calls the API at this address: it must follow --host/--port (Prefect's default is :4200)
+           "PREFECT_UI_API_URL": f"{url}/api"}
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     # replace this process, so Ctrl-C and kill reach the server itself and leave no orphan
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
@@ -361,7 +457,7 @@ def _dashboard_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _pipeline_command, "stage": _pipeline_command, "retrain": _retrain_command,
             "serve": _serve_command, "models": _models_command, "promote": _promote_command,
-            "predict": _predict_command, "dashboard": _dashboard_command}
+            "predict": _predict_command, "dashboard": _dashboard_command, "compare": _compare_command}
 
 
 def _execute(args: argparse.Namespace) -> int:
@@ -372,7 +468,25 @@ def _execute(args: argparse.Namespace) -> int:
         return 2
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marginflow")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _quiet_third_parties() -> None:
+    """Silence warnings that say nothing to a marginflow user on every run."""
+    import warnings
+
+    # requests probes for SOCKS proxy support at import; without PySocks urllib3 warns, proxy or not
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3 requires")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_third_parties()
     args = build_parser().parse_args(argv)
     # no telemetry from the temporary server (the machines this runs on are often offline)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -14,26 +14,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, unmapped
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
 from tasks.catalog import BY_NAME
-from tasks.config import Config
-from tasks.core.report import render_stages
+from tasks.config import Config, changes, run_name, source_name
+from tasks.core.report import inline_images, render_stages
 from tasks.core.svm import grid
 from tasks.ingest import describe_source
+from tasks.ops.runreport import RunInfo, report_dir, write_run_report
 from tasks.register_model import register_model
 from tasks.store.artifacts import ArtifactRef, clean_staging
 from tasks.store.cache import describe
-from tasks.store.runlog import publish_markdown, stage_logger, tracked_run
+from tasks.store.progress import emit
+from tasks.store.runlog import add_tags, current_flow_run, publish_markdown, publish_table, stage_logger, tracked_run
 from tasks.svc_cv import svc_cv
 
 
 class StageRun(BaseModel):
     status: Literal["ran", "cached"]
-    seconds: float
+    seconds: float  # the stage's own work
     artifact: str
     where: str = ""
+    waited: float = 0.0  # seconds it waited for the Keras lock (other fits running), not in ``seconds``
 
 
 class PipelineResult(BaseModel):
@@ -42,9 +46,34 @@ class PipelineResult(BaseModel):
     model: str | None = None  # the registry version of this run's bundle (full runs only)
     model_is_new: bool = False
     engine: str = "threads"  # config.engine.kind: where the tasks ran (each stage's worker: StageRun.where)
+    report: str | None = None  # this run's report folder (report.md, report.html), when it evaluated
+    flow_run_id: str = ""
+    flow_run_name: str = ""
 
 
-@flow(name="marginflow-pipeline", description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
+def flow_run_name(prefix: str = ""):
+    """A flow's ``flow_run_name``: ``<prefix><source>-<config digest>`` (`tasks.config.run_name`)
+    from the run's ``config`` parameter, so runs of one source and config share a name."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        config = flow_run.parameters.get("config")
+        try:
+            return prefix + run_name(config if isinstance(config, Config) else Config.model_validate(config))
+        except Exception:  # a name is never worth failing a run over
+            return prefix + "marginflow-run"
+
+    return name
+
+
+def run_tags(config: Config) -> list[str]:
+    """The tags of a run: the tool, the data source, each approach compared (and later the model version)."""
+    return ["marginflow", f"dataset:{source_name(config.data)}", *(f"approach:{a}" for a in config.evaluate.approaches)]
+
+
+@flow(name="marginflow-pipeline", flow_run_name=flow_run_name(),
+      description="SVM-style classifiers: encoder features -> SVC, compared with four other approaches")
 def pipeline(
     config: Config,
     data_dir: str = "data",
@@ -74,10 +103,14 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     plan = stages_needed(config.evaluate.approaches, until)
     futures: dict[str, Any] = {}
     searches: dict[str, Any] = {}
+    emit("plan", stages=[stage.name for stage in plan])
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
-        args = [futures[name] for name in stage.inputs] or [describe_source(config.data)]
-        kwargs: dict[str, Any] = {"config": stage_config(config, stage), "root": root}
+        # everything but the upstream futures goes in quote(): Prefect links task results, and each
+        # of their fields, to their task by id(), so a shared string (an interned artifact kind
+        # such as "report") inside a plain argument would add a false edge to the graph
+        args = [futures[name] for name in stage.inputs] or [quote(describe_source(config.data))]
+        kwargs: dict[str, Any] = {"config": quote(stage_config(config, stage)), "root": quote(root)}
         if stage.models:
             kwargs["models"] = {a: futures[BY_NAME[a].stage] for a in config.evaluate.approaches}
         if stage.search and config.svc.search:
@@ -90,17 +123,34 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     for stage in plan:  # in table order, so the first failure raised is the earliest stage's own
         ref = futures[stage.name].result().at(root)
         info = describe(futures[stage.name].state)
-        result.stages[stage.name] = StageRun(status=info["status"], seconds=info["seconds"], artifact=str(ref.dir),
-                                             where=info["where"])
+        result.stages[stage.name] = StageRun(artifact=str(ref.dir), **info)
+        emit("stage_done", stage=stage.name, **info)  # the terminal's display, also for stages run elsewhere
         result.artifacts[stage.name] = ref
     for name, cv in searches.items():
         runs = [describe(f.state) for f in cv]
         result.stages[f"{name}.cv"] = StageRun(
             status="ran" if any(r["status"] == "ran" for r in runs) else "cached",
-            seconds=round(sum(r["seconds"] for r in runs), 3), artifact=f"{len(runs)} {SEARCH_TASK} points",
+            seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
+            artifact=f"{len(runs)} {SEARCH_TASK} points",
             where=", ".join(sorted({r["where"] for r in runs})))
+    result.flow_run_id, result.flow_run_name = current_flow_run()
+    info = RunInfo(flow_run_id=result.flow_run_id, flow_run_name=result.flow_run_name,
+                   changes=changes(config.model_dump(mode="json")), engine=config.engine.kind)
+    evaluated = "evaluate" in result.artifacts
     if until is None:
-        result.model, result.model_is_new = register_model(futures["bundle"], root)  # one edge: from bundle
+        run = {"flow_run_id": info.flow_run_id, "flow_run_name": info.flow_run_name,
+               "report": str(report_dir(root, info)) if evaluated else None}
+        result.model, result.model_is_new = register_model(futures["bundle"], quote(root), quote(run))  # edge: bundle
+        info = info.model_copy(update={"version": result.model, "new_version": result.model_is_new})
+    add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []))
+    if evaluated:  # on every run, cached or not: the report of this run, with its version, date and run id
+        report = write_run_report(root, result.artifacts["evaluate"], info, config.evaluate.digits)
+        result.report = report.dir
+        images = {name: Path(path).read_bytes() for name, path in report.images.items()}
+        publish_markdown(inline_images(report.markdown, images), "marginflow-report",
+                         f"marginflow report of this run ({report.dir})")
+        publish_table(report.table, "marginflow-approaches",
+                      f"{config.data.dataset or config.data.input}: approaches compared on the same test rows")
     publish_markdown(render_stages({k: v.model_dump() for k, v in result.stages.items()}, result.engine),
                      "marginflow-run", "where and how long each stage of this run ran")
     return result

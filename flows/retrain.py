@@ -22,14 +22,16 @@ from pathlib import Path
 from prefect import flow
 
 from flows.engine import run_pipeline
+from flows.pipeline import flow_run_name, run_tags
 from tasks.choose_champion import choose_champion
 from tasks.config import Config
 from tasks.ops.promotion import Decision
 from tasks.ops.registry import Registry
-from tasks.store.runlog import tracked_run
+from tasks.store.runlog import add_tags, tracked_run
 
 
-@flow(name="marginflow-retrain", description="Retrain on the configured source; promote the challenger if it is at least as good")
+@flow(name="marginflow-retrain", flow_run_name=flow_run_name("retrain-"),
+      description="Retrain on the configured source; promote the challenger if it is at least as good")
 def retrain(config: Config, data_dir: str = "data") -> Decision:
     """Run the pipeline, register its model, and promote it over the champion if good enough."""
     root = str(Path(data_dir).resolve())
@@ -38,4 +40,7 @@ def retrain(config: Config, data_dir: str = "data") -> Decision:
         registry.recover()
         before = registry.champion()
         result = run_pipeline(config, root)
-        return choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)
+        decision = choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)
+        add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []),
+                 *(["promoted"] if decision.promoted else []))
+        return decision

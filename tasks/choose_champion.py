@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 
+from tasks._publish import publish_models
 from tasks.config import RetrainConfig
 from tasks.ops.promotion import Decision, choose, markdown
+from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.runlog import publish_markdown, stage_logger
 
@@ -22,4 +24,5 @@ def choose_champion(dataset: ArtifactRef, challenger: str | None, before: str | 
     decision = choose(dataset.at(root), challenger, before, config, root)
     stage_logger().info("retrain decision: %s", decision.reason)
     publish_markdown(markdown(decision), "marginflow-decision", "champion/challenger decision of this retrain run")
+    publish_models(Registry(root))
     return decision

@@ -331,3 +331,68 @@ def load_config(
     except ValidationError as e:
         where = f"{path}: " if path else ""
         raise InputError(where + _describe(e)) from None
+
+
+# --------------------------------------------------------------------------- describing a config
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"svc": {"C": 3}}`` -> ``{"svc.C": 3}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def changes(config: dict[str, Any], sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The keys of ``config`` (a config as JSON, whole or some sections) that differ from the defaults.
+
+    Args:
+        sections: only these sections (default: those ``config`` has, ``engine`` left out:
+            where a run ran does not change what it computes).
+    Returns:
+        ``{"svc.C": 3.0, ...}`` in key order; the built-in default source (``data.dataset``)
+        counts as a change when another source is used.
+    """
+    defaults = flatten(Config().model_dump(mode="json"))
+    names = sections or tuple(s for s in config if s != "engine")
+    mine = flatten({s: config[s] for s in names if s in config})
+    return {k: v for k, v in sorted(mine.items()) if k not in defaults or defaults[k] != v}
+
+
+def shown(values: dict[str, Any]) -> str:
+    """``svc.C=3 encoder.hidden=[64,32]``: a changes dict on one line (``defaults`` when empty)."""
+    import json
+
+    if not values:
+        return "defaults"
+    return " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                    for k, v in values.items())
+
+
+def source_name(data: DataConfig) -> str:
+    """A short name of the data source: the built-in dataset, or the input file's or folder's stem."""
+    if data.input is None:
+        return str(data.dataset)
+    from pathlib import Path
+
+    name = Path(str(data.input).rstrip("/")).name
+    for suffix in (".gz", ".csv", ".parquet"):
+        name = name.removesuffix(suffix)
+    return name or "input"
+
+
+def run_name(config: Config) -> str:
+    """A flow run's name: ``<source>-<first 8 hex of the config's digest>`` (``digits-3fa2c1d0``).
+
+    Equal for runs of the same source and config, whatever the engine; different otherwise.
+    """
+    import hashlib
+    import json
+
+    material = json.dumps(config.model_dump(mode="json", exclude={"engine"}), sort_keys=True)
+    return f"{source_name(config.data)}-{hashlib.sha256(material.encode()).hexdigest()[:8]}"

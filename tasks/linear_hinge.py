@@ -1,6 +1,6 @@
 """Stage linear_hinge (approach ``linear_hinge``): a linear Keras model with hinge loss and the SVM's L2 penalty.
 
-Output artifact ``linear_hinge``: ``model.keras``, ``predictions.json``, ``timing.json``.
+Output artifact ``linear_hinge``: ``model.keras``, ``history.json``, ``predictions.json``, ``timing.json``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from tasks.core.margin_models import build_linear_hinge, fit_keras_margin, keras
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
+from tasks.store.runlog import epoch_progress
 from tasks.store.tables import split_matrices
 
 
@@ -18,6 +19,8 @@ def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> A
     """Fit on the ``scaled`` artifact's train rows; write the ``linear_hinge`` artifact."""
     data, meta = split_matrices(scaled)
     k, (n, d) = len(meta["classes"]), data["train"][0].shape
-    model, fit_seconds = fit_keras_margin(lambda: build_linear_hinge(d, k, n, config), data, k, config.loss, config)
+    model, fit_seconds, history = fit_keras_margin(lambda: build_linear_hinge(d, k, n, config), data, k, config.loss,
+                                                   config, callbacks=(epoch_progress(config.epochs, "linear_hinge"),))
     return write_model_artifact(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()},
-                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), data, fit_seconds)
+                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), data, fit_seconds,
+                                extra={"history.json": history})

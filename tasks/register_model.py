@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 
+from tasks._publish import publish_models
 from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.runlog import stage_logger
 
 
 @task(name="register_model")
-def register_model(bundle: ArtifactRef, root: str) -> tuple[str, bool]:
+def register_model(bundle: ArtifactRef, root: str, run: dict[str, Any] | None = None) -> tuple[str, bool]:
     """Register ``bundle`` under ``root``'s registry; returns (version, newly added).
 
     A bundle whose identity is already a version is recognised and not registered twice.
+    ``run`` (flow run id and name, report path) is recorded with a new version. The registry
+    is published as the ``marginflow-models`` table artifact.
     """
     registry = Registry(root)
-    version, new = registry.register(bundle.at(root).dir)
+    version, new = registry.register(bundle.at(root).dir, run=run)
     log = stage_logger()
     if registry.repaired:
         log.warning("registry repaired: %s", "; ".join(registry.repaired))
     log.info("model %s %s", version, "registered" if new else "already registered (same model)")
+    publish_models(registry)
     return version, new
+

@@ -50,10 +50,17 @@ def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
     assert out["metrics"] == digits_cold["metrics"]
 
 
-def test_human_output_shows_the_report(digits_cold, digits_dir):
+def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digits_cold, digits_dir):
     proc = run_cli("run", "--dataset", "digits", "--data-dir", str(digits_dir))
     assert proc.returncode == 0
-    assert "| test accuracy |" in proc.stdout and "train_encoder     cached" in proc.stdout
+    assert "train_encoder     cached" in proc.stdout
+    assert "| test accuracy |" not in proc.stdout  # the report is a file, not printed
+    tail = proc.stdout.strip().splitlines()[-4:]
+    assert tail[0].startswith("digits: test accuracy ")
+    html, md = Path(tail[1].removeprefix("report: ")), Path(tail[2].strip())
+    assert html.name == "report.html" and md.name == "report.md" and html.parent == md.parent
+    assert html.is_file() and "| test accuracy |" in md.read_text()
+    assert tail[3].startswith("model: v0001")
 
 
 def test_cache_survives_a_fresh_prefect_home_and_temporary_server(digits_cold, digits_dir, tmp_path):

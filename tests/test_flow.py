@@ -102,7 +102,10 @@ def test_every_approach_is_scored(first):
         assert sum(map(sum, a["confusion"])) == metrics["n_test"]
     report = Path(first[2].stages["evaluate"].artifact)
     html = (report / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(list(report.glob("*.png"))) == 7
+    # the bar chart, a confusion matrix per approach, training curves of the encoder and each Keras approach
+    curves = {p.name for p in report.glob("curves_*.png")}
+    assert curves == {"curves_encoder.png", "curves_linear_hinge.png", "curves_deep_hinge.png", "curves_rff_svm.png"}
+    assert html.count("data:image/png;base64,") == len(list(report.glob("*.png"))) == 1 + len(NAMES) + 4
 
 
 def test_selected_approaches_only(prefect_api, csv, tmp_path):

@@ -100,7 +100,8 @@ def load_builtin(name: str) -> Table:
     names = [str(n) for n in getattr(bunch, "feature_names", [])] or [
         f"x{i}" for i in range(bunch.data.shape[1])
     ]
-    return Table(bunch.data.astype(np.float64), bunch.target, names)
+    # labels by their names (setosa, class_0, malignant ...; digits' names are its digits)
+    return Table(bunch.data.astype(np.float64), np.asarray(bunch.target_names)[bunch.target], names)
 
 
 # --------------------------------------------------------------------------- user files

@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from tasks.store.progress import waiting
+
 # Keras seeds (numpy, Python and the backend's global seed) are process-wide; fits that
 # run concurrently in the flow's thread pool would interleave them. One fit at a time
 # keeps every Keras result a function of its seed.
@@ -75,12 +77,20 @@ def l2_for_svm(C: float, n_train: int, n_out: int) -> float:
 
 @contextlib.contextmanager
 def seeded_keras(seed: int):
-    """Hold `KERAS_FIT_LOCK` and seed Keras (Python, NumPy, backend) for one build and fit."""
+    """Hold `KERAS_FIT_LOCK` and seed Keras (Python, NumPy, backend) for one build and fit.
+
+    The time spent waiting for the lock is this thread's waiting time (`tasks.store.progress`),
+    so it is not counted as the fit's own seconds.
+    """
     import keras
 
-    with KERAS_FIT_LOCK:
+    with waiting():
+        KERAS_FIT_LOCK.acquire()
+    try:
         keras.utils.set_random_seed(seed)
         yield
+    finally:
+        KERAS_FIT_LOCK.release()
 
 
 def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float, *,

@@ -44,15 +44,19 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
     return keras.Model(inputs, outputs, name="rff_svm")
 
 
-def fit_keras_margin(build, data: dict, n_classes: int, loss: str, config: Any) -> tuple[Any, float]:
-    """Seed, build and fit a margin model on the train rows; returns (model, fit seconds)."""
+def fit_keras_margin(build, data: dict, n_classes: int, loss: str, config: Any,
+                     callbacks: tuple = ()) -> tuple[Any, float, dict[str, list[float]]]:
+    """Seed, build and fit a margin model on the train rows; returns (model, fit seconds, history).
+
+    The seconds start once the Keras lock is held: waiting for other fits is not counted.
+    """
     X, y = data["train"]
     with seeded_keras(config.seed):
         start = time.perf_counter()
         model = build()
-        fit_keras(model, X, hinge_targets(y, n_classes, loss), loss, config.epochs, config.batch_size,
-                  config.learning_rate)
-        return model, time.perf_counter() - start
+        history = fit_keras(model, X, hinge_targets(y, n_classes, loss), loss, config.epochs, config.batch_size,
+                            config.learning_rate, callbacks=callbacks)
+        return model, time.perf_counter() - start, history
 
 
 def keras_predictor(model, batch_size: int = 1024):

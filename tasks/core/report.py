@@ -10,14 +10,25 @@ import numpy as np
 from tasks.catalog import MAIN_APPROACH
 
 
-def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
-    """The human report: comparison, headline scores, per-class table, confusion matrix."""
+def render_header(rows: list[tuple[str, str]]) -> str:
+    """The run's facts (version, date, run, config changes) as a two-column markdown table."""
+    lines = ["| run | |", "|:---|:---|"]
+    lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: str = "") -> str:
+    """The human report: ``header`` (see `render_header`), comparison, headline scores, per-class
+    table, confusion matrix. Text columns are left-aligned, numbers right-aligned."""
     fmt = f"{{:.{digits}f}}"
-    lines = [f"# marginflow report: {source}", "", f"Scored on {metrics['n_test']} held-out test rows.", ""]
+    lines = [f"# marginflow report: {source}", ""]
+    if header:
+        lines += [header.rstrip("\n"), ""]
+    lines += [f"Scored on {metrics['n_test']} held-out test rows.", ""]
     approaches = metrics.get("approaches") or {}
     if approaches:
         lines += ["## Approaches", "", "| approach | accuracy | macro-F1 | fit s | predict s | what it optimises |",
-                  "|---|---|---|---|---|---|"]
+                  "|:---|---:|---:|---:|---:|:---|"]
         for name, a in approaches.items():
             lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
                          f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
@@ -25,14 +36,14 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
     searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
     if searched:
         lines += ["## SVC search (stratified k-fold CV on the training rows)", "",
-                  "| approach | C | gamma | gamma factor | CV score |", "|---|---|---|---|---|"]
+                  "| approach | C | gamma | gamma factor | CV score |", "|:---|---:|---:|---:|---:|"]
         for name, c in searched.items():
             lines.append(f"| {name} | {c['C']:g} | {c['gamma']:.4g} | {c['gamma_factor']:g} | {fmt.format(c['mean'])} |")
         lines.append("")
     lines += [
         f"## Main path: {metrics.get('main', MAIN_APPROACH)}", "",
         "| metric | value |",
-        "|---|---|",
+        "|:---|---:|",
         f"| test accuracy | {fmt.format(metrics['accuracy'])} |",
         f"| test macro-F1 | {fmt.format(metrics['macro_f1'])} |",
         f"| validation accuracy | {fmt.format(metrics['val_accuracy'])} |",
@@ -41,7 +52,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
         "## Per class",
         "",
         "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        "|:---|---:|---:|---:|---:|",
     ]
     for row in metrics["per_class"]:
         lines.append(
@@ -50,7 +61,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int) -> str:
         )
     names = [str(c) for c in metrics["classes"]]
     lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-              "| true \\ pred | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+              "| true \\ pred | " + " | ".join(names) + " |", "|:---" + "|---:" * len(names) + "|"]
     for name, row in zip(names, metrics["confusion"], strict=True):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
@@ -68,8 +79,8 @@ def plot_approaches(metrics: dict[str, Any], path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
     bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names])
     ax.bar_label(bars, labels=[f"{a:.4f}" for a in acc], padding=3)
-    lo = max(0.0, min(acc) - 0.05)
-    ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.15)
+    ax.set_xlim(0.0, 1.15)  # from zero: bar lengths are proportional to accuracy
+    ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy")
     ax.set_title(f"{metrics['source']}: approaches on {metrics['n_test']} test rows")
@@ -104,9 +115,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, p
     plt.close(fig)
 
 
-def plot_history(history: dict[str, list[float]], path) -> None:
-    """Encoder loss and accuracy per epoch, train and validation; a dashed line marks the epoch
-    whose weights early stopping kept (lowest validation loss)."""
+def plot_history(history: dict[str, list[float]], path, name: str = "encoder") -> None:
+    """One Keras model's loss (and accuracy) per epoch, train and validation; with validation, a
+    dashed line marks the epoch whose weights early stopping kept (lowest validation loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +134,7 @@ def plot_history(history: dict[str, list[float]], path) -> None:
         if best is not None:
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {best})")
         ax.set_xlabel("epoch")
-        ax.set_title(f"encoder {m}")
+        ax.set_title(f"{name}: {m}")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
@@ -131,48 +142,82 @@ def plot_history(history: dict[str, list[float]], path) -> None:
 
 
 def render_html(markdown: str, images: dict[str, bytes]) -> str:
-    """A self-contained HTML page: the markdown tables as HTML, every PNG inlined as base64."""
+    """A self-contained HTML page of the report's markdown: tables (with their column alignment),
+    headings, paragraphs, and each ``![alt](name.png)`` line as that PNG inlined in base64."""
     import html
+    import re
 
-    body, in_table = [], False
+    body: list[str] = []
+    table: list[list[str]] = []
+    align: list[str] = []
+
+    def close_table() -> None:
+        if not table:
+            return
+        body.append("<table>")
+        for i, cells in enumerate(table):
+            tag = "th" if i == 0 else "td"
+            body.append("<tr>" + "".join(
+                f'<{tag} style="text-align:{align[j] if j < len(align) else "left"}">'
+                f"{html.escape(c.replace('**', ''))}</{tag}>" for j, c in enumerate(cells)) + "</tr>")
+        body.append("</table>")
+        table.clear()
+
     for line in markdown.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(c and set(c) <= {"-", ":"} for c in cells):
+                align = ["right" if c.endswith(":") and not c.startswith(":") else "left" for c in cells]
                 continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c.replace('**', ''))}</{tag}>" for c in cells) + "</tr>")
+            if not table:
+                align = []
+            table.append(cells)
             continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("## "):
+        close_table()
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line.strip())
+        if image and image[2] in images:
+            b64 = base64.b64encode(images[image[2]]).decode()
+            body.append(f'<figure><img alt="{html.escape(image[1])}" src="data:image/png;base64,{b64}"></figure>')
+        elif line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    for name, data in images.items():
-        b64 = base64.b64encode(data).decode()
-        body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
-                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    close_table()
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "th{background:#f3f3f3}figure{display:inline-block;margin:1em}img{max-width:100%}")
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+             "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}")
     title = html.escape(markdown.splitlines()[0].lstrip("# "))
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def charts_markdown(charts: list[tuple[str, str]]) -> str:
+    """A ``## Charts`` section: for each ``(title, file name)``, a heading and the image."""
+    if not charts:
+        return ""
+    lines = ["## Charts", ""]
+    for title, name in charts:
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(lines)
+
+
+def inline_images(markdown: str, images: dict[str, bytes]) -> str:
+    """``markdown`` with each ``![alt](name.png)`` of ``images`` as a data URI (for the dashboard,
+    whose markdown renderer shows such images; it has no access to the report's folder)."""
+    for name, data in images.items():
+        markdown = markdown.replace(f"]({name})", f"](data:image/png;base64,{base64.b64encode(data).decode()})")
+    return markdown
+
+
 def render_stages(stages: dict[str, dict[str, Any]], engine: str) -> str:
-    """Markdown table of one run's stages: status, seconds and where each ran (host and pid)."""
-    lines = [f"# marginflow run: stages (engine: {engine})", "", "| stage | status | seconds | where |",
-             "|:---|:---|---:|:---|"]
+    """Markdown table of one run's stages: status, own seconds, seconds waited for the Keras lock,
+    and where each ran (host and pid)."""
+    lines = [f"# marginflow run: stages (engine: {engine})", "", "| stage | status | seconds | waited s | where |",
+             "|:---|:---|---:|---:|:---|"]
     for name, s in stages.items():
-        lines.append(f"| {name} | {s['status']} | {s['seconds']:.2f} | {s['where']} |")
+        lines.append(f"| {name} | {s['status']} | {s['seconds']:.2f} | {s.get('waited', 0.0):.2f} | {s['where']} |")
     return "\n".join(lines) + "\n"

@@ -89,8 +89,13 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
         decision = Decision(**common, champion_after=registry.champion(), promoted=True,
                             reason="No champion yet: the first model is promoted.")
     elif challenger == before:
-        decision = Decision(**common, champion_after=before, promoted=False,
-                            reason="Nothing new: this run's model is the champion's bundle (the stages came from the cache).")
+        stored = registry.version(before).metrics  # scored when it was made; this run's rows are the same
+        value = stored.get(metric)
+        value = float(value) if isinstance(value, int | float) else None
+        decision = Decision(**common, champion_after=before, promoted=False, challenger_score=value,
+                            champion_score=value, n_rows=int(stored.get("n_test") or 0),
+                            reason="Nothing new: this run's model is the champion's bundle (the stages came from "
+                                   "the cache); the scores shown are the champion's stored test scores.")
     else:
         scores = score_models(dataset, {"challenger": str(registry.path(challenger)),
                                         "champion": str(registry.path(before))}, metric)

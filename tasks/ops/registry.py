@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks import faults
+from tasks.config import changes, shown
 from tasks.errors import InputError
 from tasks.ops.bundle import Bundle, BundleError, bundle_identity, read_manifest, static_problem
 
@@ -62,6 +63,16 @@ class Version(BaseModel):
     metrics: dict[str, Any]
     champion: bool
     problem: str | None = None  # why the bundle would be refused (altered, incomplete, unsafe), else None
+    changes: dict[str, Any] = {}  # the bundle's config keys that differ from the defaults
+    run: dict[str, Any] = {}  # the registering run: flow_run_id, flow_run_name, report (when recorded)
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _now() -> str:
@@ -131,17 +142,28 @@ class Registry:
             champion = self.champion()
         except RegistryError:
             champion = None
+        runs = {e["version"]: e.get("run") or {} for e in self.history()
+                if e.get("event") == "registered" and isinstance(e.get("version"), str)}
         out = []
         for name in self.names():
             d = self.dir / name
-            try:
-                metrics = json.loads((d / "metrics.json").read_text())
-            except (OSError, ValueError):
-                metrics = {}
+            metrics, config = _json_or_empty(d / "metrics.json"), _json_or_empty(d / "config.json")
             created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
+            run = runs.get(name)
             out.append(Version(version=name, path=str(d), created=created, metrics=metrics,
-                               champion=name == champion, problem=static_problem(d)))
+                               champion=name == champion, problem=static_problem(d),
+                               changes=changes(config) if config else {},
+                               run=run if isinstance(run, dict) else {}))
         return out
+
+    def version(self, spec: str) -> Version:
+        """One version's record (``champion``, ``v0003`` or ``3``).
+
+        Raises:
+            InputError: no such version, or no champion yet.
+        """
+        name = self.resolve(spec)
+        return next(v for v in self.versions() if v.version == name)
 
     def history(self) -> list[dict[str, Any]]:
         """The history's events, oldest first (a line cut short by a crash is skipped)."""
@@ -243,10 +265,11 @@ class Registry:
         with self._locked():
             self._log({"event": "decision", **decision})
 
-    def register(self, bundle_dir: str | Path) -> tuple[str, bool]:
+    def register(self, bundle_dir: str | Path, run: dict[str, Any] | None = None) -> tuple[str, bool]:
         """Copy a bundle that loads fully in as the next version; returns (version, newly added).
 
-        The first version becomes champion.
+        The first version becomes champion. ``run`` (the registering flow run's id, name and
+        report path) goes into the version's history line.
 
         Raises:
             BundleError: the bundle does not verify or load.
@@ -272,7 +295,7 @@ class Registry:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             faults.point("register:renamed")
-            self._log({"event": "registered", "version": name, "identity": identity})
+            self._log({"event": "registered", "version": name, "identity": identity, "run": run or {}})
             faults.point("register:logged")
             try:
                 has_champion = self.champion() is not None
@@ -310,3 +333,20 @@ class Registry:
         os.replace(tmp, self.dir / CHAMPION)
         faults.point("champion:replaced")
         self._log({"event": "promoted", "version": name, "previous": previous, "reason": reason})
+
+
+def models_table(versions: list[Version], link=lambda flow_run_id: flow_run_id) -> list[dict[str, Any]]:
+    """The registry as rows (dashboard table artifact, ``models --json``'s summary): version, champion,
+    test metrics, config changes from the defaults, and the registering run (``link(flow_run_id)``)."""
+    rows = []
+    for v in versions:
+        m = v.metrics
+        rows.append({
+            "version": v.version, "champion": "yes" if v.champion else "",
+            "accuracy": round(m["accuracy"], 4) if isinstance(m.get("accuracy"), float) else None,
+            "macro_f1": round(m["macro_f1"], 4) if isinstance(m.get("macro_f1"), float) else None,
+            "source": m.get("source"), "changes": shown(v.changes),
+            "run": link(v.run["flow_run_id"]) if v.run.get("flow_run_id") else "",
+            "refused": v.problem or "",
+        })
+    return rows

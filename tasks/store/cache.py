@@ -36,7 +36,6 @@ import re
 import socket
 import tempfile
 import threading
-import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 
 from tasks import faults
 from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
+from tasks.store.progress import OwnTime, emit, import_shared
 
 CACHE_DIR = "cache"
 RECORD_FORMAT = "marginflow-cache/1"
@@ -243,32 +243,35 @@ def where() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) -> tuple[ArtifactRef, bool, float]:
+def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) -> tuple[ArtifactRef, bool, OwnTime]:
     """Call stage function ``fn`` unless a valid record for its key exists.
 
     Returns:
-        (artifact, cached, seconds of this call).
+        (artifact, cached, the call's own seconds and its seconds spent waiting for the Keras lock).
     """
     from tasks.store.runlog import stage_logger
 
-    start = time.perf_counter()
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    bound.apply_defaults()
-    root = str(bound.arguments["root"])
-    inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
-    key = stage_key(name, fn.__module__, inputs)
-    ref = None
-    if not refresh:
-        try:
-            ref = read_record(root, name, key)
-        except RecordProblem as e:
-            stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
-    cached = ref is not None
-    if ref is None:
-        ref = fn(**inputs)
-        faults.point(f"stage:{name}")
-        write_record(root, name, key, ref)
-    return ref, cached, time.perf_counter() - start
+    emit("stage_start", stage=name)
+    with OwnTime() as took:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        root = str(bound.arguments["root"])
+        inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
+        key = stage_key(name, fn.__module__, inputs)
+        ref = None
+        if not refresh:
+            try:
+                ref = read_record(root, name, key)
+            except RecordProblem as e:
+                stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
+        cached = ref is not None
+        if ref is None:
+            import_shared()
+            ref = fn(**inputs)
+            faults.point(f"stage:{name}")
+            write_record(root, name, key, ref)
+    emit("stage_end", stage=name, status="cached" if cached else "ran", seconds=took.seconds, waited=took.waited)
+    return ref, cached, took
 
 
 def stage(name: str):
@@ -290,14 +293,18 @@ def stage(name: str):
 
             ctx = TaskRunContext.get()
             refresh = bool(ctx and ctx.task.refresh_cache)
-            ref, cached, seconds = run_cached(name, fn, args, kwargs, refresh)
+            ref, cached, took = run_cached(name, fn, args, kwargs, refresh)
             if ctx is None:
                 return ref
             from prefect.states import Completed
 
             status = "cached" if cached else "ran"
-            return Completed(data=ref, name="Cached" if cached else "Completed",
-                             message=f"{status} in {seconds:.3f} s on {where()}")
+            waited = f" (waited {took.waited:.3f} s)" if took.waited >= 0.001 else ""
+            # the data root is left out of the returned reference: Prefect links a task's result
+            # *and its fields* to the task by ``id()``, so a root string shared with the flow
+            # would make every later task that receives ``root`` look like this task's downstream
+            return Completed(data=ref.model_copy(update={"root": None}), name="Cached" if cached else "Completed",
+                             message=f"{status} in {took.seconds:.3f} s{waited} on {where()}")
 
         return task(run, name=name, cache_policy=NO_CACHE, persist_result=False)
 
@@ -305,8 +312,12 @@ def stage(name: str):
 
 
 def describe(state) -> dict[str, Any]:
-    """``{"status", "seconds", "where"}`` of a finished stage state (from its message)."""
-    m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s on (.+)", state.message or "")
+    """``{"status", "seconds", "waited", "where"}`` of a finished stage state (from its message).
+
+    ``seconds`` is the stage's own work; ``waited`` the time it spent waiting for the Keras lock.
+    """
+    m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s(?: \(waited ([0-9.]+) s\))? on (.+)", state.message or "")
     if m is None:
-        return {"status": "cached" if state.name == "Cached" else "ran", "seconds": float("nan"), "where": "?"}
-    return {"status": m[1], "seconds": float(m[2]), "where": m[3]}
+        return {"status": "cached" if state.name == "Cached" else "ran", "seconds": float("nan"), "waited": 0.0,
+                "where": "?"}
+    return {"status": m[1], "seconds": float(m[2]), "waited": float(m[3] or 0.0), "where": m[4]}

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from tasks.store.artifacts import process_alive
+from tasks.store.progress import emit
 
 
 def in_prefect_run() -> bool:
@@ -39,6 +40,7 @@ def epoch_progress(epochs: int, name: str):
         artifact_id = None
 
         def on_train_begin(self, logs=None) -> None:
+            emit("epoch", stage=name, epoch=0, epochs=epochs)
             if in_task:
                 from prefect.artifacts import create_progress_artifact
 
@@ -47,6 +49,7 @@ def epoch_progress(epochs: int, name: str):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
             log.info("%s epoch %d/%d %s", name, epoch + 1, epochs, shown)
+            emit("epoch", stage=name, epoch=epoch + 1, epochs=epochs)
             if self.artifact_id is not None:
                 from prefect.artifacts import update_progress_artifact
 
@@ -61,16 +64,50 @@ def epoch_progress(epochs: int, name: str):
     return EpochLog()
 
 
-def publish_report(markdown: str, table: list[dict[str, Any]], description: str) -> None:
-    """The report as a Prefect markdown artifact and the comparison as a table artifact (inside a task run)."""
-    from prefect.context import TaskRunContext
+def ui_url() -> str | None:
+    """The dashboard's base URL for the Prefect API this process reports to (None: no API set)."""
+    from prefect.settings import get_current_settings
 
-    if TaskRunContext.get() is None:
+    url = get_current_settings().ui_url
+    return str(url).rstrip("/") if url else None
+
+
+def flow_run_link(flow_run_id: str) -> str:
+    """A dashboard link to a flow run (its id alone when no dashboard is known)."""
+    base = ui_url()
+    return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else flow_run_id
+
+
+def publish_table(table: list[dict[str, Any]], key: str, description: str) -> None:
+    """One Prefect table artifact (inside a run)."""
+    if not in_prefect_run():
         return
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_table_artifact
 
-    create_markdown_artifact(markdown=markdown, key="marginflow-report", description="marginflow evaluation report")
-    create_table_artifact(table=table, key="marginflow-approaches", description=description)
+    create_table_artifact(table=table, key=key, description=description)
+
+
+def current_flow_run() -> tuple[str, str]:
+    """(id, name) of the flow run this code runs in; ("", "") outside one."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return "", ""
+    return str(ctx.flow_run.id), ctx.flow_run.name
+
+
+def add_tags(*tags: str) -> None:
+    """Add ``tags`` to the current flow run (shown and filterable in the dashboard)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(ctx.flow_run.id)
+        client.update_flow_run(ctx.flow_run.id, tags=sorted({*run.tags, *tags}))
 
 
 def publish_markdown(markdown: str, key: str, description: str) -> None:

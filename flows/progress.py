@@ -1,0 +1,160 @@
+"""What the terminal shows while a pipeline runs, and where the full logs go.
+
+* On a terminal (stderr is a TTY): a live display, redrawn a few times a second: stage k of n,
+  every stage's state (waiting, running with its epoch and an ETA, ran or cached with its
+  seconds). Prefect's console lines are held back to warnings; the full logs still go to the
+  Prefect API (the dashboard) and to ``--log-file``.
+* Elsewhere (CI, cron, a pipe): Prefect's plain log lines, as before.
+* ``--quiet``: neither; errors only.
+
+The display listens to `tasks.store.progress` events: stage start and end and Keras epochs
+from stages running in this process (the thread engine), and each stage's result as the flow
+collects it (every engine, Dask workers included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from tasks.store.progress import listening
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def console_handlers() -> list[logging.Handler]:
+    """Prefect's console handlers (on the ``prefect`` logger tree)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    found = []
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        found += [h for h in logging.getLogger(name).handlers if isinstance(h, PrefectConsoleHandler)]
+    return found
+
+
+@contextlib.contextmanager
+def log_setup(log_file: str | None, console_level: int | None, keep_level: bool = False) -> Iterator[None]:
+    """Send every run log line to ``log_file`` (appended; INFO and up) and, when ``console_level``
+    is given, raise Prefect's console handlers to it for the duration (and after, with
+    ``keep_level``: the temporary server's goodbye line at exit is noise too)."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # Prefect configures its handlers lazily: make them exist, to adjust them
+    handlers = console_handlers() if console_level is not None else []
+    before = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(console_level)
+    file_handler = None
+    loggers = [logging.getLogger("prefect"), logging.getLogger("marginflow")]
+    if log_file:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setLevel(logging.INFO)
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        for lg in loggers:
+            lg.addHandler(file_handler)
+            if lg.getEffectiveLevel() > logging.INFO:
+                lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        if not keep_level:
+            for h, level in zip(handlers, before, strict=True):
+                h.setLevel(level)
+        if file_handler is not None:
+            for lg in loggers:
+                lg.removeHandler(file_handler)
+            file_handler.close()
+
+
+class StageState:
+    __slots__ = ("status", "started", "seconds", "epoch", "epochs", "epoch_at")
+
+    def __init__(self) -> None:
+        self.status = "waiting"  # waiting | running | ran | cached
+        self.started = 0.0
+        self.seconds = 0.0
+        self.epoch = 0
+        self.epochs = 0
+        self.epoch_at = 0.0
+
+
+class Progress:
+    """The state the display draws: one `StageState` per planned stage, updated by events."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stages: dict[str, StageState] = {}
+        self.started = time.monotonic()
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        with self.lock:
+            if event == "plan":
+                for name in fields["stages"]:
+                    self.stages.setdefault(name, StageState())
+                return
+            name = fields.get("stage")
+            if name is None:
+                return
+            s = self.stages.setdefault(name, StageState())
+            now = time.monotonic()
+            if event == "stage_start" and s.status == "waiting":
+                s.status, s.started = "running", now
+            elif event in ("stage_end", "stage_done") and s.status in ("waiting", "running"):
+                s.status, s.seconds = fields["status"], float(fields["seconds"])
+            elif event == "epoch" and s.status in ("waiting", "running"):
+                if s.status == "waiting":
+                    s.status, s.started = "running", now
+                s.epoch, s.epochs, s.epoch_at = int(fields["epoch"]), int(fields["epochs"]), now
+
+    def lines(self) -> list[str]:
+        """The display as plain text lines (the same text the live view shows)."""
+        with self.lock:
+            items = list(self.stages.items())
+        done = sum(s.status in ("ran", "cached") for _, s in items)
+        running = [n for n, s in items if s.status == "running"]
+        elapsed = time.monotonic() - self.started
+        head = f"marginflow: stage {min(done + 1, len(items))} of {len(items)}"
+        head += f" ({done} done; running: {', '.join(running) or '-'}) {elapsed:5.0f} s"
+        out = [head]
+        now = time.monotonic()
+        for name, s in items:
+            if s.status == "cached":
+                out.append(f"  ✓ {name:<18} cached")
+            elif s.status == "ran":
+                out.append(f"  ✓ {name:<18} ran in {s.seconds:.1f} s")
+            elif s.status == "running":
+                detail = f"running {now - s.started:.0f} s"
+                if s.epochs and s.epoch:
+                    per_epoch = (s.epoch_at - s.started) / s.epoch
+                    eta = per_epoch * (s.epochs - s.epoch)
+                    detail += f", epoch {s.epoch}/{s.epochs}, <= {eta:.0f} s left"  # early stopping may end it sooner
+                out.append(f"  ▸ {name:<18} {detail}")
+            else:
+                out.append(f"  · {name:<18} waiting")
+        return out
+
+
+@contextlib.contextmanager
+def live_display(enabled: bool) -> Iterator[Progress | None]:
+    """A live view of the run on stderr while the block runs (only when ``enabled``)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    progress = Progress()
+    console = Console(file=sys.stderr)
+
+    class View:
+        def __rich__(self) -> Text:
+            return Text("\n".join(progress.lines()))
+
+    with listening(progress), Live(View(), console=console, refresh_per_second=4, transient=False):
+        yield progress

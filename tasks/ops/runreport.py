@@ -1,0 +1,92 @@
+"""A run's report: the ``evaluate`` artifact's report with the run's own facts on top.
+
+The ``report`` artifact is content-addressed and cached, so it cannot say which run, date or
+model version it belongs to. Every pipeline run that evaluates writes its own copy under
+``<root>/reports/<run name>-<first 8 of the flow run id>/``: ``report.md`` (charts as PNG
+files beside it), ``report.html`` (self-contained) and ``run.json``. The folder is built
+beside its final name and renamed into place, so it appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tasks.config import shown
+from tasks.core.report import charts_markdown, render_header, render_html, render_markdown
+from tasks.store.artifacts import ArtifactRef, read_json
+
+REPORTS_DIR = "reports"
+
+
+class RunInfo(BaseModel):
+    """What a run knows about itself once its model is registered."""
+
+    flow_run_id: str = ""
+    flow_run_name: str = ""
+    version: str | None = None  # the registered model version (None: this run registers none)
+    new_version: bool = False
+    changes: dict[str, Any] = {}  # config keys that differ from the defaults
+    engine: str = "threads"
+    date: str = ""  # ISO date and time (UTC) the report was written; set by `write_run_report`
+
+
+class RunReport(BaseModel):
+    dir: str
+    markdown: str  # report.md's text (images referenced by file name)
+    images: dict[str, str]  # file name -> path
+    table: list[dict[str, Any]]  # one row per approach, for the dashboard's table artifact
+
+
+def report_dir(root: str | Path, info: RunInfo) -> Path:
+    """Where the report of the run ``info`` describes goes (known before it is written)."""
+    return Path(root) / REPORTS_DIR / f"{info.flow_run_name or 'run'}-{info.flow_run_id[:8] or 'local'}"
+
+
+def header_rows(info: RunInfo) -> list[tuple[str, str]]:
+    if info.version is None:
+        version = "none registered (a partial run)"
+    else:
+        version = f"{info.version} ({'registered by this run' if info.new_version else 'already registered'})"
+    return [("model version", version), ("date", info.date), ("flow run", f"{info.flow_run_name} ({info.flow_run_id})"),
+            ("engine", info.engine), ("config changes from defaults", shown(info.changes))]
+
+
+def approaches_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"approach": n, "accuracy": round(a["accuracy"], 4), "macro_f1": round(a["macro_f1"], 4),
+             "fit_seconds": a["fit_seconds"], "predict_seconds": a["predict_seconds"], "objective": a["objective"]}
+            for n, a in metrics["approaches"].items()]
+
+
+def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digits: int) -> RunReport:
+    """Write the run's report folder (see the module docstring) from the ``report`` artifact."""
+    info = info.model_copy(update={"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
+    metrics = read_json(report, "metrics.json")
+    charts = [tuple(c) for c in read_json(report, "charts.json")] if "charts.json" in report.files else []
+    markdown = render_markdown(metrics, str(metrics["source"]), digits, render_header(header_rows(info)))
+    markdown += "\n" + charts_markdown(charts)
+    final = report_dir(root, info)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        images = {}
+        for _, name in charts:
+            shutil.copyfile(report.file(name), tmp / name)
+            images[name] = (tmp / name).read_bytes()
+        (tmp / "report.md").write_text(markdown)
+        (tmp / "report.html").write_text(render_html(markdown, images))
+        (tmp / "run.json").write_text(json.dumps({**info.model_dump(), "report_artifact": report.path}, indent=2))
+        if final.exists():  # the same run writing again (a retried task): replace its report
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RunReport(dir=str(final), markdown=markdown, images={n: str(final / n) for n in images},
+                     table=approaches_table(metrics))

@@ -1,0 +1,92 @@
+"""What a running stage tells the process it runs in: its start and end, its epochs, its waits.
+
+Two small, Prefect-free facilities:
+
+* **Events.** `emit` hands ``(event, fields)`` to the listeners of this process (the terminal's
+  progress display, `flows.progress`). Stages emit ``stage_start``, ``stage_end`` and ``epoch``;
+  with no listener (a Dask worker, a test) an event costs one list lookup.
+* **Waiting time.** `waiting` measures time a thread spends blocked on a shared resource (the
+  Keras fit lock, `tasks.core.margin.seeded_keras`, and the first import of the libraries the
+  stages share, `import_shared`); `OwnTime` measures a block's elapsed time less that waiting,
+  so stage and fit seconds are the work's own and not the queue's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+Listener = Callable[[str, dict[str, Any]], None]
+_LISTENERS: list[Listener] = []
+_LOCAL = threading.local()
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Tell every listener of this process; a listener's failure never reaches the stage."""
+    for listener in list(_LISTENERS):
+        with contextlib.suppress(Exception):
+            listener(event, fields)
+
+
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Receive this process's events for the duration."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
+
+
+def waited() -> float:
+    """Seconds this thread has spent inside `waiting` blocks so far."""
+    return getattr(_LOCAL, "seconds", 0.0)
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Count the block's duration as this thread's waiting time (wrap only the blocking call)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _LOCAL.seconds = waited() + time.perf_counter() - start
+
+
+# Libraries most stages need, imported in the first minutes of a run by several threads at once.
+SHARED_IMPORTS = ("keras", "sklearn.svm", "skops.io")
+
+
+def import_shared() -> None:
+    """Import `SHARED_IMPORTS` as waiting time: the first thread to need a library pays for its
+    import and the others block on Python's import lock meanwhile; neither is the stage's own work.
+    """
+    import importlib
+    import sys
+
+    missing = [m for m in SHARED_IMPORTS if m not in sys.modules]
+    if missing:
+        with waiting():
+            for name in missing:
+                importlib.import_module(name)
+
+
+class OwnTime:
+    """Elapsed seconds of a ``with`` block less the time its thread spent waiting (`waiting`).
+
+    Attributes (after the block): ``seconds`` own work, ``waited`` time blocked.
+    """
+
+    seconds: float = 0.0
+    waited: float = 0.0
+
+    def __enter__(self) -> OwnTime:
+        self._start, self._waited = time.perf_counter(), waited()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.waited = waited() - self._waited
+        self.seconds = max(0.0, time.perf_counter() - self._start - self.waited)
