@@ -24,7 +24,17 @@ from typing import Any
 
 from tasks.store.progress import listening
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+class RunFormatter(logging.Formatter):
+    """``time LEVEL run: message``, the run being the task run or flow run that logged the line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None) or record.name
+        record.run = run
+        return super().format(record)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(run)s: %(message)s"
 
 
 def console_handlers() -> list[logging.Handler]:
@@ -42,9 +52,10 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
     """Send every run log line to ``log_file`` (appended; INFO and up) and, when ``console_level``
     is given, raise Prefect's console handlers to it for the duration (and after, with
     ``keep_level``: the temporary server's goodbye line at exit is noise too)."""
+    import prefect.main  # noqa: F401  (importing it configures Prefect's logging; done first, so not again after)
     from prefect.logging.configuration import ensure_logging_setup
 
-    ensure_logging_setup()  # Prefect configures its handlers lazily: make them exist, to adjust them
+    ensure_logging_setup()  # the handlers must exist before they can be adjusted
     handlers = console_handlers() if console_level is not None else []
     before = [h.level for h in handlers]
     for h in handlers:
@@ -54,11 +65,17 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
     if log_file:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setLevel(logging.INFO)
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler.setFormatter(RunFormatter(LOG_FORMAT))
+        console_was = logging.getLogger("prefect").getEffectiveLevel()
         for lg in loggers:
             lg.addHandler(file_handler)
             if lg.getEffectiveLevel() > logging.INFO:
                 lg.setLevel(logging.INFO)
+        if console_level is None and console_was > logging.INFO:  # the console keeps PREFECT_LOGGING_LEVEL
+            handlers = console_handlers()
+            before = [h.level for h in handlers]
+            for h in handlers:
+                h.setLevel(console_was)
     try:
         yield
     finally:

@@ -101,6 +101,8 @@ def test_first_is_promoted_better_is_promoted_worse_is_not(prefect_api, csv, tmp
     assert worse.challenger_score < worse.champion_score
     same = retrain(config=tiny_config(csv, *GOOD), data_dir=data)
     assert not same.promoted and same.challenger == "v0002" and "Nothing new" in same.reason
+    stored = Registry(data).version("v0002").metrics  # nothing new: the champion's stored scores, not n/a
+    assert same.challenger_score == same.champion_score == stored["accuracy"] and same.n_rows == stored["n_test"] > 0
     events = [e["event"] for e in Registry(data).history()]
     assert events.count("decision") == 4 and events.count("promoted") == 2
 

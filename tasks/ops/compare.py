@@ -41,8 +41,8 @@ def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[s
     }
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
+def _cell(value: Any, digits: bool = False) -> str:
+    if digits and isinstance(value, float):
         return f"{value:.4f}"
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -52,7 +52,7 @@ def render_comparison(c: dict[str, Any]) -> str:
     a, b = c["versions"]
     names = [f"{v}{' (champion)' if champ else ''}" for v, champ in zip(c["versions"], c["champion"], strict=True)]
     rows: list[tuple[str, str, str]] = [("", *names)]
-    rows += [(m, _cell(va), _cell(vb)) for m, (va, vb) in c["metrics"].items()]
+    rows += [(m, _cell(va, digits=True), _cell(vb, digits=True)) for m, (va, vb) in c["metrics"].items()]
     rows.append(("flow run", *(str(r.get("flow_run_name") or "-") for r in c["runs"])))
     rows.append(("", "", ""))
     if c["config"]:

@@ -1,0 +1,258 @@
+"""What a user sees: the dashboard on any port, the flow graph, runs that can be found and
+compared, the report and the registry in the UI, and the terminal while a run goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows.pipeline import pipeline, run_tags
+from flows.plan import SEARCH_TASK, stages_needed
+from flows.server import free_port, wait_healthy
+from tasks.catalog import BY_NAME
+from tasks.config import run_name
+from tasks.ops.registry import Registry
+from tasks.store.progress import OwnTime, waited
+from tests.conftest import ROOT, run_cli
+from tests.helpers import TINY, tiny_config
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read()
+
+
+def _start_dashboard(port: int, home: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "marginflow"
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.Popen([str(exe), "dashboard", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_restarts_at_once(tmp_path):
+    port = free_port()
+    while port == 4200:
+        port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_dashboard(port, tmp_path / "home")
+    try:
+        wait_healthy(f"{base}/api", proc)
+        status, body = _get(f"{base}/ui-settings")
+        api_url = json.loads(body)["api_url"]
+        assert status == 200 and api_url == f"{base}/api"  # not Prefect's default :4200
+        assert _get(f"{api_url}/health")[0] == 200  # the API the browser UI calls answers
+        assert _get(f"{base}/")[0] == 200  # the UI itself
+        busy = run_cli("dashboard", "--port", str(port))
+        assert busy.returncode == 2 and f"--port {port}: already in use" in busy.stderr
+    finally:
+        _stop(proc)
+    again = _start_dashboard(port, tmp_path / "home")  # at once: the old sockets may be in TIME_WAIT
+    try:
+        wait_healthy(f"{base}/api", again)
+        assert json.loads(_get(f"{base}/ui-settings")[1])["api_url"] == f"{base}/api"
+    finally:
+        _stop(again)
+
+
+def _task_graph(flow_run_id: str) -> dict[str, set[frozenset[str]]]:
+    """task name (without its suffix) -> the upstream task names of each of its runs (one set per distinct
+    upstream set: the search task runs for two stages), from the REST API's task inputs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    name = {r.id: r.name.rsplit("-", 1)[0] for r in runs}
+    graph: dict[str, set[frozenset[str]]] = {}
+    for r in runs:
+        ups = frozenset(name[i.id] for inputs in r.task_inputs.values() for i in inputs
+                        if getattr(i, "input_type", "") == "task_run")
+        graph.setdefault(name[r.id], set()).add(ups)
+    return graph
+
+
+def _declared(config) -> dict[str, set[frozenset[str]]]:
+    """The graph `flows.plan` declares for ``config``: each stage reads exactly these."""
+    declared: dict[str, set[frozenset[str]]] = {}
+    for stage in stages_needed(config.evaluate.approaches):
+        ups = set(stage.inputs)
+        if stage.models:
+            ups |= {BY_NAME[a].stage for a in config.evaluate.approaches}
+        if stage.search and config.svc.search:
+            ups.add(SEARCH_TASK)
+            declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0]}))
+        declared[stage.name] = {frozenset(ups)}
+    declared["register_model"] = {frozenset({"bundle"})}
+    return declared
+
+
+def _artifacts(flow_run_id: str) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found if a.key}
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_api, tmp_path_factory):
+    """A cold and a fully cached run of one config (with the SVC search), and one with svc.C=3."""
+    from tests.helpers import iris_csv
+
+    tmp = tmp_path_factory.mktemp("dash")
+    csv = iris_csv(tmp / "iris.csv")
+    data = tmp / "data"
+    config = tiny_config(csv, "svc.search=true", "svc.search_C=[1,10]", "svc.search_gamma_factor=[1]", "svc.search_folds=3")
+    cold = pipeline(config=config, data_dir=str(data))
+    cached = pipeline(config=config, data_dir=str(data))
+    other = tiny_config(csv, "svc.C=3")
+    third = pipeline(config=other, data_dir=str(data))
+    return {"config": config, "data": data, "csv": csv, "cold": cold, "cached": cached, "other": other,
+            "third": third}
+
+
+def test_the_flow_graph_is_the_declared_table_in_a_cold_and_a_cached_run(runs):
+    declared = _declared(runs["config"])
+    assert declared[SEARCH_TASK] == {frozenset({"extract_features"}), frozenset({"scale"})}
+    assert next(iter(declared["evaluate"])) >= {"train_svc", "raw_svc", "deep_hinge"}
+    for result in (runs["cold"], runs["cached"]):
+        assert _task_graph(result.flow_run_id) == declared
+    assert {s.status for s in runs["cached"].stages.values()} == {"cached"}
+
+
+def test_runs_are_named_by_source_and_config_and_tagged_with_the_model_version(runs):
+    from prefect.client.orchestration import get_client
+
+    config, cold, third = runs["config"], runs["cold"], runs["third"]
+    assert cold.flow_run_name == runs["cached"].flow_run_name == run_name(config)
+    assert third.flow_run_name != cold.flow_run_name and third.flow_run_name.startswith("iris-")
+    with get_client(sync_client=True) as client:
+        tags = set(client.read_flow_run(cold.flow_run_id).tags)
+    assert tags == {*run_tags(config), f"model:{cold.model}"} and "dataset:iris" in tags
+
+
+def test_the_report_is_published_for_a_cached_run_with_its_facts_and_charts(runs):
+    cached = runs["cached"]
+    artifacts = _artifacts(cached.flow_run_id)
+    assert {"marginflow-report", "marginflow-approaches", "marginflow-run", "marginflow-models"} <= set(artifacts)
+    report = artifacts["marginflow-report"].data
+    assert f"| model version | {cached.model} (already registered) |" in report
+    assert cached.flow_run_id in report and "| date | " in report
+    assert report.count("](data:image/png;base64,") == 1 + 5 + 4  # bars, confusions, training curves
+    folder = Path(cached.report)
+    assert folder.parent == runs["data"] / "reports" and cached.flow_run_id[:8] in folder.name
+    assert (folder / "report.md").read_text().startswith(f"# marginflow report: {runs['csv']}")
+    assert "svc.search=true" in (folder / "report.md").read_text()
+
+
+def test_versions_record_their_run_report_and_changes_and_compare_shows_the_difference(runs):
+    data = runs["data"]
+    v1, v2 = Registry(data).versions()
+    assert v1.run["flow_run_id"] == runs["cold"].flow_run_id and Path(v1.run["report"]) == Path(runs["cold"].report)
+    assert v2.run["flow_run_name"] == runs["third"].flow_run_name
+    assert v2.changes["svc.C"] == 3.0 and "svc.C" not in v1.changes and v1.changes["svc.search"] is True
+    table = run_cli("models", "--data-dir", str(data))
+    assert table.returncode == 0 and "svc.C=3.0" in table.stdout.splitlines()[2]
+    out = run_cli("compare", "1", "v0002", "--data-dir", str(data), "--json")
+    assert out.returncode == 0, out.stderr
+    c = json.loads(out.stdout)
+    assert c["versions"] == ["v0001", "v0002"] and c["config"]["svc.C"] == [10.0, 3.0]
+    assert c["config"]["svc.search"] == [True, False] and "encoder.epochs" not in c["config"]
+    assert c["metrics"]["n_test"] == [38, 38]
+    text = run_cli("compare", "1", "2", "--data-dir", str(data))
+    line = next(x for x in text.stdout.splitlines() if x.startswith("svc.C"))
+    assert line.split() == ["svc.C", "10.0", "3.0"]
+    assert run_cli("compare", "1", "9", "--data-dir", str(data)).returncode == 2
+
+
+def _on_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its stdout and stderr; returns (exit code, everything shown)."""
+    exe = Path(sys.executable).parent / "marginflow"
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(exe), *args], stdin=follower, stdout=follower, stderr=follower, cwd=ROOT,
+                            env={**os.environ, "TERM": "xterm", "COLUMNS": "120"}, start_new_session=True)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the CLI exited and closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(timeout=30), b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_a_live_display_and_a_pipe_gets_plain_log_lines(runs, tmp_path):
+    args = ["run", "--input", str(runs["csv"]), "--label", "species", "--data-dir", str(runs["data"]),
+            *(f"--set={s}" for s in [*TINY, "svc.C=3"]), "--log-file", str(tmp_path / "run.log")]
+    code, shown = _on_a_terminal(args)
+    assert code == 0, shown[-2000:]
+    assert "stage 11 of 11" in shown and "✓ train_encoder" in shown and "cached" in shown
+    assert " | INFO " not in shown  # the log lines went to the dashboard and the file, not over the display
+    logged = (tmp_path / "run.log").read_text()  # the full log is in --log-file
+    assert "Beginning flow run" in logged and "register_model" in logged
+    assert shown.rstrip().splitlines()[-1].startswith("model: v0002")
+    piped = run_cli(*args, env={"PREFECT_LOGGING_LEVEL": "INFO"})
+    assert piped.returncode == 0
+    assert "✓" not in piped.stderr and " | INFO " in piped.stderr and "Finished in state Cached" in piped.stderr
+    quiet = run_cli(*args[:-2], "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.splitlines() == [quiet.stdout.splitlines()[0], "model: v0002 (already registered; champion: v0001)"]
+    assert quiet.stdout.startswith(f"{runs['csv']}: test accuracy ")
+
+
+def test_version_flag():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip().startswith("marginflow ")
+
+
+def test_stage_seconds_leave_out_the_wait_for_the_keras_lock():
+    from tasks.core.margin import seeded_keras
+
+    held = threading.Event()
+
+    def hold() -> None:
+        with seeded_keras(0):
+            held.set()
+            time.sleep(0.5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    before = waited()
+    with OwnTime() as took, seeded_keras(1):
+        pass
+    t.join()
+    assert took.waited > 0.2 and took.seconds < took.waited  # the half second was waiting, not work
+    assert waited() - before == pytest.approx(took.waited)
