@@ -7,7 +7,7 @@ PORT   ?= 4200
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test bench dashboard lint clean
+.PHONY: demo test bench dashboard screenshots lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the
 	$(BIN)/marginflow run --dataset digits
 
 test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, one per test file)
-	$(BIN)/ruff check flows tasks tests benchmarks
+	$(BIN)/ruff check flows tasks tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
@@ -30,8 +30,12 @@ bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
 dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
 	$(BIN)/marginflow dashboard --port $(PORT)
 
+screenshots: $(STAMP)  ## PNGs of the dashboard (runs, graph, report, models) in screenshots/, via headless Chromium
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(BIN)/python scripts/screenshots.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check flows tasks tests benchmarks
+	$(BIN)/ruff check flows tasks tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) data/artifacts data/cache

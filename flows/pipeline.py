@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, unmapped
-from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
@@ -106,11 +105,8 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     emit("plan", stages=[stage.name for stage in plan])
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
-        # everything but the upstream futures goes in quote(): Prefect links task results, and each
-        # of their fields, to their task by id(), so a shared string (an interned artifact kind
-        # such as "report") inside a plain argument would add a false edge to the graph
-        args = [futures[name] for name in stage.inputs] or [quote(describe_source(config.data))]
-        kwargs: dict[str, Any] = {"config": quote(stage_config(config, stage)), "root": quote(root)}
+        args = [futures[name] for name in stage.inputs] or [describe_source(config.data)]
+        kwargs: dict[str, Any] = {"config": stage_config(config, stage), "root": root}
         if stage.models:
             kwargs["models"] = {a: futures[BY_NAME[a].stage] for a in config.evaluate.approaches}
         if stage.search and config.svc.search:
@@ -140,7 +136,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     if until is None:
         run = {"flow_run_id": info.flow_run_id, "flow_run_name": info.flow_run_name,
                "report": str(report_dir(root, info)) if evaluated else None}
-        result.model, result.model_is_new = register_model(futures["bundle"], quote(root), quote(run))  # edge: bundle
+        result.model, result.model_is_new = register_model(futures["bundle"], root, run)  # one edge: from bundle
         info = info.model_copy(update={"version": result.model, "new_version": result.model_is_new})
     add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []))
     if evaluated:  # on every run, cached or not: the report of this run, with its version, date and run id

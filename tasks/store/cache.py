@@ -274,6 +274,18 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) 
     return ref, cached, took
 
 
+def _unshared(ref: ArtifactRef) -> ArtifactRef:
+    """``ref`` without its data root and with a kind string of its own.
+
+    Prefect links a task's result *and each of its fields* to the task by ``id()``, and takes
+    any argument of a later task with the same ``id()`` (at any depth) for an upstream edge.
+    The flow's root string, or an interned literal such as ``"report"`` (an artifact kind that
+    is also a key or an approach name elsewhere), would then draw false edges in the graph.
+    Annotating every argument with ``quote()`` instead does not survive the Dask task runner.
+    """
+    return ref.model_copy(update={"root": None, "kind": ref.kind.encode().decode()})
+
+
 def stage(name: str):
     """Turn ``fn(..., root: str) -> ArtifactRef`` into a content-cached Prefect task named ``name``.
 
@@ -300,10 +312,7 @@ def stage(name: str):
 
             status = "cached" if cached else "ran"
             waited = f" (waited {took.waited:.3f} s)" if took.waited >= 0.001 else ""
-            # the data root is left out of the returned reference: Prefect links a task's result
-            # *and its fields* to the task by ``id()``, so a root string shared with the flow
-            # would make every later task that receives ``root`` look like this task's downstream
-            return Completed(data=ref.model_copy(update={"root": None}), name="Cached" if cached else "Completed",
+            return Completed(data=_unshared(ref), name="Cached" if cached else "Completed",
                              message=f"{status} in {took.seconds:.3f} s{waited} on {where()}")
 
         return task(run, name=name, cache_policy=NO_CACHE, persist_result=False)
