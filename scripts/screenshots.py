@@ -2,10 +2,11 @@
 
 Starts ``marginflow dashboard`` on a free port with a fresh Prefect home, runs the pipeline on
 a built-in dataset twice (the second time with ``svc.C`` changed, a second model version),
-then the retrain flow (nothing new: the champion's stored scores), and saves PNGs of
+then the retrain flow twice (the second finds nothing new: the champion's stored scores), and
+saves PNGs of
 
 * ``runs.png``          - the runs list (run names, tags);
-* ``flow-run.png``      - the pipeline run's page with its task graph;
+* ``flow-run.png``      - the first (cold) pipeline run's page with its task graph;
 * ``report.png``        - the ``marginflow-report`` artifact (tables and charts);
 * ``models.png``        - the ``marginflow-models`` table artifact;
 * ``decision.png``      - the retrain decision artifact;
@@ -36,7 +37,7 @@ from flows.server import free_port, wait_healthy  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1600,1100", "--virtual-time-budget=20000"]
+                  "--hide-scrollbars", "--virtual-time-budget=20000"]
 
 
 def chromium() -> str:
@@ -55,8 +56,9 @@ def api(base: str, path: str, body: dict | None = None):
         return json.loads(r.read())
 
 
-def shot(browser: str, url: str, path: Path, profile: Path) -> None:
-    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
+def shot(browser: str, url: str, path: Path, profile: Path, height: int = 1100) -> None:
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--window-size=1600,{height}", f"--user-data-dir={profile}",
+                    f"--screenshot={path}", url],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
     status = f"{path.stat().st_size // 1024} KiB" if path.exists() else "FAILED"
     print(f"  {path}  ({url}; {status})", flush=True)
@@ -85,8 +87,9 @@ def main() -> int:
         data = ["--data-dir", str(work / "data"), "--dataset", args.dataset, "--quiet"]
         for extra in ([], ["--set", "svc.C=3"]):
             subprocess.run([exe, "run", *data, *extra], env=run_env, check=True)
-        subprocess.run([exe, "retrain", *data, "--set", "svc.C=3"], env=run_env, check=True)
-        runs = api(base, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 20})
+        for _ in range(2):  # the second finds nothing new: its decision shows the champion's stored scores
+            subprocess.run([exe, "retrain", *data, "--set", "svc.C=3"], env=run_env, check=True)
+        runs = api(base, "/flow_runs/filter", {"sort": "START_TIME_ASC", "limit": 20})
         pipeline = next(r for r in runs if r["name"].startswith(args.dataset) and r["state_type"] == "COMPLETED")
         artifacts = {}
         for key in ("marginflow-report", "marginflow-models", "marginflow-decision"):
@@ -96,7 +99,8 @@ def main() -> int:
         profile = work / "chromium"
         shot(browser, f"{base}/runs", out / "runs.png", profile)
         shot(browser, f"{base}/runs/flow-run/{pipeline['id']}", out / "flow-run.png", profile)
-        shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-report']}", out / "report.png", profile)
+        shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-report']}", out / "report.png", profile,
+             height=7000)
         shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-models']}", out / "models.png", profile)
         shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-decision']}", out / "decision.png", profile)
     finally:

@@ -346,7 +346,8 @@ def models_table(versions: list[Version], link=lambda flow_run_id: flow_run_id) 
             "accuracy": round(m["accuracy"], 4) if isinstance(m.get("accuracy"), float) else None,
             "macro_f1": round(m["macro_f1"], 4) if isinstance(m.get("macro_f1"), float) else None,
             "source": m.get("source"), "changes": shown(v.changes),
-            "run": link(v.run["flow_run_id"]) if v.run.get("flow_run_id") else "",
+            "run": v.run.get("flow_run_name") or "",
+            "run link": link(v.run["flow_run_id"]) if v.run.get("flow_run_id") else "",
             "refused": v.problem or "",
         })
     return rows
