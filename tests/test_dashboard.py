@@ -256,3 +256,20 @@ def test_stage_seconds_leave_out_the_wait_for_the_keras_lock():
     t.join()
     assert took.waited > 0.2 and took.seconds < took.waited  # the half second was waiting, not work
     assert waited() - before == pytest.approx(took.waited)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_socks_probe_warning_is_silenced_by_the_cli(quiet):
+    """requests probes urllib3's SOCKS support on import and urllib3 warns without PySocks, proxy or not."""
+    code = ("from flows.cli import _quiet_third_parties\n" + ("_quiet_third_parties()\n" if quiet else "")
+            + "try:\n    import urllib3.contrib.socks\nexcept ImportError:\n    pass\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert ("SOCKS support in urllib3" in out.stderr) is not quiet
+
+
+def test_predict_says_its_count_once(runs, tmp_path):
+    out = run_cli("predict", "--input", str(runs["csv"]), "--output", str(tmp_path / "p.parquet"),
+                  "--data-dir", str(runs["data"]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"150 rows predicted with v0001 -> {tmp_path / 'p.parquet'}"]
+    assert out.stderr == ""  # no progress counter without a terminal
