@@ -202,6 +202,20 @@ def _metrics_line(metrics: dict[str, Any]) -> str:
             f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n_test']} test rows")
 
 
+def _check_log_file(args: argparse.Namespace) -> None:
+    """Refuse a --log-file that cannot be written, before anything runs (nothing is created here)."""
+    path = args.log_file
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"--log-file {path}: is a folder")
+    if not os.path.isdir(parent):
+        raise InputError(f"--log-file {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"--log-file {path}: not writable")
+
+
 @contextlib.contextmanager
 def _terminal(args: argparse.Namespace) -> Iterator[None]:
     """Progress display (TTY), plain logs (no TTY) or nothing (--quiet, --json); --log-file in every case."""
@@ -228,6 +242,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
             stage_name(args.refresh)
         except ValueError as e:
             raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
+    _check_log_file(args)
     _preflight(config, args)
 
     from flows.engine import prefect_api, run_pipeline
@@ -269,6 +284,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
 
 def _retrain_command(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    _check_log_file(args)
     _preflight(config, args)
     from flows.engine import prefect_api, task_runner
     from flows.retrain import retrain

@@ -110,6 +110,19 @@ CASES = {
         lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
                       "--set", "encoder.kind='cnn2d'", "--set", "encoder.input_shape=[3,3,1]"],
         "encoder.input_shape [3, 3, 1] holds 9 values but the data has 4 features"),
+    "run: log file in a missing folder": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--log-file", str(d / "no" / "x.log")],
+        "--log-file {tmp}/no/x.log: folder {tmp}/no does not exist"),
+    "retrain: log file is a folder": (
+        lambda t, d: ["retrain", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--log-file", str(_folder(d / "l"))],
+        "--log-file {tmp}/l: is a folder"),
+    "compare: unknown version": (lambda t, d: ["compare", "1", "v0009", "--data-dir", str(_root_copy(t, d))],
+                                 "model version 'v0009' not found"),
+    "compare: no registry": (lambda t, d: ["compare", "1", "2", "--data-dir", str(d / "nothing")],
+                             "model version '1' not found"),
+    "dashboard: port out of range": (lambda t, d: ["dashboard", "--port", "70000"], "--port 70000: not a TCP port"),
+    "dashboard: unknown host": (lambda t, d: ["dashboard", "--host", "no-such-host.invalid"],
+                                "--host no-such-host.invalid: not an address of this machine"),
     "run: shifts on a table": (
         lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
                       "--set", "encoder.augment_shift=2"],
