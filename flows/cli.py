@@ -225,6 +225,8 @@ def _terminal(args: argparse.Namespace) -> Iterator[None]:
 
     live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not args.quiet
     level = logging.ERROR if args.quiet else logging.WARNING if live else None  # None: Prefect's plain lines
+    if level is not None:  # also for the local Dask cluster's worker processes, which share this terminal
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = logging.getLevelName(level)
     with log_setup(args.log_file, level, keep_level=True), live_display(live):
         yield
 

@@ -70,6 +70,10 @@ def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None
             else:
                 os.environ["PREFECT_API_URL"] = previous
     finally:
+        with contextlib.suppress(Exception):  # send the logs still queued while the server is up
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()
         stop_server(server)
 
 

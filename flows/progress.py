@@ -135,6 +135,8 @@ class Progress:
         done = sum(s.status in ("ran", "cached") for _, s in items)
         running = [n for n, s in items if s.status == "running"]
         elapsed = time.monotonic() - self.started
+        if not items:
+            return [f"marginflow: starting (the Prefect API, the engine) {elapsed:5.0f} s"]
         head = f"marginflow: stage {min(done + 1, len(items))} of {len(items)}"
         head += f" ({done} done; running: {', '.join(running) or '-'}) {elapsed:5.0f} s"
         out = [head]
