@@ -348,20 +348,39 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def defaults_for(dataset: Any) -> dict[str, Any]:
+    """The flattened config a run on ``dataset`` gets without any setting: the defaults, with the
+    built-in dataset's own defaults (`DATASET_DEFAULTS`) applied; for a file source
+    (``dataset`` None), the defaults with no built-in dataset."""
+    tree: dict[str, Any] = {}
+    for section, values in DATASET_DEFAULTS.get(dataset, {}).items() if isinstance(dataset, str) else ():
+        tree[section] = dict(values)
+    tree["data"] = {"dataset": dataset, "input": "-", "label": "-"} if dataset is None else {"dataset": dataset}
+    return {k: v for k, v in flatten(Config.model_validate(tree).model_dump(mode="json")).items()
+            if k not in SOURCE_KEYS}
+
+
+# the keys that name the data source: shown as the source, never as a config change
+SOURCE_KEYS = ("data.dataset", "data.input", "data.label")
+
+
 def changes(config: dict[str, Any], sections: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The keys of ``config`` (a config as JSON, whole or some sections) that differ from the defaults.
+    """The keys of ``config`` (a config as JSON, whole or some sections) that a user set: those that
+    differ from what a run on the same source gets by default (`defaults_for`).
 
     Args:
         sections: only these sections (default: those ``config`` has, ``engine`` left out:
             where a run ran does not change what it computes).
     Returns:
-        ``{"svc.C": 3.0, ...}`` in key order; the built-in default source (``data.dataset``)
-        counts as a change when another source is used.
+        ``{"svc.C": 3.0, ...}`` in key order. The source itself (``data.dataset``, ``data.input``)
+        is not a change: it is shown as the source.
     """
-    defaults = flatten(Config().model_dump(mode="json"))
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    defaults = defaults_for(data.get("dataset", DataConfig.model_fields["dataset"].default))
     names = sections or tuple(s for s in config if s != "engine")
     mine = flatten({s: config[s] for s in names if s in config})
-    return {k: v for k, v in sorted(mine.items()) if k not in defaults or defaults[k] != v}
+    return {k: v for k, v in sorted(mine.items())
+            if k not in SOURCE_KEYS and (k not in defaults or defaults[k] != v)}
 
 
 def shown(values: dict[str, Any]) -> str:

@@ -59,3 +59,19 @@ def test_builtin_dataset_defaults_apply_unless_set():
     assert mnist.encoder.kernel_size == DATASET_DEFAULTS["mnist1d"]["encoder"]["kernel_size"] != EncoderConfig().kernel_size
     assert mnist.encoder.dropout == 0.05
     assert load_config(None, [], {"data.dataset": "iris"}).encoder == EncoderConfig()
+
+
+def test_changes_are_what_was_set_not_a_built_in_datasets_own_defaults():
+    from tasks.config import changes, run_name
+
+    def changed(overrides, flags):
+        return changes(load_config(None, overrides, flags).model_dump(mode="json"))
+
+    assert changed([], {"data.dataset": "digits"}) == {}  # digits' own encoder defaults are not changes
+    assert changed(["svc.C=3", "encoder.hidden=[64,32]"], {"data.dataset": "mnist1d"}) == {
+        "encoder.hidden": [64, 32], "svc.C": 3.0}
+    assert changed(["encoder.epochs=4"], {"data.input": "x.csv", "data.label": "y", "data.dataset": None}) == {
+        "encoder.epochs": 4}  # the source (input, label) is shown as the source
+    a, b = (run_name(load_config(None, o, {"data.dataset": "iris"})) for o in ([], ["svc.C=3"]))
+    assert a.startswith("iris-") and b.startswith("iris-") and a != b
+    assert a == run_name(load_config(None, ["engine.kind='dask'"], {"data.dataset": "iris"}))  # not the engine
