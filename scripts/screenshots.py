@@ -22,18 +22,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.server import free_port, wait_healthy  # noqa: E402
+from flows.server import free_port, stop_server, wait_healthy  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -104,13 +102,7 @@ def main() -> int:
         shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-models']}", out / "models.png", profile)
         shot(browser, f"{base}/artifacts/artifact/{artifacts['marginflow-decision']}", out / "decision.png", profile)
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        time.sleep(0.5)
+        stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -7,7 +7,6 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import pytest
 
 from flows.pipeline import pipeline, run_tags
 from flows.plan import SEARCH_TASK, stages_needed
-from flows.server import free_port, wait_healthy
+from flows.server import free_port, stop_server, wait_healthy
 from tasks.catalog import BY_NAME
 from tasks.config import run_name
 from tasks.ops.registry import Registry
@@ -41,16 +40,6 @@ def _start_dashboard(port: int, home: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.mark.slow
 def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_restarts_at_once(tmp_path):
     port = free_port()
@@ -68,13 +57,13 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_re
         busy = run_cli("dashboard", "--port", str(port))
         assert busy.returncode == 2 and f"--port {port}: already in use" in busy.stderr
     finally:
-        _stop(proc)
+        stop_server(proc)
     again = _start_dashboard(port, tmp_path / "home")  # at once: the old sockets may be in TIME_WAIT
     try:
         wait_healthy(f"{base}/api", again)
         assert json.loads(_get(f"{base}/ui-settings")[1])["api_url"] == f"{base}/api"
     finally:
-        _stop(again)
+        stop_server(again)
 
 
 def _task_graph(flow_run_id: str) -> dict[str, set[frozenset[str]]]:
