@@ -523,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if os.environ.get("MARGINFLOW_DEBUG"):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"marginflow: internal error: {type(e).__name__}: {first} (set MARGINFLOW_DEBUG=1 for the traceback)", file=sys.stderr)
+        detail = f": {first_line(e)}" if str(e).strip() else ": "
+        print(f"marginflow: internal error: {type(e).__name__}{detail} (set MARGINFLOW_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
 from tasks.catalog import BY_NAME
 from tasks.config import Config, changes, run_name, source_name
-from tasks.core.report import inline_images, render_stages
+from tasks.core.report import render_stages
 from tasks.core.svm import grid
 from tasks.ingest import describe_source
 from tasks.ops.runreport import RunInfo, report_dir, write_run_report
@@ -142,8 +142,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     if evaluated:  # on every run, cached or not: the report of this run, with its version, date and run id
         report = write_run_report(root, result.artifacts["evaluate"], info, config.evaluate.digits)
         result.report = report.dir
-        images = {name: Path(path).read_bytes() for name, path in report.images.items()}
-        publish_markdown(inline_images(report.markdown, images), "marginflow-report",
+        publish_markdown(report.dashboard_markdown, "marginflow-report",
                          f"marginflow report of this run ({report.dir})")
         publish_table(report.table, "marginflow-approaches",
                       f"{config.data.dataset or config.data.input}: approaches compared on the same test rows")

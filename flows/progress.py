@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.store.progress import listening
@@ -51,53 +52,54 @@ def console_handlers() -> list[logging.Handler]:
 def log_setup(log_file: str | None, console_level: int | None, keep_level: bool = False) -> Iterator[None]:
     """Send every run log line to ``log_file`` (appended; INFO and up) and, when ``console_level``
     is given, raise Prefect's console handlers to it for the duration (and after, with
-    ``keep_level``: the temporary server's goodbye line at exit is noise too)."""
+    ``keep_level``: the temporary server's goodbye line at exit is noise too).
+
+    The file needs INFO records from the loggers; without ``console_level`` the console keeps the
+    level it had (``PREFECT_LOGGING_LEVEL``).
+    """
     import prefect.main  # noqa: F401  (importing it configures Prefect's logging; done first, so not again after)
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()  # the handlers must exist before they can be adjusted
-    handlers = console_handlers() if console_level is not None else []
-    before = [h.level for h in handlers]
-    for h in handlers:
-        h.setLevel(console_level)
-    file_handler = None
     loggers = [logging.getLogger("prefect"), logging.getLogger("marginflow")]
+    level = console_level
+    if log_file and level is None and loggers[0].getEffectiveLevel() > logging.INFO:
+        level = loggers[0].getEffectiveLevel()
+    handlers = console_handlers() if level is not None else []
+    handler_levels = [h.level for h in handlers]
+    logger_levels = [lg.level for lg in loggers]
+    for h in handlers:
+        h.setLevel(level)
+    file_handler = None
     if log_file:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setLevel(logging.INFO)
         file_handler.setFormatter(RunFormatter(LOG_FORMAT))
-        console_was = logging.getLogger("prefect").getEffectiveLevel()
         for lg in loggers:
             lg.addHandler(file_handler)
             if lg.getEffectiveLevel() > logging.INFO:
                 lg.setLevel(logging.INFO)
-        if console_level is None and console_was > logging.INFO:  # the console keeps PREFECT_LOGGING_LEVEL
-            handlers = console_handlers()
-            before = [h.level for h in handlers]
-            for h in handlers:
-                h.setLevel(console_was)
     try:
         yield
     finally:
         if not keep_level:
-            for h, level in zip(handlers, before, strict=True):
-                h.setLevel(level)
+            for h, before in zip(handlers, handler_levels, strict=True):
+                h.setLevel(before)
         if file_handler is not None:
-            for lg in loggers:
+            for lg, before in zip(loggers, logger_levels, strict=True):
                 lg.removeHandler(file_handler)
+                lg.setLevel(before)
             file_handler.close()
 
 
+@dataclass
 class StageState:
-    __slots__ = ("status", "started", "seconds", "epoch", "epochs", "epoch_at")
-
-    def __init__(self) -> None:
-        self.status = "waiting"  # waiting | running | ran | cached
-        self.started = 0.0
-        self.seconds = 0.0
-        self.epoch = 0
-        self.epochs = 0
-        self.epoch_at = 0.0
+    status: str = "waiting"  # waiting | running | ran | cached
+    started: float = 0.0
+    seconds: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    epoch_at: float = 0.0
 
 
 class Progress:

@@ -7,6 +7,8 @@ any stage runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -348,6 +350,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# the keys that name the data source: shown as the source, never as a config change
+SOURCE_KEYS = ("data.dataset", "data.input", "data.label")
+
+
 def defaults_for(dataset: Any) -> dict[str, Any]:
     """The flattened config a run on ``dataset`` gets without any setting: the defaults, with the
     built-in dataset's own defaults (`DATASET_DEFAULTS`) applied; for a file source
@@ -358,10 +364,6 @@ def defaults_for(dataset: Any) -> dict[str, Any]:
     tree["data"] = {"dataset": dataset, "input": "-", "label": "-"} if dataset is None else {"dataset": dataset}
     return {k: v for k, v in flatten(Config.model_validate(tree).model_dump(mode="json")).items()
             if k not in SOURCE_KEYS}
-
-
-# the keys that name the data source: shown as the source, never as a config change
-SOURCE_KEYS = ("data.dataset", "data.input", "data.label")
 
 
 def changes(config: dict[str, Any], sections: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -385,8 +387,6 @@ def changes(config: dict[str, Any], sections: tuple[str, ...] | None = None) -> 
 
 def shown(values: dict[str, Any]) -> str:
     """``svc.C=3 encoder.hidden=[64,32]``: a changes dict on one line (``defaults`` when empty)."""
-    import json
-
     if not values:
         return "defaults"
     return " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
@@ -397,8 +397,6 @@ def source_name(data: DataConfig) -> str:
     """A short name of the data source: the built-in dataset, or the input file's or folder's stem."""
     if data.input is None:
         return str(data.dataset)
-    from pathlib import Path
-
     name = Path(str(data.input).rstrip("/")).name
     for suffix in (".gz", ".csv", ".parquet"):
         name = name.removesuffix(suffix)
@@ -410,8 +408,5 @@ def run_name(config: Config) -> str:
 
     Equal for runs of the same source and config, whatever the engine; different otherwise.
     """
-    import hashlib
-    import json
-
     material = json.dumps(config.model_dump(mode="json", exclude={"engine"}), sort_keys=True)
     return f"{source_name(config.data)}-{hashlib.sha256(material.encode()).hexdigest()[:8]}"

@@ -18,14 +18,7 @@ from __future__ import annotations
 
 from tasks.config import EvaluateConfig
 from tasks.core.metrics import compare
-from tasks.core.report import (
-    charts_markdown,
-    plot_approaches,
-    plot_confusion,
-    plot_history,
-    render_html,
-    render_markdown,
-)
+from tasks.core.report import plot_approaches, plot_confusion, plot_history, render_html, render_report
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import read_model_outputs
@@ -46,7 +39,6 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     charts = [("test accuracy per approach", "approaches.png")]
     charts += [(f"confusion matrix: {n} (test rows)", f"confusion_{n}.png") for n in metrics["approaches"]]
     charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]
-    markdown = render_markdown(metrics, str(meta["source"]), config.digits)
     params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()}, "config": config.model_dump()}
     with ArtifactWriter(root, "report", params) as w:
         w.write_json("metrics.json", metrics)
@@ -57,7 +49,7 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
             plot_history(history, w.path(f"curves_{name}.png"), name)
         w.write_json("charts.json", charts)
         images = {name: w.path(name).read_bytes() for _, name in charts}
-        body = markdown + "\n" + charts_markdown(charts)
+        body = render_report(metrics, config.digits, charts)
         w.write_text("report.md", body)
         w.write_text("report.html", render_html(body, images))
     return w.ref

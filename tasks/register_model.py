@@ -28,4 +28,3 @@ def register_model(bundle: ArtifactRef, root: str, run: dict[str, Any] | None = 
     log.info("model %s %s", version, "registered" if new else "already registered (same model)")
     publish_models(registry)
     return version, new
-

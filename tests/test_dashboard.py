@@ -226,25 +226,43 @@ def test_version_flag():
     assert out.returncode == 0 and out.stdout.strip().startswith("marginflow ")
 
 
-def test_stage_seconds_leave_out_the_wait_for_the_keras_lock():
-    from tasks.core.margin import seeded_keras
+def test_stage_seconds_leave_out_the_wait_for_the_keras_lock(monkeypatch):
+    """Waiting for the lock is counted as waited, not as the fit's own seconds. A fake clock makes
+    it exact: the holder moves the clock 10 s on only once the other thread has begun waiting."""
+    import types
 
+    from tasks.core.margin import seeded_keras
+    from tasks.store import progress
+
+    clock = {"now": 100.0, "reads": 0}
+    main = threading.get_ident()
+    main_waiting = threading.Event()
+
+    def perf_counter() -> float:
+        if threading.get_ident() == main:
+            clock["reads"] += 1
+            if clock["reads"] == 2:  # OwnTime's start, then waiting()'s start: next comes the acquire
+                main_waiting.set()
+        return clock["now"]
+
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(perf_counter=perf_counter))
     held = threading.Event()
 
     def hold() -> None:
         with seeded_keras(0):
             held.set()
-            time.sleep(0.5)
+            main_waiting.wait(timeout=30)
+            clock["now"] += 10.0  # ten seconds pass while the other thread waits for the lock
 
     t = threading.Thread(target=hold)
     t.start()
-    held.wait()
+    held.wait(timeout=30)
     before = waited()
     with OwnTime() as took, seeded_keras(1):
         pass
     t.join()
-    assert took.waited > 0.2 and took.seconds < took.waited  # the half second was waiting, not work
-    assert waited() - before == pytest.approx(took.waited)
+    assert took.waited == 10.0 and took.seconds == 0.0
+    assert waited() - before == 10.0
 
 
 @pytest.mark.parametrize("quiet", [False, True])

@@ -195,6 +195,11 @@ def render_html(markdown: str, images: dict[str, bytes]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def render_report(metrics: dict[str, Any], digits: int, charts: list[tuple[str, str]], header: str = "") -> str:
+    """The whole report.md: `render_markdown` of ``metrics`` (with ``header``), then `charts_markdown`."""
+    return render_markdown(metrics, str(metrics["source"]), digits, header) + "\n" + charts_markdown(charts)
+
+
 def charts_markdown(charts: list[tuple[str, str]]) -> str:
     """A ``## Charts`` section: for each ``(title, file name)``, a heading and the image."""
     if not charts:

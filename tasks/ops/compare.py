@@ -4,28 +4,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tasks.config import flatten
-from tasks.ops.registry import Version
+from tasks.ops.registry import Version, json_object
 
 METRICS = ("accuracy", "macro_f1", "n_test", "source")
-
-
-def _json(path: str) -> dict[str, Any]:
-    from pathlib import Path
-
-    try:
-        value = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[str, Any]:
     """``{"versions", "metrics", "config", "same_keys", "runs"}``: ``metrics`` and ``config`` map
     a key to ``[value in a, value in b]``; ``config`` holds only differing keys unless ``everything``."""
-    ca, cb = flatten(_json(a.path)), flatten(_json(b.path))
+    ca, cb = (flatten(json_object(Path(v.path) / "config.json")) for v in (a, b))
     keys = sorted(set(ca) | set(cb))
     missing = "(absent)"
     config = {k: [ca.get(k, missing), cb.get(k, missing)] for k in keys

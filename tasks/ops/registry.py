@@ -67,7 +67,9 @@ class Version(BaseModel):
     run: dict[str, Any] = {}  # the registering run: flow_run_id, flow_run_name, report (when recorded)
 
 
-def _json_or_empty(path: Path) -> dict[str, Any]:
+def json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a version (``metrics.json``, ``config.json``); {} when missing or unreadable:
+    listing a registry never fails on one damaged file (`static_problem` reports it)."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -142,28 +144,34 @@ class Registry:
             champion = self.champion()
         except RegistryError:
             champion = None
-        runs = {e["version"]: e.get("run") or {} for e in self.history()
-                if e.get("event") == "registered" and isinstance(e.get("version"), str)}
-        out = []
-        for name in self.names():
-            d = self.dir / name
-            metrics, config = _json_or_empty(d / "metrics.json"), _json_or_empty(d / "config.json")
-            created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
-            run = runs.get(name)
-            out.append(Version(version=name, path=str(d), created=created, metrics=metrics,
-                               champion=name == champion, problem=static_problem(d),
-                               changes=changes(config) if config else {},
-                               run=run if isinstance(run, dict) else {}))
-        return out
+        runs = self._runs()
+        return [self._version(name, champion, runs) for name in self.names()]
 
     def version(self, spec: str) -> Version:
-        """One version's record (``champion``, ``v0003`` or ``3``).
+        """One version's record (``champion``, ``v0003`` or ``3``); only that bundle is checked.
 
         Raises:
             InputError: no such version, or no champion yet.
         """
         name = self.resolve(spec)
-        return next(v for v in self.versions() if v.version == name)
+        try:
+            champion = self.champion()
+        except RegistryError:
+            champion = None
+        return self._version(name, champion, self._runs())
+
+    def _runs(self) -> dict[str, dict[str, Any]]:
+        """version -> the run its registration recorded (flow run id and name, report path)."""
+        return {e["version"]: e["run"] for e in self.history()
+                if e.get("event") == "registered" and isinstance(e.get("version"), str) and isinstance(e.get("run"), dict)}
+
+    def _version(self, name: str, champion: str | None, runs: dict[str, dict[str, Any]]) -> Version:
+        d = self.dir / name
+        config = json_object(d / "config.json")
+        created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        return Version(version=name, path=str(d), created=created, metrics=json_object(d / "metrics.json"),
+                       champion=name == champion, problem=static_problem(d),
+                       changes=changes(config) if config else {}, run=runs.get(name, {}))
 
     def history(self) -> list[dict[str, Any]]:
         """The history's events, oldest first (a line cut short by a crash is skipped)."""
@@ -336,8 +344,8 @@ class Registry:
 
 
 def models_table(versions: list[Version], link=lambda flow_run_id: flow_run_id) -> list[dict[str, Any]]:
-    """The registry as rows (dashboard table artifact, ``models --json``'s summary): version, champion,
-    test metrics, config changes from the defaults, and the registering run (``link(flow_run_id)``)."""
+    """The registry as rows of the dashboard's ``marginflow-models`` table: version, champion, test
+    metrics, config changes from the defaults, and the registering run (``link(flow_run_id)``)."""
     rows = []
     for v in versions:
         m = v.metrics

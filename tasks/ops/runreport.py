@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.config import shown
-from tasks.core.report import charts_markdown, render_header, render_html, render_markdown
+from tasks.core.report import inline_images, render_header, render_html, render_report
 from tasks.store.artifacts import ArtifactRef, read_json
 
 REPORTS_DIR = "reports"
@@ -40,7 +40,7 @@ class RunInfo(BaseModel):
 class RunReport(BaseModel):
     dir: str
     markdown: str  # report.md's text (images referenced by file name)
-    images: dict[str, str]  # file name -> path
+    dashboard_markdown: str  # the same with the images inline (the dashboard cannot read the folder)
     table: list[dict[str, Any]]  # one row per approach, for the dashboard's table artifact
 
 
@@ -69,16 +69,14 @@ def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digit
     info = info.model_copy(update={"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
     metrics = read_json(report, "metrics.json")
     charts = [tuple(c) for c in read_json(report, "charts.json")] if "charts.json" in report.files else []
-    markdown = render_markdown(metrics, str(metrics["source"]), digits, render_header(header_rows(info)))
-    markdown += "\n" + charts_markdown(charts)
+    markdown = render_report(metrics, digits, charts, render_header(header_rows(info)))
     final = report_dir(root, info)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        images = {}
-        for _, name in charts:
-            shutil.copyfile(report.file(name), tmp / name)
-            images[name] = (tmp / name).read_bytes()
+        images = {name: report.file(name).read_bytes() for _, name in charts}
+        for name, data in images.items():
+            (tmp / name).write_bytes(data)
         (tmp / "report.md").write_text(markdown)
         (tmp / "report.html").write_text(render_html(markdown, images))
         (tmp / "run.json").write_text(json.dumps({**info.model_dump(), "report_artifact": report.path}, indent=2))
@@ -88,5 +86,5 @@ def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digit
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RunReport(dir=str(final), markdown=markdown, images={n: str(final / n) for n in images},
+    return RunReport(dir=str(final), markdown=markdown, dashboard_markdown=inline_images(markdown, images),
                      table=approaches_table(metrics))

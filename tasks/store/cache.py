@@ -247,7 +247,7 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) 
     """Call stage function ``fn`` unless a valid record for its key exists.
 
     Returns:
-        (artifact, cached, the call's own seconds and its seconds spent waiting for the Keras lock).
+        (artifact, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
     """
     from tasks.store.runlog import stage_logger
 
@@ -323,7 +323,8 @@ def stage(name: str):
 def describe(state) -> dict[str, Any]:
     """``{"status", "seconds", "waited", "where"}`` of a finished stage state (from its message).
 
-    ``seconds`` is the stage's own work; ``waited`` the time it spent waiting for the Keras lock.
+    ``seconds`` is the stage's own work; ``waited`` the time it spent waiting for the Keras lock or a
+    first shared import (`tasks.store.progress`).
     """
     m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s(?: \(waited ([0-9.]+) s\))? on (.+)", state.message or "")
     if m is None:

@@ -100,14 +100,13 @@ def current_flow_run() -> tuple[str, str]:
 def add_tags(*tags: str) -> None:
     """Add ``tags`` to the current flow run (shown and filterable in the dashboard)."""
     from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
 
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
+    flow_run_id, _ = current_flow_run()
+    if not flow_run_id:
         return
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(ctx.flow_run.id)
-        client.update_flow_run(ctx.flow_run.id, tags=sorted({*run.tags, *tags}))
+        run = client.read_flow_run(flow_run_id)
+        client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *tags}))
 
 
 def publish_markdown(markdown: str, key: str, description: str) -> None:
