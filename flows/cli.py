@@ -175,19 +175,21 @@ def _preflight(config, args: argparse.Namespace) -> None:
     """Validate the data root, the data and the config against the data's shape before Prefect
     starts, so that bad input writes nothing and fails fast."""
     from tasks.core.dataset import prepare
+    from tasks.core.layout import Layout
     from tasks.core.networks import check_against_data
 
     _data_root(args)
     _, meta = prepare(config.data)
-    check_against_data(config.encoder, len(meta["feature_names"]), str(meta["source"]))
+    check_against_data(config.encoder, Layout.from_json(meta["layout"], len(meta["feature_names"])))
 
 
 def _summary(result, metrics: dict[str, Any] | None) -> str:
     """Terminal result: the stage table, the metrics line and where the report is."""
-    lines = ["", f"{'stage':<18}{'status':<8}{'seconds':>9}{'waited':>8}  {'where':<22}artifact"]
+    width = max([18, *(len(name) + 2 for name in result.stages)])
+    lines = ["", f"{'stage':<{width}}{'status':<8}{'seconds':>9}{'waited':>8}  {'where':<22}artifact"]
     for name, s in result.stages.items():
         waited = f"{s.waited:>8.2f}" if s.waited >= 0.005 else f"{'':>8}"
-        lines.append(f"{name:<18}{s.status:<8}{s.seconds:>9.2f}{waited}  {s.where[:21]:<22}{s.artifact}")
+        lines.append(f"{name:<{width}}{s.status:<8}{s.seconds:>9.2f}{waited}  {s.where[:21]:<22}{s.artifact}")
     lines.append("(seconds: the stage's own work; waited: time spent waiting for another stage's Keras fit "
                  "or library import)")
     if metrics:

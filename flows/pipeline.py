@@ -10,17 +10,21 @@ parameters are the whole typed config, so the dashboard shows what a run used.
 
 # No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model
 # from the real annotation objects when a served run loads this module by its entrypoint.
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, unmapped
 from pydantic import BaseModel
 
-from flows.plan import SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
+from flows.plan import CANDIDATE_TASK, SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
 from tasks.catalog import BY_NAME
 from tasks.config import Config, changes, run_name, source_name
+from tasks.core.candidates import candidate_set
+from tasks.core.layout import Layout
 from tasks.core.report import render_stages
 from tasks.core.svm import grid
+from tasks.encoder_candidate import encoder_candidate
 from tasks.ingest import describe_source
 from tasks.ops.runreport import RunInfo, report_dir, write_run_report
 from tasks.register_model import register_model
@@ -28,11 +32,12 @@ from tasks.store.artifacts import ArtifactRef, clean_staging
 from tasks.store.cache import describe
 from tasks.store.progress import emit
 from tasks.store.runlog import add_tags, current_flow_run, publish_markdown, publish_table, stage_logger, tracked_run
+from tasks.store.tables import read_meta
 from tasks.svc_cv import svc_cv
 
 
 class StageRun(BaseModel):
-    status: Literal["ran", "cached"]
+    status: Literal["ran", "cached", "skipped"]
     seconds: float  # the stage's own work
     artifact: str
     where: str = ""
@@ -96,9 +101,24 @@ def pipeline(
         return _run(config, root, refresh, until)
 
 
+def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> list[Any]:
+    """Submit one ``encoder_candidate`` per candidate of the scaled rows' layout (waits for ``scaled``).
+
+    The search budget starts now: every candidate but the first gets its deadline, so at least
+    one always runs and none starts after ``encoder.search_budget_s``.
+    """
+    ref = scaled.result().at(root)
+    meta = read_meta(ref)
+    layout = Layout.from_json(meta.get("layout"), len(meta["feature_names"]))
+    deadline = time.time() + config.encoder.search_budget_s
+    task = encoder_candidate.with_options(refresh_cache=refresh)
+    return [task.submit(scaled, candidate, config.svc, root=root, deadline=None if i == 0 else deadline)
+            for i, candidate in enumerate(candidate_set(layout, config.encoder))]
+
+
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
     """Submit the planned stages with the futures of their inputs; collect their states in table order."""
-    forced = {*STAGES, SEARCH_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
+    forced = {*STAGES, SEARCH_TASK, CANDIDATE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     futures: dict[str, Any] = {}
     searches: dict[str, Any] = {}
@@ -112,7 +132,10 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         if stage.search and config.svc.search:
             cv = svc_cv.with_options(refresh_cache=SEARCH_TASK in forced).map(
                 unmapped(futures[stage.inputs[0]]), grid(config.svc), root=unmapped(root))
-            searches[stage.name] = kwargs["cv"] = cv
+            searches[f"{stage.name}.cv"] = kwargs["cv"] = cv
+        if stage.candidates and config.encoder.kind == "auto":
+            searches[f"{stage.name}.candidates"] = kwargs["candidates"] = _submit_candidates(
+                futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
         futures[stage.name] = task.submit(*args, **kwargs)
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
@@ -122,12 +145,14 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         result.stages[stage.name] = StageRun(artifact=str(ref.dir), **info)
         emit("stage_done", stage=stage.name, **info)  # the terminal's display, also for stages run elsewhere
         result.artifacts[stage.name] = ref
-    for name, cv in searches.items():
-        runs = [describe(f.state) for f in cv]
-        result.stages[f"{name}.cv"] = StageRun(
-            status="ran" if any(r["status"] == "ran" for r in runs) else "cached",
+    for name, mapped in searches.items():
+        runs = [describe(f.state) for f in mapped]
+        skipped = sum(r["status"] == "skipped" for r in runs)
+        what = f"{len(runs)} {SEARCH_TASK} points" if name.endswith(".cv") else f"{len(runs)} {CANDIDATE_TASK}s"
+        result.stages[name] = StageRun(
+            status="ran" if any(r["status"] == "ran" for r in runs) else "cached" if not skipped else "skipped",
             seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
-            artifact=f"{len(runs)} {SEARCH_TASK} points",
+            artifact=what + (f", {skipped} not started (budget spent)" if skipped else ""),
             where=", ".join(sorted({r["where"] for r in runs})))
     result.flow_run_id, result.flow_run_name = current_flow_run()
     info = RunInfo(flow_run_id=result.flow_run_id, flow_run_name=result.flow_run_name,

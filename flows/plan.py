@@ -29,6 +29,8 @@ class Stage:
         config: the config sections it receives; one is passed as itself, several as ``{section: ...}``.
         models: ``evaluate`` only: it also reads ``{approach: model artifact}`` of the selected approaches.
         search: with ``svc.search``, it also reads ``cv``: the ``svc_cv`` grid mapped over its first input.
+        candidates: with ``encoder.kind = "auto"``, it also reads ``candidates``: one ``encoder_candidate``
+            per candidate of the first input's layout (given the ``encoder`` and ``svc`` sections).
     """
 
     name: str
@@ -37,12 +39,13 @@ class Stage:
     config: tuple[str, ...]
     models: bool = False
     search: bool = False
+    candidates: bool = False
 
 
 MAIN_PATH: tuple[Stage, ...] = (
     Stage("ingest", "dataset", (), ("data",)),
     Stage("scale", "scaled", ("ingest",), ("scale",)),
-    Stage("train_encoder", "encoder", ("scale",), ("encoder",)),
+    Stage("train_encoder", "encoder", ("scale",), ("encoder",), candidates=True),
     Stage("extract_features", "features", ("scale", "train_encoder"), ("features",)),
 )
 MAIN_STAGE: str = BY_NAME[MAIN_APPROACH].stage  # train_svc: the SVC on the encoder's features
@@ -61,6 +64,7 @@ PIPELINE: tuple[Stage, ...] = (
 BY_STAGE: dict[str, Stage] = {s.name: s for s in PIPELINE}
 STAGES: tuple[str, ...] = tuple(BY_STAGE)
 SEARCH_TASK = "svc_cv"
+CANDIDATE_TASK = "encoder_candidate"
 ALIASES: dict[str, str] = {
     **{s.artifact: s.name for s in PIPELINE if s.artifact != s.name},
     **{a.name: a.stage for a in APPROACHES if a.name != a.stage},

@@ -44,9 +44,12 @@ APPROACHES: tuple[Approach, ...] = (
              "Keras encoder (cross-entropy) learns features; SVC maximises the margin on them", main=True,
              reads=("extract_features",), search=True),
     Approach("deep_hinge", "deep_hinge", "encoder",
-             "the encoder network trained end to end with one-vs-rest squared hinge"),
+             "the encoder network trained end to end with one-vs-rest squared hinge",
+             reads=("scale", "train_encoder")),
     Approach("rff_svm", "rff_svm", "rff",
              "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras"),
+    Approach("knn", "knn", "knn",
+             "k nearest neighbours (Euclidean, or dynamic time warping for sequences): the classic baseline"),
 )
 
 NAMES: tuple[str, ...] = tuple(a.name for a in APPROACHES)

@@ -20,20 +20,6 @@ from tasks.errors import InputError
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 
-# Defaults that differ per built-in dataset, applied by `load_config` (not by ``Config()``);
-# a key set in the file, --set or a flag wins.
-# mnist1d: a wider 1-D CNN (kernel 7, three conv layers), more dropout, and random shifts
-# of up to 6 steps while training; chosen by validation loss (see benchmarks/RESULTS.md),
-# never on test rows.
-# digits: three 3x3 conv layers for the 8x8 images, shifts of one pixel while training.
-DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "digits": {"encoder": {"filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.3, "batch_size": 32,
-                           "learning_rate": 0.002, "epochs": 150, "patience": 25, "augment_shift": 1}},
-    "mnist1d": {"encoder": {"filters": [64, 128, 128], "kernel_size": 7, "hidden": [512, 128], "dropout": 0.3,
-                            "batch_size": 32, "epochs": 150, "patience": 25, "augment_shift": 6}},
-}
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +28,8 @@ class DataConfig(_Section):
     """Where the rows come from and how they are split.
 
     Either ``dataset`` (a built-in) or ``input`` (CSV, CSV.gz or Parquet) with ``label``.
+    ``layout`` and ``shape`` say what a row is (`tasks.core.layout`: inferred from the column
+    names by default); the encoder candidates follow from it.
     Without ``split_column`` the rows are split stratified and seeded into
     train / val / test; ``test_fraction`` of all rows go to test and ``val_fraction``
     of the rest to val. A split column holds ``train``/``val``/``test`` (``val``
@@ -55,6 +43,10 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     seed: int = 0
+    layout: Literal["auto", "table", "sequence", "image"] = Field(
+        "auto", description="what a row is: inferred from the column names (auto), or as given")
+    shape: list[int] | None = Field(
+        None, description="a row's shape: [T] or [T, C] for a sequence, [H, W] or [H, W, C] for an image")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -64,6 +56,8 @@ class DataConfig(_Section):
             raise ValueError("set data.dataset or data.input")
         if self.input is not None and not self.label:
             raise ValueError("data.input needs data.label (the label column)")
+        if self.shape is not None and (not 1 <= len(self.shape) <= 3 or min(self.shape) < 1):
+            raise ValueError(f"data.shape must be 1 to 3 positive sizes, got {self.shape}")
         return self
 
 
@@ -77,19 +71,25 @@ class ScaleConfig(_Section):
 class EncoderConfig(_Section):
     """The Keras encoder; its last hidden layer (``features``) feeds the SVC.
 
-    ``kind``: ``mlp`` (tabular), ``cnn1d`` (signals; length from the data), ``cnn2d``
-    (images; needs ``input_shape`` such as ``[8, 8, 1]``), or ``auto``: ``cnn1d`` for
-    mnist1d, ``cnn2d`` 8x8 for digits, ``mlp`` otherwise. ``objective``: trained with a
-    softmax head (cross-entropy) or a linear head with one-vs-rest squared hinge.
-    No batch normalisation, so tiny training sets (a few dozen rows) train as well.
+    ``kind``: ``auto`` (default) trains the candidate encoders suited to the data's layout
+    (`tasks.core.candidates`: CNNs for images and sequences, MLPs for tables, and always
+    ``identity``) and keeps the one whose features give the best SVC score on validation rows
+    (repeated stratified folds of the non-test rows when there are fewer than
+    ``search_folds_below`` training rows); the search stops starting candidates once
+    ``search_budget_s`` seconds have passed. Or one kind, trained as configured: ``mlp``,
+    ``cnn1d`` (sequences), ``cnn2d`` (images; shape from ``data.shape`` or inferred), or
+    ``identity`` (the scaled inputs are the features: features_svc is then raw_svc).
+    ``objective``: trained with a softmax head (cross-entropy) or a linear head with
+    one-vs-rest squared hinge. ``batch_norm``: after each conv layer (momentum 0.9, so that
+    a few dozen rows per epoch still move its statistics).
     """
 
-    kind: Literal["auto", "mlp", "cnn1d", "cnn2d"] = "auto"
-    input_shape: list[int] | None = None
+    kind: Literal["auto", "identity", "mlp", "cnn1d", "cnn2d"] = "auto"
     filters: list[int] = Field(default_factory=lambda: [32, 64])
     kernel_size: int = Field(5, ge=1)
     pooling: Literal["flatten", "global_max", "global_avg"] = Field(
         "flatten", description="how the conv maps become a vector: flatten (keeps position) or global pooling")
+    batch_norm: bool = False
     augment_shift: int = Field(0, ge=0, description="cnn1d/cnn2d: while training, shift each signal or image by "
                                                     "up to this many steps or pixels (edge repeated); 0 = off")
     objective: Literal["softmax", "squared_hinge"] = "softmax"
@@ -101,6 +101,19 @@ class EncoderConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0.0)
     patience: int = Field(10, ge=1, description="early stopping patience on val loss, in epochs")
     seed: int = 0
+    search_budget_s: float = Field(900.0, gt=0.0, description="kind = auto: no candidate starts after this many "
+                                                              "seconds of search (one that runs finishes)")
+    search_folds: int = Field(3, ge=2, description="kind = auto with few training rows: stratified folds ...")
+    search_repeats: int = Field(2, ge=1, description="... repeated this many times (differently shuffled)")
+    search_folds_below: int = Field(1000, ge=0, description="kind = auto: score by folds below this many training "
+                                                            "rows, else on the val split")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "input_shape" in values:
+            raise ValueError("encoder.input_shape is now data.shape (with data.layout)")
+        return values
 
     @model_validator(mode="after")
     def _widths(self) -> EncoderConfig:
@@ -108,10 +121,6 @@ class EncoderConfig(_Section):
             raise ValueError(f"encoder.hidden must be a non-empty list of positive widths, got {self.hidden}")
         if any(f < 1 for f in self.filters):
             raise ValueError(f"encoder.filters must be positive, got {self.filters}")
-        if self.input_shape is not None and (len(self.input_shape) not in (2, 3) or min(self.input_shape) < 1):
-            raise ValueError(f"encoder.input_shape must be [height, width] or [height, width, channels], got {self.input_shape}")
-        if self.kind == "cnn2d" and self.input_shape is None:
-            raise ValueError("encoder.kind = 'cnn2d' needs encoder.input_shape, e.g. [8, 8, 1]")
         return self
 
 
@@ -188,6 +197,31 @@ class RFFConfig(_Section):
     seed: int = 0
 
 
+class KNNConfig(_Section):
+    """Nearest neighbours (approach ``knn``), the classic baseline the margin methods are compared with.
+
+    ``metric``: ``euclidean``, ``dtw`` (dynamic time warping within a band of ``dtw_window``
+    times the length, sequences only), or ``auto``: Euclidean, and DTW too when the rows are
+    sequences and the DTW work (query rows x training rows x length x band) stays under
+    ``dtw_max_cells``. The metric and ``k`` (of ``k_values``) are chosen by leave-one-out
+    accuracy on the training rows (at most ``select_rows`` of them as queries, seeded); ties
+    go to Euclidean, then the smaller k.
+    """
+
+    metric: Literal["auto", "euclidean", "dtw"] = "auto"
+    k_values: list[int] = Field(default_factory=lambda: [1, 3, 5, 7, 9])
+    dtw_window: float = Field(0.1, ge=0.0, le=1.0)
+    dtw_max_cells: float = Field(2e10, gt=0)
+    select_rows: int = Field(1000, ge=10)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ks(self) -> KNNConfig:
+        if not self.k_values or min(self.k_values) < 1:
+            raise ValueError(f"knn.k_values must be a non-empty list of positive integers, got {self.k_values}")
+        return self
+
+
 class EvaluateConfig(_Section):
     """Evaluation on the test split, and which approaches to run and compare."""
 
@@ -252,6 +286,7 @@ class Config(_Section):
     svc: SVCConfig = SVCConfig()
     linear_hinge: LinearHingeConfig = LinearHingeConfig()
     rff: RFFConfig = RFFConfig()
+    knn: KNNConfig = KNNConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     retrain: RetrainConfig = RetrainConfig()
     engine: EngineConfig = EngineConfig()
@@ -323,11 +358,6 @@ def load_config(
     data = tree.get("data")
     if isinstance(data, dict) and data.get("input") is not None and "dataset" not in data:
         data["dataset"] = None  # a file replaces the default built-in dataset
-    dataset = (data if isinstance(data, dict) else {}).get("dataset", DataConfig.model_fields["dataset"].default)
-    for section, values in DATASET_DEFAULTS.get(dataset, {}).items() if isinstance(dataset, str) else ():
-        if isinstance(tree.setdefault(section, {}), dict):
-            for key, value in values.items():
-                tree[section].setdefault(key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
@@ -355,12 +385,9 @@ SOURCE_KEYS = ("data.dataset", "data.input", "data.label")
 
 
 def defaults_for(dataset: Any) -> dict[str, Any]:
-    """The flattened config a run on ``dataset`` gets without any setting: the defaults, with the
-    built-in dataset's own defaults (`DATASET_DEFAULTS`) applied; for a file source
-    (``dataset`` None), the defaults with no built-in dataset."""
+    """The flattened config a run on ``dataset`` gets without any setting (for a file source,
+    ``dataset`` None, the defaults with no built-in dataset)."""
     tree: dict[str, Any] = {}
-    for section, values in DATASET_DEFAULTS.get(dataset, {}).items() if isinstance(dataset, str) else ():
-        tree[section] = dict(values)
     tree["data"] = {"dataset": dataset, "input": "-", "label": "-"} if dataset is None else {"dataset": dataset}
     return {k: v for k, v in flatten(Config.model_validate(tree).model_dump(mode="json")).items()
             if k not in SOURCE_KEYS}

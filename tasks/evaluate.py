@@ -3,7 +3,8 @@
 Output artifact ``report``:
 
 * ``metrics.json`` - the main path's (features_svc) accuracy, macro-F1, per-class report and
-  confusion matrix at the top level, and per approach: accuracy, macro-F1, fit and predict
+  confusion matrix at the top level, ``encoder`` (the rows' layout, the encoder kind kept and,
+  after an ``auto`` search, every candidate's validation score), and per approach: accuracy, macro-F1, fit and predict
   seconds, and a one-line statement of what it optimises. The ``*_seconds`` fields are
   measured when each model is fitted; every other field is a function of data, config and seed.
 * ``report.md`` and ``report.html`` (self-contained, images embedded), plus the PNGs:
@@ -34,8 +35,13 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     _, y_val = feature_matrix(frame, "val")
     metrics = compare(y_test, y_val, {name: read_model_outputs(ref) for name, ref in models.items()}, meta["classes"])
     metrics["source"] = meta["source"]
+    if encoder is not None:
+        stored = read_json(encoder, "config.json")
+        metrics["encoder"] = {"layout": meta.get("layout"), "kind": stored.get("resolved_kind"),
+                              "candidate": stored.get("candidate"), "selection": stored.get("selection")}
     histories = {"encoder": read_json(encoder, "history.json")} if encoder is not None else {}
     histories.update({n: read_json(ref, "history.json") for n, ref in models.items() if "history.json" in ref.files})
+    histories = {n: h for n, h in histories.items() if h.get("loss")}  # identity has nothing to plot
     charts = [("test accuracy per approach", "approaches.png")]
     charts += [(f"confusion matrix: {n} (test rows)", f"confusion_{n}.png") for n in metrics["approaches"]]
     charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]

@@ -1,38 +1,92 @@
-"""Stage train_encoder: a Keras encoder (MLP, 1-D or 2-D CNN) trained with a head on the training rows.
+"""Stage train_encoder: the Keras encoder (MLP, 1-D or 2-D CNN, or identity) whose features feed the SVC.
+
+With ``encoder.kind = "auto"`` it keeps the best of the ``encoder_candidate`` artifacts it is
+given (highest validation score; ties go to the earlier candidate); otherwise it trains the
+configured encoder on the training rows (early stopping on val).
 
 Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
-``compile=False``), ``config.json`` (the encoder section plus input width and class count,
-enough to rebuild it), ``history.json`` (per-epoch metrics).
+``compile=False``), ``config.json`` (the encoder section it was trained with plus input width,
+class count and layout, enough to rebuild it; after a search also ``selection``, every
+candidate's score, and ``network``, the best candidate that is a network), ``history.json``.
 """
 
 from __future__ import annotations
 
+import shutil
+from typing import Any
+
 from tasks.config import EncoderConfig
-from tasks.core.networks import FEATURE_LAYER, best_epoch, resolve_architecture, train
-from tasks.store.artifacts import ArtifactRef, ArtifactWriter
+from tasks.core.candidates import candidate_set
+from tasks.core.layout import Layout
+from tasks.core.networks import best_epoch, train
+from tasks.encoder_candidate import encoder_config_json
+from tasks.errors import InputError
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.runlog import epoch_progress, stage_logger
-from tasks.store.tables import split_matrices
+from tasks.store.tables import read_meta, split_matrices
+
+
+def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRef | None]) -> list[dict[str, Any]]:
+    """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
+    and for those that ran the validation used, epochs and seconds; ``chosen`` marks the winner."""
+    rows = []
+    for spec, ref in zip(candidate_set(layout, config), candidates, strict=True):
+        row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
+        if ref is not None:
+            score = read_json(ref, "score.json")
+            row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "seconds")})
+        rows.append(row)
+    ran = [i for i, r in enumerate(rows) if r["score"] is not None]
+    if not ran:
+        raise InputError("encoder.kind = 'auto': no candidate encoder finished; raise encoder.search_budget_s")
+    best = max(ran, key=lambda i: (rows[i]["score"], -i))
+    rows[best]["chosen"] = True
+    return rows
 
 
 @stage("train_encoder")
-def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str) -> ArtifactRef:
-    """Train on the ``scaled`` artifact's train rows (early stopping on val); write the ``encoder`` artifact."""
+def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
+                  candidates: list[ArtifactRef | None] | None = None) -> ArtifactRef:
+    """Keep the best candidate (``kind = "auto"``) or train the configured encoder; write the ``encoder`` artifact."""
+    log = stage_logger()
+    params = {"scaled": scaled.sha256, "config": config.model_dump(),
+              "candidates": [None if c is None else c.sha256 for c in candidates or []]}
+    if config.kind == "auto":
+        meta = read_meta(scaled)
+        layout = Layout.from_json(meta.get("layout"), len(meta["feature_names"]))
+        if candidates is None:
+            raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
+        rows = selection(config, layout, candidates)
+        chosen = next(i for i, r in enumerate(rows) if r["chosen"])
+        winner = candidates[chosen]
+        networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
+        network = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None
+        skipped = [r["candidate"] for r in rows if r["score"] is None]
+        log.info("train_encoder: layout %s %s (%s); kept candidate %s (validation accuracy %.4f) of %s%s",
+                 layout.kind, layout.shape, layout.reason, rows[chosen]["candidate"], rows[chosen]["score"],
+                 ", ".join(f"{r['candidate']} {r['score']:.4f}" for r in rows if r["score"] is not None),
+                 f"; not started (budget spent): {', '.join(skipped)}" if skipped else "")
+        with ArtifactWriter(root, "encoder", params) as w:
+            shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
+            chosen_config = read_json(winner, "config.json")
+            w.write_json("config.json", {
+                **chosen_config, "selection": rows,
+                "network": None if network is None else read_json(candidates[network], "config.json")})
+            w.write_json("history.json", read_json(winner, "history.json"))
+        return w.ref
     data, meta = split_matrices(scaled)
-    (X_train, y_train), n_classes, source = data["train"], len(meta["classes"]), str(meta["source"])
-    model, history = train(X_train, y_train, *data["val"], n_classes, config, source,
+    (X_train, y_train), n_classes = data["train"], len(meta["classes"])
+    layout = Layout.from_json(meta.get("layout"), X_train.shape[1])
+    model, history = train(X_train, y_train, *data["val"], n_classes, config, layout,
                            callbacks=(epoch_progress(config.epochs, "train_encoder"),))
     best = best_epoch(history)
-    stage_logger().info(
-        "train_encoder stopped after %d epochs; best epoch %d (val_accuracy=%.4f)",
-        len(history["loss"]), best + 1, history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best],
-    )
-    with ArtifactWriter(root, "encoder", {"scaled": scaled.sha256, "config": config.model_dump()}) as w:
+    if history:
+        log.info("train_encoder stopped after %d epochs; best epoch %d (val_accuracy=%.4f)",
+                 len(history["loss"]), best + 1,
+                 history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best])
+    with ArtifactWriter(root, "encoder", params) as w:
         model.save(w.path("encoder.keras"))
-        w.write_json("config.json", {
-            **config.model_dump(), "n_features": X_train.shape[1], "n_classes": n_classes,
-            "resolved_kind": resolve_architecture(config, X_train.shape[1], source)[0],
-            "feature_layer": FEATURE_LAYER, "best_epoch": best + 1,
-        })
+        w.write_json("config.json", encoder_config_json(config, layout, X_train.shape[1], n_classes, best + 1))
         w.write_json("history.json", history)
     return w.ref

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import DataConfig
+from tasks.core.layout import resolve_layout
 from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactRef, sha256_file, sha256_text
 from tasks.store.tables import LABEL, SPLIT, SPLITS
@@ -305,9 +306,11 @@ def load_table(config: DataConfig) -> tuple[Table, str]:
 def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Everything ingest does except writing: the dataset frame and its metadata.
 
-    All validation happens here, so bad input fails before anything is written.
+    All validation happens here, so bad input fails before anything is written; the rows'
+    layout (`tasks.core.layout`) is resolved here too.
     """
     table, where = load_table(config)
+    layout = resolve_layout([str(n) for n in table.feature_names], config.layout, config.shape)
     codes, classes = encode_labels(table.y, where)
     split = split_rows(
         codes, classes, table.split, config.test_fraction, config.val_fraction, config.seed, where
@@ -322,5 +325,6 @@ def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
         "classes": classes,
         "n_rows": int(len(frame)),
         "split_sizes": {s: int((split == s).sum()) for s in SPLITS},
+        "layout": layout.to_json(),
     }
     return frame, meta

@@ -20,12 +20,17 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tasks.catalog import NAMES
+
+# the catalog's margin approaches; ``knn``, the pipeline's baseline, has no margins to offer
+MARGIN_APPROACHES = tuple(n for n in NAMES if n != "knn")
 from tasks.config import EncoderConfig, FeaturesConfig, LinearHingeConfig, RFFConfig, ScaleConfig, SVCConfig
+from tasks.core.layout import resolve_layout
 from tasks.core.margin import decide, rbf_gamma
 from tasks.core.margin_models import build_linear_hinge, build_rff_svm, fit_keras_margin
 from tasks.core.networks import cut_at_features, embed, train
 from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.core.svm import cv_row, fit_searched, grid, skops_load
+from tasks.errors import InputError
 
 # parameter name -> the config section its dict is validated as
 SECTIONS = {"scale": ScaleConfig, "encoder": EncoderConfig, "features": FeaturesConfig, "svc": SVCConfig,
@@ -76,12 +81,17 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
             ``validation_data``; when a class has too few rows to split, early stopping
             watches the training rows. The other approaches train on every row.
         random_state: seeds the validation split and every part whose dict sets no ``seed``.
+        layout, shape: what a row is, as ``data.layout`` and ``data.shape`` (`tasks.core.layout`):
+            inferred from the column names by default (numbered names such as ``px0 .. px783``;
+            a NumPy array's columns count as unnamed ``0 .. d-1``). ``encoder.kind = "auto"``
+            here is the layout's usual network (``cnn2d``, ``cnn1d`` or ``mlp``), not a search.
 
     Attributes (after ``fit``):
         classes_: (k,) the class labels; n_features_in_; feature_names_in_ (when X had names).
         scaler_: ``{"mean", "scale"}`` per feature. svc_: the fitted ``SVC`` (SVC approaches).
         encoder_: the Keras encoder with its head (features_svc, deep_hinge); model_: the
-        Keras margin model (linear_hinge, rff_svm); history_: per-epoch metrics of Keras fits.
+        Keras margin model (linear_hinge, rff_svm); history_: per-epoch metrics of Keras fits;
+        layout_: the rows' `tasks.core.layout.Layout`.
 
     Shapes: X (n, d) -> ``predict`` (n,), ``decision_function`` (n,) for two classes
     (positive: ``classes_[1]``) or (n, k). There is no ``predict_proba``: margins are not
@@ -90,7 +100,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, approach: str = "features_svc", *, scale: dict | None = None, encoder: dict | None = None,
                  features: dict | None = None, svc: dict | None = None, linear_hinge: dict | None = None,
-                 rff: dict | None = None, val_fraction: float = 0.15, random_state: int | None = 0):
+                 rff: dict | None = None, val_fraction: float = 0.15, random_state: int | None = 0,
+                 layout: str = "auto", shape: list[int] | None = None):
         self.approach = approach
         self.scale = scale
         self.encoder = encoder
@@ -100,6 +111,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         self.rff = rff
         self.val_fraction = val_fraction
         self.random_state = random_state
+        self.layout = layout
+        self.shape = shape
 
     # ------------------------------------------------------------------ parameters
 
@@ -154,8 +167,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import _check_sample_weight, validate_data
 
-        if self.approach not in NAMES:
-            raise ValueError(f"approach must be one of {', '.join(NAMES)}, got {self.approach!r}")
+        if self.approach not in MARGIN_APPROACHES:
+            raise ValueError(f"approach must be one of {', '.join(MARGIN_APPROACHES)}, got {self.approach!r}")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         X, y = validate_data(self, X, y, dtype=np.float64)
@@ -168,6 +181,11 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"sample_weight is supported by the SVC approaches ({', '.join(SVC_APPROACHES)}), "
                                  f"not by {self.approach}")
             sample_weight = _check_sample_weight(sample_weight, X)
+        names = [str(n) for n in getattr(self, "feature_names_in_", range(X.shape[1]))]
+        try:
+            self.layout_ = resolve_layout(names, self.layout, self.shape)
+        except InputError as e:
+            raise ValueError(str(e).replace("data.", "")) from None
         self.scaler_ = fit_scaler(X, self._config("scale"))
         Xs = apply_scaler(X, self.scaler_)
         if self.approach in EARLY_STOPPING:
@@ -208,7 +226,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_features_svc(self, fit, val):
         X, y, w = fit
-        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), self._config("encoder"))
+        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), self._config("encoder"), self.layout_)
         self._fit_svc_on(self._features(X), y, w)
 
     def _fit_raw_svc(self, fit, val):
@@ -217,7 +235,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
     def _fit_deep_hinge(self, fit, val):
         X, y, _ = fit
         config = self._config("encoder").model_copy(update={"objective": "squared_hinge"})
-        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), config)
+        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), config, self.layout_)
 
     def _fit_linear_hinge(self, fit, val):
         X, y, _ = fit

@@ -6,75 +6,90 @@ the validation loss and restores the best weights.
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks.config import EncoderConfig
+from tasks.core.layout import Layout
 from tasks.core.margin import fit_keras, glorot, hinge_targets, n_outputs, seeded_keras
 from tasks.errors import InputError
 
 FEATURE_LAYER = "features"
 
 
-def resolve_architecture(config: EncoderConfig, n_features: int, source: str) -> tuple[str, list[int] | None]:
-    """The encoder kind and input shape for this data: ``auto`` picks per dataset.
+# the network ``encoder.kind = "auto"`` means where no search runs (the estimator): the layout's usual one
+DEFAULT_KIND = {"image": "cnn2d", "sequence": "cnn1d", "table": "mlp"}
+
+
+def resolve_architecture(config: EncoderConfig, layout: Layout) -> tuple[str, list[int]]:
+    """The encoder kind and the shape its first layer reshapes a row to, for data of ``layout``.
+
+    ``auto`` is the layout's usual network (`DEFAULT_KIND`); ``cnn1d`` reads a sequence as
+    ``[T, C]`` and any other row as ``[d, 1]``; ``cnn2d`` needs image rows.
 
     Raises:
-        InputError: an ``input_shape`` whose size is not the number of features.
+        InputError: ``cnn2d`` on rows that are not images, or shifts on a table.
     """
-    kind = config.kind
-    if kind == "auto":
-        kind = {"mnist1d": "cnn1d", "digits": "cnn2d"}.get(source, "mlp")
-    shape = config.input_shape
+    kind = DEFAULT_KIND[layout.kind] if config.kind == "auto" else config.kind
+    d = math.prod(layout.shape)
     if kind == "cnn2d":
-        if shape is None and source == "digits":
-            shape = [8, 8, 1]
-        if shape is None:
-            raise InputError("encoder.kind = 'cnn2d' needs encoder.input_shape, e.g. [8, 8, 1]")
-        shape = [*shape, 1] if len(shape) == 2 else list(shape)
-        if int(np.prod(shape)) != n_features:
-            raise InputError(f"encoder.input_shape {shape} holds {int(np.prod(shape))} values but the data has {n_features} features")
+        if layout.kind != "image":
+            raise InputError(f"encoder.kind = 'cnn2d' needs image rows, but the data is a {layout.kind} "
+                             f"({layout.reason}); set data.layout = 'image' and data.shape, e.g. [8, 8, 1]")
+        shape = list(layout.shape)
+    elif kind == "cnn1d":
+        shape = list(layout.shape) if layout.kind == "sequence" else [d, 1]
+    else:
+        shape = [d]
+    if config.augment_shift and kind in ("mlp", "identity"):
+        raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
     return kind, shape
 
 
-def check_against_data(config: EncoderConfig, n_features: int, source: str) -> None:
-    """Refuse encoder settings that cannot fit data of ``n_features`` columns (before anything runs).
+def check_against_data(config: EncoderConfig, layout: Layout) -> None:
+    """Refuse encoder settings that cannot fit data of ``layout`` (before anything runs).
 
     Raises:
-        InputError: an input shape that does not hold the features, or shifts on a table.
+        InputError: ``cnn2d`` on rows that are not images, or shifts on a table.
     """
-    kind, _ = resolve_architecture(config, n_features, source)
-    if config.augment_shift and kind == "mlp":
-        raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
+    resolve_architecture(config, layout)
 
 
-def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source: str = ""):
+def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None = None):
     """The encoder with its training head.
 
-    Shapes: inputs (batch, d) -> [reshape, Conv + MaxPool per ``filters`` for cnn1d/cnn2d,
-    flatten] -> Dense+Dropout per ``hidden`` -> ``features`` (batch, hidden[-1]) -> head:
-    softmax (batch, k), or linear (batch, 1 or k) for the squared-hinge objective.
+    Shapes: inputs (batch, d) -> [reshape, Conv (+ BatchNorm) + MaxPool per ``filters`` for
+    cnn1d/cnn2d, flatten or global pooling] -> Dense+Dropout per ``hidden`` -> ``features``
+    (batch, hidden[-1]) -> head: softmax (batch, k), or linear (batch, 1 or k) for the
+    squared-hinge objective. ``identity``: inputs -> ``features`` (batch, d) -> head.
     """
     import keras
 
-    kind, shape = resolve_architecture(config, n_features, source)
+    layout = layout or Layout("table", [n_features], "")
+    kind, shape = resolve_architecture(config, layout)
     layers = keras.layers
     inputs = keras.Input(shape=(n_features,), name="inputs")
     x = inputs
+    if kind == "identity":
+        x = layers.Identity(name=FEATURE_LAYER)(x)
     if config.augment_shift:
-        if kind == "mlp":
-            raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
         from tasks.core.layers import RandomShift
 
-        x = RandomShift(config.augment_shift, shape if kind == "cnn2d" else None, seed=config.seed, name="augment")(x)
+        grid = shape if kind == "cnn2d" else ([shape[0], 1, shape[1]] if shape[1] > 1 else None)
+        x = RandomShift(config.augment_shift, grid, seed=config.seed, name="augment")(x)
     if kind in ("cnn1d", "cnn2d"):
         conv, pool = (layers.Conv1D, layers.MaxPooling1D) if kind == "cnn1d" else (layers.Conv2D, layers.MaxPooling2D)
-        x = layers.Reshape((n_features, 1) if kind == "cnn1d" else tuple(shape), name="reshape")(x)
+        x = layers.Reshape(tuple(shape), name="reshape")(x)
         for i, f in enumerate(config.filters):
-            x = conv(f, config.kernel_size, padding="same", activation=config.activation,
+            x = conv(f, config.kernel_size, padding="same", activation=None if config.batch_norm else config.activation,
                      kernel_initializer=glorot(config.seed, i), name=f"conv_{i}")(x)
+            if config.batch_norm:
+                x = layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")(x)
+                x = layers.Activation(config.activation, name=f"act_{i}")(x)
             if min(x.shape[1:-1]) >= 2:
                 x = pool(2, name=f"pool_{i}")(x)
         if config.pooling == "flatten":
@@ -83,7 +98,7 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
             x = (layers.GlobalMaxPooling1D if config.pooling == "global_max" else layers.GlobalAveragePooling1D)(name="pool")(x)
         else:
             x = (layers.GlobalMaxPooling2D if config.pooling == "global_max" else layers.GlobalAveragePooling2D)(name="pool")(x)
-    for i, width in enumerate(config.hidden):
+    for i, width in enumerate(config.hidden if kind != "identity" else ()):
         last = i == len(config.hidden) - 1
         x = layers.Dense(width, activation=config.activation, kernel_initializer=glorot(config.seed, 100 + i),
                          name=FEATURE_LAYER if last else f"hidden_{i}")(x)
@@ -96,19 +111,29 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, source
     return keras.Model(inputs, outputs, name="encoder")
 
 
+class BudgetSpent(Exception):
+    """A fit was about to start after its search's deadline."""
+
+
 def train(
-    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-    n_classes: int, config: EncoderConfig, source: str = "", callbacks: tuple = (),
+    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+    n_classes: int, config: EncoderConfig, layout: Layout | None = None, callbacks: tuple = (),
+    *, fixed_epochs: int | None = None, deadline: float | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit the encoder with its head; returns the Keras model and its history.
 
     Args:
         X_train: (n, d) scaled rows; y_train: (n,) class indices.
-        X_val, y_val: the validation rows, for early stopping.
-        source: dataset name, for ``kind = "auto"``.
+        X_val, y_val: the validation rows, for early stopping (unused with ``fixed_epochs``).
+        layout: the rows' layout (`tasks.core.layout`); a table when None.
         callbacks: extra Keras callbacks (progress reporting).
+        fixed_epochs: train exactly this many epochs, no early stopping.
+        deadline: a ``time.time()``; checked once this fit holds the Keras lock.
     Returns:
-        (model, history) with history mapping metric name -> per-epoch values.
+        (model, history) with history mapping metric name -> per-epoch values (empty for
+        ``identity``, which has nothing to train).
+    Raises:
+        BudgetSpent: ``deadline`` had passed when the fit could start.
     """
     import keras
 
@@ -117,25 +142,75 @@ def train(
     else:
         loss, metrics = "squared_hinge", []
         t_train = hinge_targets(y_train, n_classes, loss)
-        t_val = hinge_targets(y_val, n_classes, loss)
+        t_val = None if y_val is None else hinge_targets(y_val, n_classes, loss)
     with seeded_keras(config.seed):
-        model = build_encoder(X_train.shape[1], n_classes, config, source)
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        history = fit_keras(model, X_train, t_train, loss, config.epochs, config.batch_size, config.learning_rate,
-                            validation=(X_val, t_val), metrics=metrics,
-                            callbacks=[stop, *callbacks])
+        if deadline is not None and time.time() > deadline:
+            raise BudgetSpent()
+        model = build_encoder(X_train.shape[1], n_classes, config, layout)
+        if resolve_architecture(config, layout or Layout("table", [X_train.shape[1]], ""))[0] == "identity":
+            return model, {}
+        if fixed_epochs is not None:
+            history = fit_keras(model, X_train, t_train, loss, fixed_epochs, config.batch_size, config.learning_rate,
+                                metrics=metrics, callbacks=list(callbacks))
+        else:
+            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                 restore_best_weights=True)
+            history = fit_keras(model, X_train, t_train, loss, config.epochs, config.batch_size, config.learning_rate,
+                                validation=(X_val, t_val), metrics=metrics, callbacks=[stop, *callbacks])
     return model, history
+
+
+class Refitter:
+    """Train one architecture again and again from the same initial weights (the folds of a search).
+
+    The first `fit` builds and compiles the model; later ones restore its initial weights, zero
+    the optimizer's state and fit again, so JAX reuses the compiled step instead of compiling a
+    new model per fold. Each fit equals a fresh ``train(..., fixed_epochs=epochs)`` up to the
+    dropout and shift draws, which continue the model's seeded streams.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None):
+        self.args, self.model, self.initial = (n_features, n_classes, config, layout), None, None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, epochs: int, deadline: float | None = None):
+        """The model trained on (X, y) for ``epochs`` epochs from the initial weights (no early stopping).
+
+        Raises:
+            BudgetSpent: ``deadline`` had passed when the fit could start.
+        """
+        n_features, n_classes, config, layout = self.args
+        if config.objective == "softmax":
+            loss, targets = "sparse_categorical_crossentropy", y
+        else:
+            loss, targets = "squared_hinge", hinge_targets(y, n_classes, "squared_hinge")
+        with seeded_keras(config.seed):
+            if deadline is not None and time.time() > deadline:
+                raise BudgetSpent()
+            if self.model is None:
+                self.model = build_encoder(n_features, n_classes, config, layout)
+                self.initial = self.model.get_weights()
+                fit_keras(self.model, X, targets, loss, epochs, config.batch_size, config.learning_rate)
+                return self.model
+            self.model.set_weights(self.initial)
+            for v in self.model.optimizer.variables:
+                if "learning_rate" not in v.path:
+                    v.assign(np.zeros(v.shape, dtype=v.dtype))
+            self.model.fit(X.astype("float32"), targets, epochs=epochs, batch_size=config.batch_size,
+                           shuffle=True, verbose=0)
+        return self.model
 
 
 def best_epoch(history: dict[str, list[float]]) -> int:
     """The 0-based epoch whose weights early stopping kept (lowest validation loss; the last without one)."""
-    return int(np.argmin(history["val_loss"])) if history.get("val_loss") else len(history["loss"]) - 1
+    if history.get("val_loss"):
+        return int(np.argmin(history["val_loss"]))
+    return max(len(history.get("loss", [])) - 1, 0)
 
 
 # What a marginflow encoder or margin model is made of: Keras modules and classes, and marginflow's layers.
 KERAS_CLASSES = {
     "keras.layers": {"InputLayer", "Dense", "Dropout", "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "Flatten",
-                     "Reshape", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
+                     "Reshape", "Identity", "BatchNormalization", "Activation", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
                      "GlobalAveragePooling2D"},
     "keras.src.models.functional": {"Functional"},
     "keras.initializers": {"GlorotUniform", "Zeros", "Constant"},

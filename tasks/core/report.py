@@ -17,6 +17,28 @@ def render_header(rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
+    """``## Encoder``: the rows' layout and why, the encoder kept, and after a search every candidate."""
+    if not encoder:
+        return []
+    layout = encoder["layout"]
+    lines = ["## Encoder", "", f"Rows read as a **{layout['kind']}** of shape {layout['shape']}: {layout['reason']}.", ""]
+    rows = encoder.get("selection")
+    if not rows:
+        return lines + [f"Encoder: {encoder['kind']}, as configured.", ""]
+    chosen = next(r for r in rows if r["chosen"])
+    lines += [f"Encoder kept: **{chosen['candidate']}**, the best validation score of features + SVC "
+              f"({chosen['validation']}; test rows not used).", "",
+              "| candidate | kind | validation accuracy | epochs | seconds | kept |", "|:---|:---|---:|---:|---:|:---|"]
+    for r in rows:
+        if r["score"] is None:
+            lines.append(f"| {r['candidate']} | {r['kind']} | not started (budget spent) | | | |")
+        else:
+            lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {r['epochs']} | "
+                         f"{r['seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
+    return [*lines, ""]
+
+
 def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: str = "") -> str:
     """The human report: ``header`` (see `render_header`), comparison, headline scores, per-class
     table, confusion matrix. Text columns are left-aligned, numbers right-aligned."""
@@ -33,6 +55,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: s
             lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
                          f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
         lines.append("")
+    lines += _encoder_section(metrics.get("encoder"), fmt)
     searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
     if searched:
         lines += ["## SVC search (stratified k-fold CV on the training rows)", "",

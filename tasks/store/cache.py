@@ -155,12 +155,16 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# arguments that say where or until when a stage runs, not what it computes: never in a key
+UNKEYED = ("root", "deadline")
+
+
 def stage_key(stage: str, module: str, inputs: dict[str, Any]) -> str:
-    """The cache key of one stage call; the ``root`` argument is not part of it."""
+    """The cache key of one stage call; the `UNKEYED` arguments are not part of it."""
     material = {
         "stage": stage,
         "code": code_version(module),
-        "inputs": {k: _canonical(v) for k, v in sorted(inputs.items()) if k != "root"},
+        "inputs": {k: _canonical(v) for k, v in sorted(inputs.items()) if k not in UNKEYED},
     }
     return sha256_text(json.dumps(material, sort_keys=True, default=str))
 
@@ -243,11 +247,15 @@ def where() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) -> tuple[ArtifactRef, bool, OwnTime]:
+def run_cached(name: str, fn, args: tuple, kwargs: dict,
+               refresh: bool = False) -> tuple[ArtifactRef | None, bool, OwnTime]:
     """Call stage function ``fn`` unless a valid record for its key exists.
 
+    A stage function may return None (it had nothing to do: a search candidate past its
+    budget); then no record is written and the next call runs it again.
+
     Returns:
-        (artifact, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
+        (artifact or None, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
     """
     from tasks.store.runlog import stage_logger
 
@@ -269,8 +277,10 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False) 
             import_shared()
             ref = fn(**inputs)
             faults.point(f"stage:{name}")
-            write_record(root, name, key, ref)
-    emit("stage_end", stage=name, status="cached" if cached else "ran", seconds=took.seconds, waited=took.waited)
+            if ref is not None:
+                write_record(root, name, key, ref)
+    status = "cached" if cached else "ran" if ref is not None else "skipped"
+    emit("stage_end", stage=name, status=status, seconds=took.seconds, waited=took.waited)
     return ref, cached, took
 
 
@@ -310,9 +320,10 @@ def stage(name: str):
                 return ref
             from prefect.states import Completed
 
-            status = "cached" if cached else "ran"
+            status = "cached" if cached else "ran" if ref is not None else "skipped"
             waited = f" (waited {took.waited:.3f} s)" if took.waited >= 0.001 else ""
-            return Completed(data=_unshared(ref), name="Cached" if cached else "Completed",
+            return Completed(data=None if ref is None else _unshared(ref),
+                             name={"cached": "Cached", "ran": "Completed", "skipped": "Skipped"}[status],
                              message=f"{status} in {took.seconds:.3f} s{waited} on {where()}")
 
         return task(run, name=name, cache_policy=NO_CACHE, persist_result=False)
@@ -326,7 +337,7 @@ def describe(state) -> dict[str, Any]:
     ``seconds`` is the stage's own work; ``waited`` the time it spent waiting for the Keras lock or a
     first shared import (`tasks.store.progress`).
     """
-    m = re.fullmatch(r"(ran|cached) in ([0-9.]+) s(?: \(waited ([0-9.]+) s\))? on (.+)", state.message or "")
+    m = re.fullmatch(r"(ran|cached|skipped) in ([0-9.]+) s(?: \(waited ([0-9.]+) s\))? on (.+)", state.message or "")
     if m is None:
         return {"status": "cached" if state.name == "Cached" else "ran", "seconds": float("nan"), "waited": 0.0,
                 "where": "?"}

@@ -1,0 +1,55 @@
+"""Stage encoder_candidate: train one candidate encoder of ``encoder.kind = "auto"`` and score it.
+
+The flow maps this task over `tasks.core.candidates.candidate_set` (one cached task per
+candidate), and ``train_encoder`` keeps the best. Output artifact ``encoder_candidate``:
+``encoder.keras``, ``config.json`` (as ``train_encoder`` writes it, plus the candidate's name),
+``history.json`` and ``score.json`` (validation score, per-fold scores, epochs, seconds).
+Test rows are never read. ``deadline`` (not part of the cache key) is the search budget's end:
+a candidate that is not cached and cannot start before it returns nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+from tasks.config import SVCConfig
+from tasks.core.candidates import Candidate, score_candidate
+from tasks.core.layout import Layout
+from tasks.core.networks import FEATURE_LAYER, BudgetSpent, resolve_architecture
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter
+from tasks.store.cache import stage
+from tasks.store.runlog import epoch_progress, stage_logger
+from tasks.store.tables import split_matrices
+
+
+def encoder_config_json(config, layout: Layout, n_features: int, n_classes: int, best_epoch: int) -> dict:
+    """``config.json`` of an encoder: its section, input width, class count, the layout and kind it was built for."""
+    return {**config.model_dump(), "n_features": n_features, "n_classes": n_classes,
+            "layout": layout.to_json(), "resolved_kind": resolve_architecture(config, layout)[0],
+            "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
+
+
+@stage("encoder_candidate")
+def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig, root: str,
+                      deadline: float | None = None) -> ArtifactRef | None:
+    """Train and score ``candidate`` on ``scaled``'s train and val rows; None when the budget is spent."""
+    data, meta = split_matrices(scaled)
+    X_train = data["train"][0]
+    layout = Layout.from_json(meta.get("layout"), X_train.shape[1])
+    n_classes = len(meta["classes"])
+    log = stage_logger()
+    try:
+        model, history, score = score_candidate(
+            {"train": data["train"], "val": data["val"]}, n_classes, layout, candidate, svc, deadline,
+            callbacks=(epoch_progress(candidate.encoder.epochs, "encoder_candidate"),))
+    except BudgetSpent:
+        log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
+        return None
+    log.info("encoder candidate %s: validation accuracy %.4f (%s), %d epochs, %.1f s", candidate.name,
+             score["score"], score["validation"], score["epochs"], score["seconds"])
+    params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "svc": svc.model_dump()}
+    with ArtifactWriter(root, "encoder_candidate", params) as w:
+        model.save(w.path("encoder.keras"))
+        w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, X_train.shape[1], n_classes,
+                                                           score["epochs"]), "candidate": candidate.name})
+        w.write_json("history.json", history)
+        w.write_json("score.json", {"candidate": candidate.name, **score})
+    return w.ref
