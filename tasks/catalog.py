@@ -49,7 +49,8 @@ APPROACHES: tuple[Approach, ...] = (
     Approach("rff_svm", "rff_svm", "rff",
              "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras"),
     Approach("knn", "knn", "knn",
-             "k nearest neighbours (Euclidean, or dynamic time warping for sequences): the classic baseline"),
+             "k nearest neighbours (Euclidean, or dynamic time warping for sequences): the classic baseline",
+             reads=("ingest", "scale")),
 )
 
 NAMES: tuple[str, ...] = tuple(a.name for a in APPROACHES)

@@ -11,20 +11,14 @@ a candidate that is not cached and cannot start before it returns nothing and wr
 from __future__ import annotations
 
 from tasks.config import SVCConfig
-from tasks.core.candidates import Candidate, score_candidate
+from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.networks import FEATURE_LAYER, BudgetSpent, resolve_architecture
+from tasks.core.networks import BudgetSpent, encoder_config_json
+from tasks.core.search import score_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
 from tasks.store.runlog import epoch_progress, stage_logger
 from tasks.store.tables import split_matrices
-
-
-def encoder_config_json(config, layout: Layout, n_features: int, n_classes: int, best_epoch: int) -> dict:
-    """``config.json`` of an encoder: its section, input width, class count, the layout and kind it was built for."""
-    return {**config.model_dump(), "n_features": n_features, "n_classes": n_classes,
-            "layout": layout.to_json(), "resolved_kind": resolve_architecture(config, layout)[0],
-            "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
 
 
 @stage("encoder_candidate")
@@ -44,7 +38,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig,
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None
     log.info("encoder candidate %s: validation accuracy %.4f (%s), %d epochs, %.1f s", candidate.name,
-             score["score"], score["validation"], score["epochs"], score["seconds"])
+             score["score"], score["validation"], score["epochs"], score["train_seconds"])
     params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "svc": svc.model_dump()}
     with ArtifactWriter(root, "encoder_candidate", params) as w:
         model.save(w.path("encoder.keras"))

@@ -1,7 +1,8 @@
 """Stage knn (approach ``knn``): k nearest neighbours among the training rows, Euclidean or DTW.
 
 Output artifact ``knn``: ``references.npz`` (the training rows and their classes: the model),
-``config.json`` (metric, k, DTW band, and the leave-one-out table it was chosen by),
+``config.json`` (metric, k, DTW band, and the leave-one-out table it was chosen by). Reads the
+``dataset`` artifact too: DTW compares each raw series z-normalised, not column-scaled rows.
 ``predictions.json``, ``timing.json``.
 """
 
@@ -38,19 +39,37 @@ def metrics_to_try(config: KNNConfig, layout: Layout, n_query: int, n_ref: int) 
     return (["dtw"] if config.metric == "dtw" else ["euclidean", "dtw"]), band, ""
 
 
-def distances(metric: str, Q: np.ndarray, R: np.ndarray, layout: Layout, band: int) -> np.ndarray:
+def znormal(X: np.ndarray, layout: Layout) -> np.ndarray:
+    """Each series (row) less its mean, over its standard deviation, per channel: what DTW compares
+    (the pipeline's column scaling would weigh time steps differently)."""
+    S = X.reshape(-1, *layout.shape)
+    sd = S.std(axis=1, keepdims=True)
+    return (S - S.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+
+
+def distances(metric: str, Q: dict[str, np.ndarray], R: dict[str, np.ndarray], band: int) -> np.ndarray:
+    """Distances between query and reference rows, each given as ``{"scaled": ..., "series": ...}``."""
     if metric == "euclidean":
-        return euclidean(Q, R)
-    shape = (-1, *layout.shape)
-    return dtw(Q.reshape(shape), R.reshape(shape), band)
+        return euclidean(Q["scaled"], R["scaled"])
+    return dtw(Q["series"], R["series"], band)
 
 
 @stage("knn")
-def knn(scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef:
-    """Choose metric and k by leave-one-out on the train rows; predict val and test from the train rows."""
+def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef:
+    """Choose metric and k by leave-one-out on the train rows; predict val and test from the train rows.
+
+    Euclidean distances are taken between scaled rows; DTW between the raw series, each z-normalised.
+    """
     data, meta = split_matrices(scaled)
+    raw, _ = split_matrices(dataset)
     (X, y), n_classes = data["train"], len(meta["classes"])
     layout = Layout.from_json(meta.get("layout"), X.shape[1])
+    sequence = layout.kind == "sequence"
+
+    def rows(split: str, index=slice(None)) -> dict[str, np.ndarray]:
+        return {"scaled": data[split][0][index], "series": znormal(raw[split][0][index], layout) if sequence else None}
+
+    R = rows("train")
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     queries = np.sort(rng.choice(len(y), size=min(len(y), config.select_rows), replace=False))
@@ -60,7 +79,7 @@ def knn(scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef:
         log.info("knn: %s", note)
     table = []
     for metric in metrics:
-        D = distances(metric, X[queries], X, layout, band)
+        D = distances(metric, rows("train", queries), R, band)
         D[np.arange(len(queries)), queries] = np.inf  # leave each query row out
         for k in config.k_values:
             acc = float(np.mean(vote(D, y, min(k, len(y) - 1), n_classes) == y[queries]))
@@ -71,15 +90,18 @@ def knn(scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef:
     log.info("knn: chose %s k=%d (leave-one-out accuracy %.4f on %d training rows)%s", metric, k,
              table[best]["loo_accuracy"], len(queries), f", band {band} steps" if metric == "dtw" else "")
 
-    def predict(rows: np.ndarray) -> np.ndarray:
-        return vote(distances(metric, rows, X, layout, band), y, k, n_classes)
+    def predict(X_split: np.ndarray) -> np.ndarray:
+        """The val or the test rows (DTW needs their raw series, so the split is found by identity)."""
+        split = next(s for s in ("val", "test") if X_split is data[s][0])
+        return vote(distances(metric, rows(split), R, band), y, k, n_classes)
 
     def save(w) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, X=X.astype(np.float32), y=y)
+        np.savez(buffer, X=X.astype(np.float32), y=y, **({"series": R["series"]} if sequence else {}))
         w.path("references.npz").write_bytes(buffer.getvalue())
 
     chosen = {"metric": metric, "k": k, "dtw_band": band if metric == "dtw" else None, "selection": table,
               "note": note or None}
-    return write_model_artifact(root, "knn", {"scaled": scaled.sha256, "config": config.model_dump()}, save,
+    params = {"dataset": dataset.sha256, "scaled": scaled.sha256, "config": config.model_dump()}
+    return write_model_artifact(root, "knn", params, save,
                                 predict, data, fit_seconds, extra={"config.json": chosen})

@@ -18,8 +18,7 @@ from typing import Any
 from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
-from tasks.core.networks import best_epoch, train
-from tasks.encoder_candidate import encoder_config_json
+from tasks.core.networks import best_epoch, encoder_config_json, train
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -35,7 +34,7 @@ def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRe
         row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
         if ref is not None:
             score = read_json(ref, "score.json")
-            row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "seconds")})
+            row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "train_seconds")})
         rows.append(row)
     ran = [i for i, r in enumerate(rows) if r["score"] is not None]
     if not ran:

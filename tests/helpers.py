@@ -10,6 +10,7 @@ import pandas as pd
 from tasks.config import Config, load_config
 
 TINY = [
+    "encoder.kind='mlp'",  # one encoder, no search (tests/test_selection.py covers the search)
     "encoder.hidden=[16]",
     "encoder.epochs=4",
     "encoder.batch_size=32",

@@ -106,10 +106,18 @@ CASES = {
                                         "champion.json: damaged"),
     "predict: champion outside the registry": (
         lambda t, d: _predict_champion(t, d, '{"version": "../../other/models/v0001"}'), "champion.json: damaged"),
-    "run: input shape does not fit the data": (
+    "run: data shape does not fit the data": (
         lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
-                      "--set", "encoder.kind='cnn2d'", "--set", "encoder.input_shape=[3,3,1]"],
-        "encoder.input_shape [3, 3, 1] holds 9 values but the data has 4 features"),
+                      "--set", "data.shape=[3,3,1]"],
+        "data.shape [3, 3, 1] holds 9 values but the data has 4 feature columns"),
+    "run: a table given a shape": (
+        lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
+                      "--set", "data.layout='table'", "--set", "data.shape=[2, 2]"],
+        "data.shape [2, 2]: data.layout = 'table' takes [4] or no shape"),
+    "run: a 2-D CNN on a table": (
+        lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
+                      "--set", "encoder.kind='cnn2d'"],
+        "encoder.kind = 'cnn2d' needs image rows, but the data is a table"),
     "run: log file in a missing folder": (
         lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--log-file", str(d / "no" / "x.log")],
         "--log-file {tmp}/no/x.log: folder {tmp}/no does not exist"),

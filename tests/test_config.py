@@ -13,10 +13,7 @@ def test_defaults_and_overrides_in_order(tmp_path):
     f.write_text("[svc]\nC = 3.0\nkernel = 'linear'\n[encoder]\nhidden = [8]\n")
     c = load_config(str(f), ["svc.C=0.5", "encoder.hidden=[32, 16]"], {"data.dataset": "wine"})
     assert (c.svc.C, c.svc.kernel, c.encoder.hidden, c.data.dataset) == (0.5, "linear", [32, 16], "wine")
-    from tasks.config import DATASET_DEFAULTS
-
-    digits = Config().model_copy(update={"encoder": EncoderConfig(**DATASET_DEFAULTS["digits"]["encoder"])})
-    assert load_config() == digits  # the default dataset is digits, with its encoder defaults
+    assert load_config() == Config()  # the default dataset is digits, with the same defaults as any data
 
 
 def test_file_flag_replaces_builtin_dataset():
@@ -35,6 +32,9 @@ def test_file_flag_replaces_builtin_dataset():
         (["data.input=x.csv", "data.dataset='digits'"], "either data.dataset or data.input"),
         (["svc.C"], "expected section.key=value"),
         (["encoder.epochs=0"], "encoder.epochs"),
+        (["data.shape=[0, 4]"], "data.shape"),
+        (["data.layout='video'"], "data.layout"),
+        (["knn.k_values=[]"], "knn.k_values"),
     ],
 )
 def test_invalid_config_names_the_key(overrides, needle):
@@ -52,13 +52,15 @@ def test_bad_toml_file_names_the_file(tmp_path):
         load_config(str(tmp_path / "missing.toml"))
 
 
-def test_builtin_dataset_defaults_apply_unless_set():
-    from tasks.config import DATASET_DEFAULTS
+def test_no_dataset_has_defaults_of_its_own():
+    for dataset in ("digits", "mnist1d", "iris"):
+        assert load_config(None, [], {"data.dataset": dataset}).encoder == EncoderConfig()
+    assert EncoderConfig().kind == "auto"
 
-    mnist = load_config(None, ["encoder.dropout=0.05"], {"data.dataset": "mnist1d"})
-    assert mnist.encoder.kernel_size == DATASET_DEFAULTS["mnist1d"]["encoder"]["kernel_size"] != EncoderConfig().kernel_size
-    assert mnist.encoder.dropout == 0.05
-    assert load_config(None, [], {"data.dataset": "iris"}).encoder == EncoderConfig()
+
+def test_the_moved_input_shape_key_says_where_it_went():
+    with pytest.raises(InputError, match="encoder.input_shape is now data.shape"):
+        load_config(None, ["encoder.input_shape=[8, 8, 1]"])
 
 
 def test_changes_are_what_was_set_not_a_built_in_datasets_own_defaults():

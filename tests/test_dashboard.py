@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import pipeline, run_tags
-from flows.plan import SEARCH_TASK, stages_needed
+from flows.plan import CANDIDATE_TASK, SEARCH_TASK, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
 from tasks.catalog import BY_NAME
 from tasks.config import run_name
@@ -93,6 +93,9 @@ def _declared(config) -> dict[str, set[frozenset[str]]]:
         if stage.search and config.svc.search:
             ups.add(SEARCH_TASK)
             declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0]}))
+        if stage.candidates and config.encoder.kind == "auto":
+            ups.add(CANDIDATE_TASK)
+            declared[CANDIDATE_TASK] = {frozenset({stage.inputs[0]})}
         declared[stage.name] = {frozenset(ups)}
     declared["register_model"] = {frozenset({"bundle"})}
     return declared
@@ -109,13 +112,15 @@ def _artifacts(flow_run_id: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def runs(prefect_api, tmp_path_factory):
-    """A cold and a fully cached run of one config (with the SVC search), and one with svc.C=3."""
+    """A cold and a fully cached run of one config (with the SVC search and the encoder search), and one
+    with svc.C=3."""
     from tests.helpers import iris_csv
 
     tmp = tmp_path_factory.mktemp("dash")
     csv = iris_csv(tmp / "iris.csv")
     data = tmp / "data"
-    config = tiny_config(csv, "svc.search=true", "svc.search_C=[1,10]", "svc.search_gamma_factor=[1]", "svc.search_folds=3")
+    config = tiny_config(csv, "svc.search=true", "svc.search_C=[1,10]", "svc.search_gamma_factor=[1]", "svc.search_folds=3",
+                         "encoder.kind='auto'", "encoder.search_folds=2", "encoder.search_repeats=1")
     cold = pipeline(config=config, data_dir=str(data))
     cached = pipeline(config=config, data_dir=str(data))
     other = tiny_config(csv, "svc.C=3")
@@ -127,6 +132,7 @@ def runs(prefect_api, tmp_path_factory):
 def test_the_flow_graph_is_the_declared_table_in_a_cold_and_a_cached_run(runs):
     declared = _declared(runs["config"])
     assert declared[SEARCH_TASK] == {frozenset({"extract_features"}), frozenset({"scale"})}
+    assert declared["train_encoder"] == {frozenset({"scale", CANDIDATE_TASK})}
     assert next(iter(declared["evaluate"])) >= {"train_svc", "raw_svc", "deep_hinge"}
     for result in (runs["cold"], runs["cached"]):
         assert _task_graph(result.flow_run_id) == declared
@@ -151,7 +157,9 @@ def test_the_report_is_published_for_a_cached_run_with_its_facts_and_charts(runs
     report = artifacts["marginflow-report"].data
     assert f"| model version | {cached.model} (already registered) |" in report
     assert cached.flow_run_id in report and "| date | " in report
-    assert report.count("](data:image/png;base64,") == 1 + 5 + 4  # bars, confusions, training curves
+    charts = json.loads((Path(cached.stages["evaluate"].artifact) / "charts.json").read_text())
+    assert len(charts) >= 1 + 6 + 3  # bars, a confusion matrix per approach, training curves
+    assert report.count("](data:image/png;base64,") == len(charts)
     folder = Path(cached.report)
     assert folder.parent == runs["data"] / "reports" and cached.flow_run_id[:8] in folder.name
     assert (folder / "report.md").read_text().startswith(f"# marginflow report: {runs['csv']}")
@@ -207,7 +215,7 @@ def test_a_terminal_gets_a_live_display_and_a_pipe_gets_plain_log_lines(runs, tm
             *(f"--set={s}" for s in [*TINY, "svc.C=3"]), "--log-file", str(tmp_path / "run.log")]
     code, shown = _on_a_terminal(args)
     assert code == 0, shown[-2000:]
-    assert "stage 11 of 11" in shown and "✓ train_encoder" in shown and "cached" in shown
+    assert "stage 12 of 12" in shown and "✓ train_encoder" in shown and "cached" in shown
     assert " | INFO " not in shown  # the log lines went to the dashboard and the file, not over the display
     logged = (tmp_path / "run.log").read_text()  # the full log is in --log-file
     assert "Beginning flow run" in logged and "register_model" in logged

@@ -20,11 +20,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tasks.catalog import NAMES
-
-# the catalog's margin approaches; ``knn``, the pipeline's baseline, has no margins to offer
-MARGIN_APPROACHES = tuple(n for n in NAMES if n != "knn")
 from tasks.config import EncoderConfig, FeaturesConfig, LinearHingeConfig, RFFConfig, ScaleConfig, SVCConfig
-from tasks.core.layout import resolve_layout
+from tasks.core.layout import Layout, resolve_layout
 from tasks.core.margin import decide, rbf_gamma
 from tasks.core.margin_models import build_linear_hinge, build_rff_svm, fit_keras_margin
 from tasks.core.networks import cut_at_features, embed, train
@@ -32,6 +29,8 @@ from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.core.svm import cv_row, fit_searched, grid, skops_load
 from tasks.errors import InputError
 
+# the catalog's margin approaches; ``knn``, the pipeline's baseline, has no margins to offer
+MARGIN_APPROACHES = tuple(n for n in NAMES if n != "knn")
 # parameter name -> the config section its dict is validated as
 SECTIONS = {"scale": ScaleConfig, "encoder": EncoderConfig, "features": FeaturesConfig, "svc": SVCConfig,
             "linear_hinge": LinearHingeConfig, "rff": RFFConfig}
@@ -91,7 +90,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         scaler_: ``{"mean", "scale"}`` per feature. svc_: the fitted ``SVC`` (SVC approaches).
         encoder_: the Keras encoder with its head (features_svc, deep_hinge); model_: the
         Keras margin model (linear_hinge, rff_svm); history_: per-epoch metrics of Keras fits;
-        layout_: the rows' `tasks.core.layout.Layout`.
+        layout_: the rows' layout as ``{"kind", "shape", "reason"}`` (`tasks.core.layout`).
 
     Shapes: X (n, d) -> ``predict`` (n,), ``decision_function`` (n,) for two classes
     (positive: ``classes_[1]``) or (n, k). There is no ``predict_proba``: margins are not
@@ -183,7 +182,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
             sample_weight = _check_sample_weight(sample_weight, X)
         names = [str(n) for n in getattr(self, "feature_names_in_", range(X.shape[1]))]
         try:
-            self.layout_ = resolve_layout(names, self.layout, self.shape)
+            self.layout_ = resolve_layout(names, self.layout, self.shape).to_json()
         except InputError as e:
             raise ValueError(str(e).replace("data.", "")) from None
         self.scaler_ = fit_scaler(X, self._config("scale"))
@@ -226,7 +225,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_features_svc(self, fit, val):
         X, y, w = fit
-        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), self._config("encoder"), self.layout_)
+        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), self._config("encoder"),
+                                             Layout.from_json(self.layout_, X.shape[1]))
         self._fit_svc_on(self._features(X), y, w)
 
     def _fit_raw_svc(self, fit, val):
@@ -235,7 +235,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
     def _fit_deep_hinge(self, fit, val):
         X, y, _ = fit
         config = self._config("encoder").model_copy(update={"objective": "squared_hinge"})
-        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), config, self.layout_)
+        self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), config,
+                                             Layout.from_json(self.layout_, X.shape[1]))
 
     def _fit_linear_hinge(self, fit, val):
         X, y, _ = fit

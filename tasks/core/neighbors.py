@@ -29,23 +29,25 @@ def dtw(Q: np.ndarray, R: np.ndarray, window: int) -> np.ndarray:
     """
     q, T, _ = Q.shape
     out = np.empty((q, len(R)))
+    Rt = np.ascontiguousarray(R.transpose(1, 2, 0), dtype=np.float32)  # (T, C, r): one step's values together
     block = max(1, _BLOCK_VALUES // max(1, len(R) * T))
     for start in range(0, q, block):
-        A = Q[start:start + block]
-        prev = np.full((len(A), len(R), T), np.inf)
+        A = np.ascontiguousarray(Q[start:start + block].transpose(1, 2, 0), dtype=np.float32)  # (T, C, b)
+        prev = np.full((T, A.shape[2], len(R)), np.inf, dtype=np.float32)  # (T, b, r): step j contiguous
         for i in range(T):
             cur = np.full_like(prev, np.inf)
             for j in range(max(0, i - window), min(T, i + window + 1)):
-                cost = ((A[:, i, None, :] - R[None, :, j, :]) ** 2).sum(-1)
+                diff = A[i][:, :, None] - Rt[j][:, None, :]  # (C, b, r)
+                cost = np.einsum("cbr,cbr->br", diff, diff) if diff.shape[0] > 1 else np.square(diff[0])
                 if i == 0 and j == 0:
-                    best = 0.0
-                else:
-                    best = prev[:, :, j]
-                    if j > 0:
-                        best = np.minimum(best, np.minimum(cur[:, :, j - 1], prev[:, :, j - 1]))
-                cur[:, :, j] = cost + best
+                    cur[j] = cost
+                    continue
+                best = prev[j]
+                if j > 0:
+                    best = np.minimum(best, np.minimum(cur[j - 1], prev[j - 1]))
+                np.add(cost, best, out=cur[j])
             prev = cur
-        out[start:start + block] = prev[:, :, T - 1]
+        out[start:start + block] = prev[T - 1]
     return out
 
 

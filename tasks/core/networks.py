@@ -111,6 +111,13 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
     return keras.Model(inputs, outputs, name="encoder")
 
 
+def encoder_config_json(config: EncoderConfig, layout: Layout, n_features: int, n_classes: int, best_epoch: int) -> dict:
+    """``config.json`` of an encoder: its section, input width, class count, the layout and kind it was built for."""
+    return {**config.model_dump(), "n_features": n_features, "n_classes": n_classes,
+            "layout": layout.to_json(), "resolved_kind": resolve_architecture(config, layout)[0],
+            "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
+
+
 class BudgetSpent(Exception):
     """A fit was about to start after its search's deadline."""
 

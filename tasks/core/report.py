@@ -35,7 +35,7 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
             lines.append(f"| {r['candidate']} | {r['kind']} | not started (budget spent) | | | |")
         else:
             lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {r['epochs']} | "
-                         f"{r['seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
+                         f"{r['train_seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
     return [*lines, ""]
 
 

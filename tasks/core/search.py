@@ -1,0 +1,74 @@
+"""How an encoder candidate (`tasks.core.candidates`) is scored on validation rows.
+
+Score: the features + SVC path, i.e. an ``SVC`` with the ``svc`` section's kernel, C, gamma and
+class weights fitted on the candidate's features of the fitting rows, accuracy on held-out
+rows. With at least ``search_folds_below`` training rows (or a class with a single non-test row)
+the held-out rows are the val split
+(the candidate trained on train with early stopping on val is also the encoder kept). With
+fewer, the train and val rows are pooled and split into ``search_folds`` stratified folds,
+``search_repeats`` times; on each fold the candidate trains for the number of epochs its
+early-stopped model took, on the other folds. Test rows are never read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tasks.config import SVCConfig
+from tasks.core.candidates import Candidate
+from tasks.core.layout import Layout
+from tasks.core.networks import Refitter, best_epoch, embed, train
+from tasks.core.svm import fit_svc
+from tasks.store.progress import OwnTime
+
+
+def _svc_accuracy(model, fit: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
+                  svc: SVCConfig) -> float:
+    from tasks.core.networks import cut_at_features
+
+    features = cut_at_features(model)
+    F_fit, F_held = embed(features, fit[0], 1024), embed(features, held[0], 1024)
+    pred = fit_svc(F_fit, fit[1], svc).predict(F_held)
+    return float(np.mean(pred == held[1]))
+
+
+def score_candidate(
+    data: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int, layout: Layout, candidate: Candidate,
+    svc: SVCConfig, deadline: float | None = None, callbacks: tuple = (),
+) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train ``candidate`` and score its features + SVC on held-out non-test rows.
+
+    Args:
+        data: ``{"train": (X, y), "val": (X, y)}`` scaled rows (test rows are not given).
+        deadline: a ``time.time()`` after which no fit of this candidate starts.
+    Returns:
+        (the encoder kept: trained on train, early-stopped on val; its history;
+        ``{"score", "scores", "validation", "epochs", "train_seconds"}``).
+    Raises:
+        tasks.core.networks.BudgetSpent: the deadline passed before one of its fits could start.
+    """
+    config = candidate.encoder
+    (X_train, y_train), (X_val, y_val) = data["train"], data["val"]
+    with OwnTime() as own:  # not counting waits for the Keras lock
+        model, history = train(X_train, y_train, X_val, y_val, n_classes, config, layout, callbacks,
+                               deadline=deadline)
+        epochs = best_epoch(history) + 1 if history else 0
+        pooled = np.bincount(np.concatenate([y_train, y_val]))
+        if len(y_train) >= config.search_folds_below or pooled[pooled > 0].min() < 2:
+            scores, how = [_svc_accuracy(model, (X_train, y_train), (X_val, y_val), svc)], "val split"
+        else:
+            from sklearn.model_selection import RepeatedStratifiedKFold
+
+            X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
+            k = min(config.search_folds, int(pooled[pooled > 0].min()))
+            folds = RepeatedStratifiedKFold(n_splits=k, n_repeats=config.search_repeats, random_state=config.seed)
+            scores, refit = [], Refitter(X.shape[1], n_classes, config, layout)
+            for fit_rows, held_rows in folds.split(X, y):
+                fold_model = refit.fit(X[fit_rows], y[fit_rows], max(epochs, 1), deadline)
+                scores.append(_svc_accuracy(fold_model, (X[fit_rows], y[fit_rows]), (X[held_rows], y[held_rows]),
+                                            svc))
+            how = f"{k} folds x {config.search_repeats} of train+val"
+    return model, history, {"score": float(np.mean(scores)), "scores": scores, "validation": how,
+                            "epochs": epochs, "train_seconds": round(own.seconds, 3)}
