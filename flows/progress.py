@@ -92,6 +92,10 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
             file_handler.close()
 
 
+# tasks that run as part of a stage: their progress is that stage's
+PART_OF = {"encoder_candidate": "train_encoder"}
+
+
 @dataclass
 class StageState:
     status: str = "waiting"  # waiting | running | ran | cached
@@ -100,6 +104,7 @@ class StageState:
     epoch: int = 0
     epochs: int = 0
     epoch_at: float = 0.0
+    epochs_from: float = 0.0  # when the current fit began (a search trains several in turn)
 
 
 class Progress:
@@ -119,15 +124,25 @@ class Progress:
             name = fields.get("stage")
             if name is None:
                 return
-            s = self.stages.setdefault(name, StageState())
             now = time.monotonic()
+            if name in PART_OF:  # one candidate of a stage's search: shown on that stage's line
+                s = self.stages.setdefault(PART_OF[name], StageState())
+                if event == "stage_end":
+                    s.epoch = s.epochs = 0  # the next candidate's epochs follow
+                    return
+                if event == "stage_start":
+                    s.epochs_from = now
+            else:
+                s = self.stages.setdefault(name, StageState())
             if event == "stage_start" and s.status == "waiting":
                 s.status, s.started = "running", now
+                s.epochs_from = s.epochs_from or now
             elif event in ("stage_end", "stage_done") and s.status in ("waiting", "running"):
                 s.status, s.seconds = fields["status"], float(fields["seconds"])
             elif event == "epoch" and s.status in ("waiting", "running"):
                 if s.status == "waiting":
                     s.status, s.started = "running", now
+                    s.epochs_from = s.epochs_from or now
                 s.epoch, s.epochs, s.epoch_at = int(fields["epoch"]), int(fields["epochs"]), now
 
     def lines(self) -> list[str]:
@@ -151,7 +166,7 @@ class Progress:
             elif s.status == "running":
                 detail = f"running {now - s.started:.0f} s"
                 if s.epochs and s.epoch:
-                    per_epoch = (s.epoch_at - s.started) / s.epoch
+                    per_epoch = (s.epoch_at - (s.epochs_from or s.started)) / s.epoch
                     eta = per_epoch * (s.epochs - s.epoch)
                     detail += f", epoch {s.epoch}/{s.epochs}, <= {eta:.0f} s left"  # early stopping may end it sooner
                 out.append(f"  ▸ {name:<18} {detail}")

@@ -231,3 +231,23 @@ def test_a_tiny_budget_keeps_the_best_so_far_and_candidates_are_cached_one_by_on
     third = pipeline(config=_flow_config(csv), data_dir=root, until="train_encoder")
     assert {s.status for s in third.stages.values()} == {"cached"}
     assert third.stages["train_encoder"].artifact == second.stages["train_encoder"].artifact
+
+
+@pytest.mark.parametrize("layout", [Layout("image", [8, 8, 1], ""), Layout("sequence", [40, 2], ""),
+                                    Layout("sequence", [600, 1], ""), Layout("table", [13], "")])
+def test_every_candidate_builds_and_passes_the_bundles_layer_check(tmp_path, layout):
+    """A candidate that wins is bundled: its saved encoder must hold only classes the bundle accepts."""
+    import math
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    from tasks.core.candidates import candidate_set
+    from tasks.core.networks import build_encoder, check_keras_layers
+
+    for candidate in candidate_set(layout, EncoderConfig()):
+        model = build_encoder(math.prod(layout.shape), 3, candidate.encoder, layout)
+        path = tmp_path / f"{candidate.name}.keras"
+        model.save(path)
+        check_keras_layers(path)  # raises on a class marginflow does not allow
+        width = model.get_layer("features").output.shape[-1]
+        assert width == math.prod(layout.shape) if candidate.encoder.kind == "identity" else width <= 512

@@ -220,7 +220,7 @@ KERAS_CLASSES = {
                      "Reshape", "Identity", "BatchNormalization", "Activation", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
                      "GlobalAveragePooling2D"},
     "keras.src.models.functional": {"Functional"},
-    "keras.initializers": {"GlorotUniform", "Zeros", "Constant"},
+    "keras.initializers": {"GlorotUniform", "Zeros", "Ones", "Constant"},
     "keras.regularizers": {"L2"},
     "keras.optimizers": {"Adam"},
     "keras": {"DTypePolicy"},
