@@ -1,8 +1,8 @@
 """Stage train_encoder: the Keras encoder (MLP, 1-D or 2-D CNN, or identity) whose features feed the SVC.
 
-With ``encoder.kind = "auto"`` it keeps the best of the ``encoder_candidate`` artifacts it is
-given (highest validation score; ties go to the earlier candidate); otherwise it trains the
-configured encoder on the training rows (early stopping on val).
+With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given
+(`selection`: the best network when it beats ``identity`` by more than a standard error, else
+``identity``); otherwise it trains the configured encoder on the training rows (early stopping on val).
 
 Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
 ``compile=False``), ``config.json`` (the encoder section it was trained with plus input width,
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import shutil
 from typing import Any
+
+import numpy as np
 
 from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
@@ -28,18 +30,34 @@ from tasks.store.tables import read_meta, split_matrices
 
 def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRef | None]) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
-    and for those that ran the validation used, epochs and seconds; ``chosen`` marks the winner."""
-    rows = []
-    for spec, ref in zip(candidate_set(layout, config), candidates, strict=True):
+    and for those that ran the validation used, epochs and seconds; ``chosen`` marks the one kept.
+
+    The rule: the best-scoring network (ties: the earlier) is kept only when its advantage over
+    ``identity``, row by row on the same held-out rows, is more than one standard error of that
+    advantage; otherwise ``identity``, the simplest candidate, is (the one-standard-error rule:
+    on a few dozen validation rows, most differences between candidates are noise). The best
+    network's row holds ``advantage`` and ``standard_error``. Without ``identity`` (its budget
+    spent) the best score wins.
+    """
+    rows, correct = [], {}
+    for i, (spec, ref) in enumerate(zip(candidate_set(layout, config), candidates, strict=True)):
         row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
         if ref is not None:
             score = read_json(ref, "score.json")
             row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "train_seconds")})
+            correct[i] = np.asarray(score["correct"], dtype=np.float64)
         rows.append(row)
-    ran = [i for i, r in enumerate(rows) if r["score"] is not None]
-    if not ran:
+    if not correct:
         raise InputError("encoder.kind = 'auto': no candidate encoder finished; raise encoder.search_budget_s")
-    best = max(ran, key=lambda i: (rows[i]["score"], -i))
+    networks = [i for i in correct if rows[i]["kind"] != "identity"]
+    identity = next((i for i in correct if rows[i]["kind"] == "identity"), None)
+    best = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else identity
+    if best != identity and identity is not None:
+        d = correct[best] - correct[identity]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        rows[best].update({"advantage": float(d.mean()), "standard_error": se})
+        if d.mean() <= se:
+            best = identity
     rows[best]["chosen"] = True
     return rows
 
@@ -60,7 +78,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
         winner = candidates[chosen]
         networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
-        network = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None
+        network = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None  # for deep_hinge
         skipped = [r["candidate"] for r in rows if r["score"] is None]
         log.info("train_encoder: layout %s %s (%s); kept candidate %s (validation accuracy %.4f) of %s%s",
                  layout.kind, layout.shape, layout.reason, rows[chosen]["candidate"], rows[chosen]["score"],

@@ -27,8 +27,12 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     if not rows:
         return lines + [f"Encoder: {encoder['kind']}, as configured.", ""]
     chosen = next(r for r in rows if r["chosen"])
-    lines += [f"Encoder kept: **{chosen['candidate']}**, the best validation score of features + SVC "
-              f"({chosen['validation']}; test rows not used).", "",
+    best = next((r for r in rows if "advantage" in r), None)
+    rule = "" if best is None else (
+        f" The best network, {best['candidate']}, is kept only when it beats identity by more than one standard "
+        f"error on the same rows: here by {100 * best['advantage']:+.2f} ± {100 * best['standard_error']:.2f} points.")
+    lines += [f"Encoder kept: **{chosen['candidate']}**, chosen by the validation accuracy of features + SVC "
+              f"({chosen['validation']}; test rows not used).{rule}", "",
               "| candidate | kind | validation accuracy | epochs | seconds | kept |", "|:---|:---|---:|---:|---:|:---|"]
     for r in rows:
         if r["score"] is None:

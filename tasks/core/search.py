@@ -2,7 +2,7 @@
 
 Score: the features + SVC path, i.e. an ``SVC`` with the ``svc`` section's kernel, C, gamma and
 class weights fitted on the candidate's features of the fitting rows, accuracy on held-out
-rows. With at least ``search_folds_below`` training rows (or a class with a single non-test row)
+rows (every held-out row counted once per repeat). With at least ``search_folds_below`` training rows (or a class with a single non-test row)
 the held-out rows are the val split
 (the candidate trained on train with early stopping on val is also the encoder kept). With
 fewer, the train and val rows are pooled and split into ``search_folds`` stratified folds,
@@ -25,13 +25,14 @@ from tasks.store.progress import OwnTime
 
 
 def _svc_accuracy(model, fit: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
-                  svc: SVCConfig) -> float:
+                  svc: SVCConfig) -> np.ndarray:
+    """(n_held,) 1 where the SVC on the model's features classifies a held-out row right, else 0."""
     from tasks.core.networks import cut_at_features
 
     features = cut_at_features(model)
     F_fit, F_held = embed(features, fit[0], 1024), embed(features, held[0], 1024)
     pred = fit_svc(F_fit, fit[1], svc).predict(F_held)
-    return float(np.mean(pred == held[1]))
+    return (pred == held[1]).astype(np.int64)
 
 
 def score_candidate(
@@ -45,7 +46,9 @@ def score_candidate(
         deadline: a ``time.time()`` after which no fit of this candidate starts.
     Returns:
         (the encoder kept: trained on train, early-stopped on val; its history;
-        ``{"score", "scores", "validation", "epochs", "train_seconds"}``).
+        ``{"score", "scores", "correct", "validation", "epochs", "train_seconds"}``: ``score`` the share of
+        held-out rows classified right, ``scores`` per fold, ``correct`` per held-out row (0/1, in an order
+        every candidate of the same data shares, so candidates compare row by row).
     Raises:
         tasks.core.networks.BudgetSpent: the deadline passed before one of its fits could start.
     """
@@ -57,18 +60,20 @@ def score_candidate(
         epochs = best_epoch(history) + 1 if history else 0
         pooled = np.bincount(np.concatenate([y_train, y_val]))
         if len(y_train) >= config.search_folds_below or pooled[pooled > 0].min() < 2:
-            scores, how = [_svc_accuracy(model, (X_train, y_train), (X_val, y_val), svc)], "val split"
+            correct, how = [_svc_accuracy(model, (X_train, y_train), (X_val, y_val), svc)], "val split"
         else:
             from sklearn.model_selection import RepeatedStratifiedKFold
 
             X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
             k = min(config.search_folds, int(pooled[pooled > 0].min()))
             folds = RepeatedStratifiedKFold(n_splits=k, n_repeats=config.search_repeats, random_state=config.seed)
-            scores, refit = [], Refitter(X.shape[1], n_classes, config, layout)
+            correct, refit = [], Refitter(X.shape[1], n_classes, config, layout)
             for fit_rows, held_rows in folds.split(X, y):
                 fold_model = refit.fit(X[fit_rows], y[fit_rows], max(epochs, 1), deadline)
-                scores.append(_svc_accuracy(fold_model, (X[fit_rows], y[fit_rows]), (X[held_rows], y[held_rows]),
-                                            svc))
+                correct.append(_svc_accuracy(fold_model, (X[fit_rows], y[fit_rows]), (X[held_rows], y[held_rows]),
+                                             svc))
             how = f"{k} folds x {config.search_repeats} of train+val"
-    return model, history, {"score": float(np.mean(scores)), "scores": scores, "validation": how,
-                            "epochs": epochs, "train_seconds": round(own.seconds, 3)}
+    every = np.concatenate(correct)
+    return model, history, {"score": float(every.mean()), "scores": [float(c.mean()) for c in correct],
+                            "correct": every.tolist(), "validation": how, "epochs": epochs,
+                            "train_seconds": round(own.seconds, 3)}
