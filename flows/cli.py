@@ -193,7 +193,12 @@ def _summary(result, metrics: dict[str, Any] | None) -> str:
     lines.append("(seconds: the stage's own work; waited: time spent waiting for another stage's Keras fit "
                  "or library import)")
     if metrics:
-        lines += ["", _metrics_line(metrics)]
+        lines += [""]
+        rows = (metrics.get("encoder") or {}).get("selection")
+        if rows:
+            kept = next(r["candidate"] for r in rows if r["chosen"])
+            lines.append(f"encoder: {kept}, kept of {len(rows)} candidates by validation (the report's Encoder section)")
+        lines.append(_metrics_line(metrics))
     if result.report:
         lines += [f"report: {result.report}/report.html", f"        {result.report}/report.md"]
     return "\n".join(lines)

@@ -94,7 +94,7 @@ def infer_layout(names: list[str]) -> Layout:
     grid = _grid(names)
     if grid is not None:
         return Layout("image", [grid[0], grid[1], 1],
-                      f"columns {names[0]} .. {names[-1]} number a {grid[0]}x{grid[1]} grid")
+                      f"columns {names[0]} .. {names[-1]} are the cells of a {grid[0]}x{grid[1]} grid")
     numbered = _numbered(names)
     if numbered is None:
         return Layout("table", [d], "column names are not one prefix with consecutive numbers")

@@ -22,7 +22,8 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     if not encoder:
         return []
     layout = encoder["layout"]
-    lines = ["## Encoder", "", f"Rows read as a **{layout['kind']}** of shape {layout['shape']}: {layout['reason']}.", ""]
+    lines = ["## Encoder", "", f"Rows read as {'an' if layout['kind'] == 'image' else 'a'} **{layout['kind']}** of shape "
+                      f"{layout['shape']}: {layout['reason']}.", ""]
     rows = encoder.get("selection")
     if not rows:
         return lines + [f"Encoder: {encoder['kind']}, as configured.", ""]
