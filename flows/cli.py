@@ -180,7 +180,7 @@ def _preflight(config, args: argparse.Namespace) -> None:
 
     _data_root(args)
     _, meta = prepare(config.data)
-    check_against_data(config.encoder, Layout.from_json(meta["layout"], len(meta["feature_names"])))
+    check_against_data(config.encoder, Layout.from_meta(meta))
 
 
 def _summary(result, metrics: dict[str, Any] | None) -> str:

@@ -109,7 +109,7 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> list
     """
     ref = scaled.result().at(root)
     meta = read_meta(ref)
-    layout = Layout.from_json(meta.get("layout"), len(meta["feature_names"]))
+    layout = Layout.from_meta(meta)
     deadline = time.time() + config.encoder.search_budget_s
     task = encoder_candidate.with_options(refresh_cache=refresh)
     return [task.submit(scaled, candidate, config.svc, root=root, deadline=None if i == 0 else deadline)
@@ -121,7 +121,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     forced = {*STAGES, SEARCH_TASK, CANDIDATE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     futures: dict[str, Any] = {}
-    searches: dict[str, Any] = {}
+    searches: dict[str, tuple[str, list[Any]]] = {}  # "<stage>.cv" / "<stage>.candidates": (what, futures)
     emit("plan", stages=[stage.name for stage in plan])
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
@@ -132,10 +132,12 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         if stage.search and config.svc.search:
             cv = svc_cv.with_options(refresh_cache=SEARCH_TASK in forced).map(
                 unmapped(futures[stage.inputs[0]]), grid(config.svc), root=unmapped(root))
-            searches[f"{stage.name}.cv"] = kwargs["cv"] = cv
+            searches[f"{stage.name}.cv"] = (f"{SEARCH_TASK} points", cv)
+            kwargs["cv"] = cv
         if stage.candidates and config.encoder.kind == "auto":
-            searches[f"{stage.name}.candidates"] = kwargs["candidates"] = _submit_candidates(
-                futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
+            candidates = _submit_candidates(futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
+            searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK}s", candidates)
+            kwargs["candidates"] = candidates
         futures[stage.name] = task.submit(*args, **kwargs)
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
@@ -145,14 +147,13 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         result.stages[stage.name] = StageRun(artifact=str(ref.dir), **info)
         emit("stage_done", stage=stage.name, **info)  # the terminal's display, also for stages run elsewhere
         result.artifacts[stage.name] = ref
-    for name, mapped in searches.items():
+    for name, (what, mapped) in searches.items():
         runs = [describe(f.state) for f in mapped]
         skipped = sum(r["status"] == "skipped" for r in runs)
-        what = f"{len(runs)} {SEARCH_TASK} points" if name.endswith(".cv") else f"{len(runs)} {CANDIDATE_TASK}s"
         result.stages[name] = StageRun(
             status="ran" if any(r["status"] == "ran" for r in runs) else "cached" if not skipped else "skipped",
             seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
-            artifact=what + (f", {skipped} not started (budget spent)" if skipped else ""),
+            artifact=f"{len(runs)} {what}" + (f", {skipped} not started (budget spent)" if skipped else ""),
             where=", ".join(sorted({r["where"] for r in runs})))
     result.flow_run_id, result.flow_run_name = current_flow_run()
     info = RunInfo(flow_run_id=result.flow_run_id, flow_run_name=result.flow_run_name,

@@ -32,7 +32,7 @@ def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig,
     """The encoder's architecture with a one-vs-rest squared-hinge head, trained end to end, early stopping on val."""
     data, meta = split_matrices(scaled)
     cfg = network_config(encoder, config)
-    layout = Layout.from_json(meta.get("layout"), data["train"][0].shape[1])
+    layout = Layout.from_meta(meta)
     with OwnTime() as fit:  # not counting the wait for the Keras lock
         model, history = train(*data["train"], *data["val"], len(meta["classes"]), cfg, layout,
                                callbacks=(epoch_progress(cfg.epochs, "deep_hinge"),))

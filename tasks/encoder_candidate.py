@@ -27,7 +27,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig,
     """Train and score ``candidate`` on ``scaled``'s train and val rows; None when the budget is spent."""
     data, meta = split_matrices(scaled)
     X_train = data["train"][0]
-    layout = Layout.from_json(meta.get("layout"), X_train.shape[1])
+    layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])
     log = stage_logger()
     try:

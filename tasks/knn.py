@@ -1,14 +1,13 @@
 """Stage knn (approach ``knn``): k nearest neighbours among the training rows, Euclidean or DTW.
 
 Output artifact ``knn``: ``references.npz`` (the training rows and their classes: the model),
-``config.json`` (metric, k, DTW band, and the leave-one-out table it was chosen by). Reads the
-``dataset`` artifact too: DTW compares each raw series z-normalised, not column-scaled rows.
-``predictions.json``, ``timing.json``.
+``config.json`` (metric, k, DTW band, and the leave-one-out table it was chosen by),
+``predictions.json``, ``timing.json``. Reads the ``dataset`` artifact too: DTW compares each
+raw series z-normalised, not column-scaled rows.
 """
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
@@ -63,7 +62,7 @@ def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str)
     data, meta = split_matrices(scaled)
     raw, _ = split_matrices(dataset)
     (X, y), n_classes = data["train"], len(meta["classes"])
-    layout = Layout.from_json(meta.get("layout"), X.shape[1])
+    layout = Layout.from_meta(meta)
     sequence = layout.kind == "sequence"
 
     def rows(split: str, index=slice(None)) -> dict[str, np.ndarray]:
@@ -96,9 +95,7 @@ def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str)
         return vote(distances(metric, rows(split), R, band), y, k, n_classes)
 
     def save(w) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, X=X.astype(np.float32), y=y, **({"series": R["series"]} if sequence else {}))
-        w.path("references.npz").write_bytes(buffer.getvalue())
+        np.savez(w.path("references.npz"), X=X.astype(np.float32), y=y, **({"series": R["series"]} if sequence else {}))
 
     chosen = {"metric": metric, "k": k, "dtw_band": band if metric == "dtw" else None, "selection": table,
               "note": note or None}

@@ -28,6 +28,12 @@ from tasks.store.runlog import epoch_progress, stage_logger
 from tasks.store.tables import read_meta, split_matrices
 
 
+def best_network(rows: list[dict[str, Any]]) -> int | None:
+    """Index of the best-scoring candidate that ran and is a network (ties: the earlier), or None."""
+    networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
+    return max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None
+
+
 def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRef | None]) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
     and for those that ran the validation used, epochs and seconds; ``chosen`` marks the one kept.
@@ -49,10 +55,10 @@ def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRe
         rows.append(row)
     if not correct:
         raise InputError("encoder.kind = 'auto': no candidate encoder finished; raise encoder.search_budget_s")
-    networks = [i for i in correct if rows[i]["kind"] != "identity"]
     identity = next((i for i in correct if rows[i]["kind"] == "identity"), None)
-    best = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else identity
-    if best != identity and identity is not None:
+    network = best_network(rows)
+    best = identity if network is None else network
+    if network is not None and identity is not None:
         d = correct[best] - correct[identity]
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         rows[best].update({"advantage": float(d.mean()), "standard_error": se})
@@ -71,14 +77,13 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
               "candidates": [None if c is None else c.sha256 for c in candidates or []]}
     if config.kind == "auto":
         meta = read_meta(scaled)
-        layout = Layout.from_json(meta.get("layout"), len(meta["feature_names"]))
+        layout = Layout.from_meta(meta)
         if candidates is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
         rows = selection(config, layout, candidates)
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
         winner = candidates[chosen]
-        networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
-        network = max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None  # for deep_hinge
+        network = best_network(rows)  # what deep_hinge trains
         skipped = [r["candidate"] for r in rows if r["score"] is None]
         log.info("train_encoder: layout %s %s (%s); kept candidate %s (validation accuracy %.4f) of %s%s",
                  layout.kind, layout.shape, layout.reason, rows[chosen]["candidate"], rows[chosen]["score"],
@@ -94,7 +99,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         return w.ref
     data, meta = split_matrices(scaled)
     (X_train, y_train), n_classes = data["train"], len(meta["classes"])
-    layout = Layout.from_json(meta.get("layout"), X_train.shape[1])
+    layout = Layout.from_meta(meta)
     model, history = train(X_train, y_train, *data["val"], n_classes, config, layout,
                            callbacks=(epoch_progress(config.epochs, "train_encoder"),))
     best = best_epoch(history)

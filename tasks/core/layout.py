@@ -57,6 +57,11 @@ class Layout:
             return cls("table", [n_features], "no layout recorded")
         return cls(str(obj["kind"]), [int(v) for v in obj["shape"]], str(obj.get("reason", "")))
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Layout:
+        """The layout of a table artifact, from its ``meta.json``."""
+        return cls.from_json(meta.get("layout"), len(meta["feature_names"]))
+
 
 def _prefix_key(prefix: str) -> str:
     return prefix.lower().strip("_-. ")

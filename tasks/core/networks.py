@@ -122,19 +122,31 @@ class BudgetSpent(Exception):
     """A fit was about to start after its search's deadline."""
 
 
+def _objective(config: EncoderConfig, n_classes: int) -> tuple[str, list[str], Any]:
+    """(Keras loss, metrics, class indices -> targets) of the encoder's training head."""
+    if config.objective == "softmax":
+        return "sparse_categorical_crossentropy", ["accuracy"], lambda y: y
+    return "squared_hinge", [], lambda y: hinge_targets(y, n_classes, "squared_hinge")
+
+
+def _check_deadline(deadline: float | None) -> None:
+    """Call holding the Keras lock: a fit queued behind others is refused once the budget is spent."""
+    if deadline is not None and time.time() > deadline:
+        raise BudgetSpent()
+
+
 def train(
-    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
     n_classes: int, config: EncoderConfig, layout: Layout | None = None, callbacks: tuple = (),
-    *, fixed_epochs: int | None = None, deadline: float | None = None,
+    *, deadline: float | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit the encoder with its head; returns the Keras model and its history.
 
     Args:
         X_train: (n, d) scaled rows; y_train: (n,) class indices.
-        X_val, y_val: the validation rows, for early stopping (unused with ``fixed_epochs``).
+        X_val, y_val: the validation rows, for early stopping.
         layout: the rows' layout (`tasks.core.layout`); a table when None.
         callbacks: extra Keras callbacks (progress reporting).
-        fixed_epochs: train exactly this many epochs, no early stopping.
         deadline: a ``time.time()``; checked once this fit holds the Keras lock.
     Returns:
         (model, history) with history mapping metric name -> per-epoch values (empty for
@@ -144,26 +156,17 @@ def train(
     """
     import keras
 
-    if config.objective == "softmax":
-        loss, t_train, t_val, metrics = "sparse_categorical_crossentropy", y_train, y_val, ["accuracy"]
-    else:
-        loss, metrics = "squared_hinge", []
-        t_train = hinge_targets(y_train, n_classes, loss)
-        t_val = None if y_val is None else hinge_targets(y_val, n_classes, loss)
+    layout = layout or Layout("table", [X_train.shape[1]], "")
+    loss, metrics, targets = _objective(config, n_classes)
     with seeded_keras(config.seed):
-        if deadline is not None and time.time() > deadline:
-            raise BudgetSpent()
+        _check_deadline(deadline)
         model = build_encoder(X_train.shape[1], n_classes, config, layout)
-        if resolve_architecture(config, layout or Layout("table", [X_train.shape[1]], ""))[0] == "identity":
+        if resolve_architecture(config, layout)[0] == "identity":
             return model, {}
-        if fixed_epochs is not None:
-            history = fit_keras(model, X_train, t_train, loss, fixed_epochs, config.batch_size, config.learning_rate,
-                                metrics=metrics, callbacks=list(callbacks))
-        else:
-            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                 restore_best_weights=True)
-            history = fit_keras(model, X_train, t_train, loss, config.epochs, config.batch_size, config.learning_rate,
-                                validation=(X_val, t_val), metrics=metrics, callbacks=[stop, *callbacks])
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        history = fit_keras(model, X_train, targets(y_train), loss, config.epochs, config.batch_size,
+                            config.learning_rate, validation=(X_val, targets(y_val)), metrics=metrics,
+                            callbacks=[stop, *callbacks])
     return model, history
 
 
@@ -172,8 +175,8 @@ class Refitter:
 
     The first `fit` builds and compiles the model; later ones restore its initial weights, zero
     the optimizer's state and fit again, so JAX reuses the compiled step instead of compiling a
-    new model per fold. Each fit equals a fresh ``train(..., fixed_epochs=epochs)`` up to the
-    dropout and shift draws, which continue the model's seeded streams.
+    new model per fold. Each fit trains a fixed number of epochs without early stopping, from the
+    same weights as a fresh build; the dropout and shift draws continue the model's seeded streams.
     """
 
     def __init__(self, n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None):
@@ -186,23 +189,19 @@ class Refitter:
             BudgetSpent: ``deadline`` had passed when the fit could start.
         """
         n_features, n_classes, config, layout = self.args
-        if config.objective == "softmax":
-            loss, targets = "sparse_categorical_crossentropy", y
-        else:
-            loss, targets = "squared_hinge", hinge_targets(y, n_classes, "squared_hinge")
+        loss, _, targets = _objective(config, n_classes)
         with seeded_keras(config.seed):
-            if deadline is not None and time.time() > deadline:
-                raise BudgetSpent()
+            _check_deadline(deadline)
             if self.model is None:
                 self.model = build_encoder(n_features, n_classes, config, layout)
                 self.initial = self.model.get_weights()
-                fit_keras(self.model, X, targets, loss, epochs, config.batch_size, config.learning_rate)
+                fit_keras(self.model, X, targets(y), loss, epochs, config.batch_size, config.learning_rate)
                 return self.model
             self.model.set_weights(self.initial)
             for v in self.model.optimizer.variables:
                 if "learning_rate" not in v.path:
                     v.assign(np.zeros(v.shape, dtype=v.dtype))
-            self.model.fit(X.astype("float32"), targets, epochs=epochs, batch_size=config.batch_size,
+            self.model.fit(X.astype("float32"), targets(y), epochs=epochs, batch_size=config.batch_size,
                            shuffle=True, verbose=0)
         return self.model
 
