@@ -174,13 +174,11 @@ def _data_root(args: argparse.Namespace) -> None:
 def _preflight(config, args: argparse.Namespace) -> None:
     """Validate the data root, the data and the config against the data's shape before Prefect
     starts, so that bad input writes nothing and fails fast."""
-    from tasks.core.dataset import prepare
-    from tasks.core.layout import Layout
+    from tasks.core.dataset import check_source
     from tasks.core.networks import check_against_data
 
     _data_root(args)
-    _, meta = prepare(config.data)
-    check_against_data(config.encoder, Layout.from_meta(meta))
+    check_against_data(config.encoder, check_source(config.data))
 
 
 def _summary(result, metrics: dict[str, Any] | None) -> str:

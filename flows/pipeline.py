@@ -142,10 +142,14 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
     for stage in plan:  # in table order, so the first failure raised is the earliest stage's own
-        ref = futures[stage.name].result().at(root)
+        value = futures[stage.name].result()
         info = describe(futures[stage.name].state)
-        result.stages[stage.name] = StageRun(artifact=str(ref.dir), **info)
         emit("stage_done", stage=stage.name, **info)  # the terminal's display, also for stages run elsewhere
+        if value is None:  # an approach skipped at this size (tasks.catalog.skip_reason)
+            result.stages[stage.name] = StageRun(artifact="skipped at this size (see the report)", **info)
+            continue
+        ref = value.at(root)
+        result.stages[stage.name] = StageRun(artifact=str(ref.dir), **info)
         result.artifacts[stage.name] = ref
     for name, (what, mapped) in searches.items():
         runs = [describe(f.state) for f in mapped]

@@ -105,6 +105,7 @@ class StageState:
     epochs: int = 0
     epoch_at: float = 0.0
     epochs_from: float = 0.0  # when the current fit began (a search trains several in turn)
+    unit: str = "epoch"  # or "batch": stages that stream a table report batches done
 
 
 class Progress:
@@ -144,6 +145,7 @@ class Progress:
                     s.status, s.started = "running", now
                     s.epochs_from = s.epochs_from or now
                 s.epoch, s.epochs, s.epoch_at = int(fields["epoch"]), int(fields["epochs"]), now
+                s.unit = str(fields.get("unit", "epoch"))
 
     def lines(self) -> list[str]:
         """The display as plain text lines (the same text the live view shows)."""
@@ -168,7 +170,7 @@ class Progress:
                 if s.epochs and s.epoch:
                     per_epoch = (s.epoch_at - (s.epochs_from or s.started)) / s.epoch
                     eta = per_epoch * (s.epochs - s.epoch)
-                    detail += f", epoch {s.epoch}/{s.epochs}, <= {eta:.0f} s left"  # early stopping may end it sooner
+                    detail += f", {s.unit} {s.epoch}/{s.epochs}, <= {eta:.0f} s left"  # early stopping may end it sooner
                 out.append(f"  ▸ {name:<18} {detail}")
             else:
                 out.append(f"  · {name:<18} waiting")

@@ -15,15 +15,15 @@ from tasks.core.metrics import score
 from tasks.ops.bundle import making_config, write_bundle
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
-from tasks.store.tables import feature_matrix, read_table
+from tasks.store.tables import labels, read_meta
 
 
 @stage("bundle")
 def bundle(scaled: ArtifactRef, encoder: ArtifactRef, svc: ArtifactRef, config: dict[str, Any],
            root: str) -> ArtifactRef:
     """Assemble the bundle; ``config``: section name -> section, for `tasks.ops.bundle.IDENTITY_SECTIONS`."""
-    frame, meta = read_table(scaled)
-    _, y_test = feature_matrix(frame, "test")
+    meta = read_meta(scaled)
+    y_test = labels(scaled, "test")
     pred = np.asarray(read_json(svc, "predictions.json")["test"])
     s = score(y_test, pred, meta["classes"])
     metrics = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n_test": int(len(y_test)),
@@ -33,5 +33,6 @@ def bundle(scaled: ArtifactRef, encoder: ArtifactRef, svc: ArtifactRef, config: 
                "svc.skops": svc.file("svc.skops")}
     with ArtifactWriter(root, "bundle", params) as w:
         write_bundle(w, sources, {"label": meta.get("label"), "classes": meta["classes"]}, meta["feature_names"],
-                     making_config(config), metrics)
+                     making_config(config), metrics,
+                     solver=read_json(svc, "solver.json") if "solver.json" in svc.files else None)
     return w.ref

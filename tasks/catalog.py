@@ -24,6 +24,8 @@ class Approach:
         main: True for the main path (the model that is bundled and registered).
         reads: the stages whose artifacts its stage reads (scaled rows, unless it is the main path).
         search: True when ``svc.search`` chooses its C and gamma (its stage takes the CV grid).
+        holds_all: True when its model must hold every training row (it cannot stream them): past
+            ``data.batch_rows`` training rows it is skipped with a notice (`skip_reason`).
     """
 
     name: str
@@ -33,6 +35,7 @@ class Approach:
     main: bool = False
     reads: tuple[str, ...] = ("scale",)
     search: bool = False
+    holds_all: bool = False
 
 
 APPROACHES: tuple[Approach, ...] = (
@@ -50,7 +53,7 @@ APPROACHES: tuple[Approach, ...] = (
              "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras"),
     Approach("knn", "knn", "knn",
              "k nearest neighbours (Euclidean, or dynamic time warping for sequences): the classic baseline",
-             reads=("ingest", "scale")),
+             reads=("ingest", "scale"), holds_all=True),
 )
 
 NAMES: tuple[str, ...] = tuple(a.name for a in APPROACHES)
@@ -68,3 +71,17 @@ def approach(name: str) -> Approach:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown approach {name!r} (one of {', '.join(NAMES)})") from None
+
+
+def skip_reason(name: str, meta: dict) -> str | None:
+    """Why approach ``name`` does not run on the table described by ``meta`` (None when it runs).
+
+    An approach that holds every training row (`Approach.holds_all`: knn keeps them all as its model and
+    compares each query with each of them, n_train x n_query distances) is skipped past
+    ``data.batch_rows`` training rows, the memory bound every other stage keeps.
+    """
+    n, batch = int(meta["split_sizes"]["train"]), int(meta.get("batch_rows") or 50_000)
+    if BY_NAME[name].holds_all and n > batch:
+        return (f"{name} holds every training row: {n} training rows > data.batch_rows = {batch} "
+                f"(raise data.batch_rows to run it)")
+    return None

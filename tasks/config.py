@@ -34,6 +34,7 @@ class DataConfig(_Section):
     train / val / test; ``test_fraction`` of all rows go to test and ``val_fraction``
     of the rest to val. A split column holds ``train``/``val``/``test`` (``val``
     optional: then val is carved from train).
+    ``batch_rows`` bounds memory: no stage holds more rows of a table at once (`tasks.store.tables`).
     """
 
     dataset: Literal[BUILTIN_DATASETS] | None = "digits"
@@ -47,6 +48,9 @@ class DataConfig(_Section):
         "auto", description="what a row is: inferred from the column names (auto), or as given")
     shape: list[int] | None = Field(
         None, description="a row's shape: [T] or [T, C] for a sequence, [H, W] or [H, W, C] for an image")
+    batch_rows: int = Field(50_000, ge=1, description="the most rows of a table any stage holds at once: files are "
+                            "read, written and streamed this many rows at a time; a split with more rows is "
+                            "streamed from disk or sampled (see README, Large data)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -82,6 +86,10 @@ class EncoderConfig(_Section):
     ``objective``: trained with a softmax head (cross-entropy) or a linear head with
     one-vs-rest squared hinge. ``batch_norm``: after each conv layer (momentum 0.9, so that
     a few dozen rows per epoch still move its statistics).
+
+    Length: at most ``epochs`` passes and at most ``max_steps`` batches. A training split larger than
+    ``data.batch_rows`` is streamed from disk through a shuffle buffer of that many rows; its
+    "epochs" are then validation checks every ``max_steps // 20`` steps.
     """
 
     kind: Literal["auto", "identity", "mlp", "cnn1d", "cnn2d"] = "auto"
@@ -99,7 +107,12 @@ class EncoderConfig(_Section):
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
-    patience: int = Field(10, ge=1, description="early stopping patience on val loss, in epochs")
+    patience: int = Field(10, ge=1, description="early stopping patience on val loss, in epochs (in checks when "
+                                                "streamed)")
+    max_steps: int = Field(4000, ge=1, description="the most optimisation steps (batches) one training takes; with "
+                                                   "epochs, whichever ends first")
+    val_rows: int = Field(5000, ge=10, description="early stopping watches at most this many validation rows "
+                                                   "(a seeded sample of a larger val split)")
     seed: int = 0
     search_budget_s: float = Field(900.0, gt=0.0, description="kind = auto: no candidate starts after this many "
                                                               "seconds of search (one that runs finishes)")
@@ -138,7 +151,14 @@ class SVCConfig(_Section):
     ``search_C`` x ``search_gamma_factor`` is one ``svc_cv`` task, where a gamma factor
     ``f`` means ``gamma = f / (n_features * X_train.var())``, i.e. ``f`` times
     scikit-learn's ``"scale"``. The best mean ``search_metric`` wins; ties go to the
-    smaller C, then the factor nearest 1.
+    smaller C, then the factor nearest 1. Past ``data.batch_rows`` training rows the search
+    scores a seeded sample of that many rows, with the solver the fit will use.
+
+    ``solver`` (`tasks.core.svm.resolve_solver`): ``exact`` is ``SVC``; ``approx`` maps rows
+    through a Nystroem approximation of the same kernel (``approx_components`` training rows
+    as its basis), standardises the mapped columns and trains a linear SVM (hinge loss,
+    ``alpha = 1 / (C n)``, averaged SGD) over ``approx_epochs`` passes of shuffled batches,
+    holding one batch at a time; ``auto`` takes ``exact`` up to ``approx_above`` training rows.
     """
 
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
@@ -152,6 +172,14 @@ class SVCConfig(_Section):
     search_gamma_factor: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     search_folds: int = Field(5, ge=2)
     search_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    solver: Literal["auto", "exact", "approx"] = Field(
+        "auto", description="exact: scikit-learn's SVC (time and memory grow as n^2); approx: a Nystroem kernel "
+                            "map + a linear SVM trained by minibatches from disk; auto: exact up to approx_above "
+                            "training rows, approx above")
+    approx_above: int = Field(20_000, ge=0, description="solver = auto: approx above this many training rows "
+                                                       "(measured: benchmarks/RESULTS.md, Large data)")
+    approx_components: int = Field(2000, ge=1, description="solver = approx: Nystroem components (kernel columns)")
+    approx_epochs: int = Field(5, ge=1, description="solver = approx: passes of the linear SVM over the training rows")
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:
@@ -178,6 +206,8 @@ class LinearHingeConfig(_Section):
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(0.01, gt=0.0)
+    max_steps: int = Field(4000, ge=1, description="the most optimisation steps (batches); with epochs, whichever "
+                                                   "ends first")
     seed: int = 0
 
 
@@ -194,6 +224,8 @@ class RFFConfig(_Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(0.005, gt=0.0)
+    max_steps: int = Field(4000, ge=1, description="the most optimisation steps (batches); with epochs, whichever "
+                                                   "ends first")
     seed: int = 0
 
 

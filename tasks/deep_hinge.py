@@ -8,13 +8,12 @@ from __future__ import annotations
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
 from tasks.core.margin_models import keras_predictor
-from tasks.core.networks import train
+from tasks.core.networks import TableRows, keras_rows, step_budget, steps_run, train
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
 from tasks.store.progress import OwnTime
 from tasks.store.runlog import epoch_progress
-from tasks.store.tables import split_matrices
 
 
 def network_config(encoder: ArtifactRef, config: EncoderConfig) -> EncoderConfig:
@@ -30,12 +29,14 @@ def network_config(encoder: ArtifactRef, config: EncoderConfig) -> EncoderConfig
 @stage("deep_hinge")
 def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig, root: str) -> ArtifactRef:
     """The encoder's architecture with a one-vs-rest squared-hinge head, trained end to end, early stopping on val."""
-    data, meta = split_matrices(scaled)
     cfg = network_config(encoder, config)
+    X, y, val, meta = keras_rows(scaled, cfg)
     layout = Layout.from_meta(meta)
+    budget = step_budget(len(X), cfg, isinstance(X, TableRows))
     with OwnTime() as fit:  # not counting the wait for the Keras lock
-        model, history = train(*data["train"], *data["val"], len(meta["classes"]), cfg, layout,
-                               callbacks=(epoch_progress(cfg.epochs, "deep_hinge"),))
+        model, history = train(X, y, *val, len(meta["classes"]), cfg, layout,
+                               callbacks=(epoch_progress(budget["epochs"], "deep_hinge"),))
+    budget["steps"] = steps_run(history, budget)
     return write_model_artifact(root, "deep_hinge", {"scaled": scaled.sha256, "config": cfg.model_dump()},
-                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), data,
-                                fit.seconds, extra={"history.json": history})
+                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled,
+                                fit.seconds, extra={"history.json": history, "budget.json": budget})

@@ -13,27 +13,26 @@ from __future__ import annotations
 from tasks.config import SVCConfig
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.networks import BudgetSpent, encoder_config_json
+from tasks.core.networks import BudgetSpent, TableRows, encoder_config_json, keras_rows, step_budget, steps_run
 from tasks.core.search import score_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
 from tasks.store.runlog import epoch_progress, stage_logger
-from tasks.store.tables import split_matrices
 
 
 @stage("encoder_candidate")
 def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig, root: str,
                       deadline: float | None = None) -> ArtifactRef | None:
     """Train and score ``candidate`` on ``scaled``'s train and val rows; None when the budget is spent."""
-    data, meta = split_matrices(scaled)
-    X_train = data["train"][0]
+    X_train, y_train, val, meta = keras_rows(scaled, candidate.encoder)
     layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])
+    budget = step_budget(len(X_train), candidate.encoder, isinstance(X_train, TableRows))
     log = stage_logger()
     try:
         model, history, score = score_candidate(
-            {"train": data["train"], "val": data["val"]}, n_classes, layout, candidate, svc, deadline,
-            callbacks=(epoch_progress(candidate.encoder.epochs, "encoder_candidate"),))
+            {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate, svc, deadline,
+            callbacks=(epoch_progress(budget["epochs"], "encoder_candidate"),))
     except BudgetSpent:
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None
@@ -42,8 +41,9 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig,
     params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "svc": svc.model_dump()}
     with ArtifactWriter(root, "encoder_candidate", params) as w:
         model.save(w.path("encoder.keras"))
-        w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, X_train.shape[1], n_classes,
-                                                           score["epochs"]), "candidate": candidate.name})
+        w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
+                                                           score["epochs"]), "candidate": candidate.name,
+                                     "budget": {**budget, "steps": steps_run(history, budget)}})
         w.write_json("history.json", history)
         w.write_json("score.json", {"candidate": candidate.name, **score})
     return w.ref

@@ -17,35 +17,46 @@ The pipeline flow publishes the report to the dashboard on every run, cached or 
 
 from __future__ import annotations
 
+from tasks.catalog import skip_reason
 from tasks.config import EvaluateConfig
 from tasks.core.metrics import compare
 from tasks.core.report import plot_approaches, plot_confusion, plot_history, render_html, render_report
+from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import read_model_outputs
-from tasks.store.tables import feature_matrix, read_table
+from tasks.store.tables import labels, read_meta
 
 
 @stage("evaluate")
-def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str, ArtifactRef],
+def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str, ArtifactRef | None],
              config: EvaluateConfig, root: str) -> ArtifactRef:
-    """Score each approach's test predictions (``models``: approach -> its model artifact); write ``report``."""
-    frame, meta = read_table(scaled)
-    _, y_test = feature_matrix(frame, "test")
-    _, y_val = feature_matrix(frame, "val")
+    """Score each approach's test predictions (``models``: approach -> its model artifact, None when the
+    approach was skipped at this size: `tasks.catalog.skip_reason`); write ``report``."""
+    meta = read_meta(scaled)
+    skipped = {name: skip_reason(name, meta) or "skipped" for name, ref in models.items() if ref is None}
+    models = {name: ref for name, ref in models.items() if ref is not None}
+    if not models:
+        raise InputError(f"evaluate: every approach was skipped ({'; '.join(skipped.values())})")
+    y_test, y_val = labels(scaled, "test"), labels(scaled, "val")
     metrics = compare(y_test, y_val, {name: read_model_outputs(ref) for name, ref in models.items()}, meta["classes"])
     metrics["source"] = meta["source"]
+    metrics["n_rows"] = meta["n_rows"]
+    if skipped:
+        metrics["skipped"] = skipped
     if encoder is not None:
         stored = read_json(encoder, "config.json")
         metrics["encoder"] = {"layout": meta.get("layout"), "kind": stored.get("resolved_kind"),
-                              "candidate": stored.get("candidate"), "selection": stored.get("selection")}
+                              "candidate": stored.get("candidate"), "selection": stored.get("selection"),
+                              "budget": stored.get("budget")}
     histories = {"encoder": read_json(encoder, "history.json")} if encoder is not None else {}
     histories.update({n: read_json(ref, "history.json") for n, ref in models.items() if "history.json" in ref.files})
     histories = {n: h for n, h in histories.items() if h.get("loss")}  # identity has nothing to plot
     charts = [("test accuracy per approach", "approaches.png")]
     charts += [(f"confusion matrix: {n} (test rows)", f"confusion_{n}.png") for n in metrics["approaches"]]
     charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]
-    params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()}, "config": config.model_dump()}
+    params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()},
+              "skipped": sorted(skipped), "config": config.model_dump()}
     with ArtifactWriter(root, "report", params) as w:
         w.write_json("metrics.json", metrics)
         plot_approaches(metrics, w.path("approaches.png"))

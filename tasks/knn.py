@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from tasks.catalog import skip_reason
 from tasks.config import KNNConfig
 from tasks.core.layout import Layout
 from tasks.core.neighbors import dtw, euclidean, vote
@@ -19,7 +20,7 @@ from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
 from tasks.store.runlog import stage_logger
-from tasks.store.tables import split_matrices
+from tasks.store.tables import read_meta, split_matrices
 
 
 def metrics_to_try(config: KNNConfig, layout: Layout, n_query: int, n_ref: int) -> tuple[list[str], int, str]:
@@ -54,11 +55,16 @@ def distances(metric: str, Q: dict[str, np.ndarray], R: dict[str, np.ndarray], b
 
 
 @stage("knn")
-def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef:
+def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef | None:
     """Choose metric and k by leave-one-out on the train rows; predict val and test from the train rows.
 
     Euclidean distances are taken between scaled rows; DTW between the raw series, each z-normalised.
+    Returns None (skipped, with a log line) past ``data.batch_rows`` training rows (`tasks.catalog.skip_reason`).
     """
+    reason = skip_reason("knn", read_meta(scaled))
+    if reason:
+        stage_logger().info("knn: skipped: %s", reason)
+        return None
     data, meta = split_matrices(scaled)
     raw, _ = split_matrices(dataset)
     (X, y), n_classes = data["train"], len(meta["classes"])

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from tasks.config import LinearHingeConfig
 from tasks.core.margin_models import build_linear_hinge, fit_keras_margin, keras_predictor
+from tasks.core.networks import TableRows, keras_rows, step_budget
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
 from tasks.store.runlog import epoch_progress
-from tasks.store.tables import split_matrices
 
 
 @stage("linear_hinge")
 def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> ArtifactRef:
     """Fit on the ``scaled`` artifact's train rows; write the ``linear_hinge`` artifact."""
-    data, meta = split_matrices(scaled)
-    k, (n, d) = len(meta["classes"]), data["train"][0].shape
-    model, fit_seconds, history = fit_keras_margin(lambda: build_linear_hinge(d, k, n, config), data, k, config.loss,
-                                                   config, callbacks=(epoch_progress(config.epochs, "linear_hinge"),))
+    X, y, _, meta = keras_rows(scaled, config, with_val=False)
+    k, n, d = len(meta["classes"]), len(X), len(meta["feature_names"])
+    budget = step_budget(n, config, isinstance(X, TableRows))
+    model, fit_seconds, history, budget = fit_keras_margin(
+        lambda: build_linear_hinge(d, k, n, config), X, y, k, config.loss, config,
+        callbacks=(epoch_progress(budget["epochs"], "linear_hinge"),))
     return write_model_artifact(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()},
-                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), data, fit_seconds,
-                                extra={"history.json": history})
+                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled, fit_seconds,
+                                extra={"history.json": history, "budget.json": budget})

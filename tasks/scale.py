@@ -1,25 +1,31 @@
 """Stage scale: a StandardScaler fitted on the training rows only, applied to every split.
 
-Output artifact ``scaled``: ``scaled.parquet`` (same layout as ``dataset``), ``scaler.json``
-(mean and scale per feature: reloadable without pickle) and ``meta.json`` carried over.
+Two streaming passes of ``batch_rows`` rows (`tasks.store.tables`): ``partial_fit`` over the
+training rows, then each batch scaled and written as row groups. Output artifact ``scaled``:
+``scaled.parquet`` (same layout as ``dataset``, float32), ``scaler.json`` (mean and scale per
+feature: reloadable without pickle) and ``meta.json`` carried over.
 """
 
 from __future__ import annotations
 
 from tasks.config import ScaleConfig
-from tasks.core.scaling import scale_frame
+from tasks.core.scaling import apply_scaler, stream_scaler
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
-from tasks.store.tables import read_table, table_file
+from tasks.store.tables import TableWriter, batch_rows_of, iter_split, labels_and_splits, read_meta, table_file
 
 
 @stage("scale")
 def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     """Write the ``scaled`` artifact from a ``dataset`` artifact."""
-    frame, meta = read_table(dataset)
-    scaled, scaler = scale_frame(frame, config)
+    meta = read_meta(dataset)
+    batch = batch_rows_of(meta)
+    scaler = stream_scaler(iter_split(dataset, "train", batch, dtype="float64"), config)
+    _, split = labels_and_splits(dataset)
     with ArtifactWriter(root, "scaled", {"dataset": dataset.sha256, "config": config.model_dump()}) as w:
-        scaled.to_parquet(w.path(table_file("scaled")), index=False)
-        w.write_json("scaler.json", scaler)
+        with TableWriter(w.path(table_file("scaled")), meta["feature_names"], batch) as out:
+            for X, y in iter_split(dataset, None, batch, dtype="float64"):
+                out.write(apply_scaler(X, scaler), y, split[out.rows:out.rows + len(y)])
+        w.write_json("scaler.json", {"features": meta["feature_names"], **scaler})
         w.write_json("meta.json", meta)
     return w.ref

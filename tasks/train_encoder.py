@@ -20,12 +20,12 @@ import numpy as np
 from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
-from tasks.core.networks import best_epoch, encoder_config_json, train
+from tasks.core.networks import TableRows, best_epoch, encoder_config_json, keras_rows, step_budget, steps_run, train
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.runlog import epoch_progress, stage_logger
-from tasks.store.tables import read_meta, split_matrices
+from tasks.store.tables import read_meta
 
 
 def best_network(rows: list[dict[str, Any]]) -> int | None:
@@ -97,18 +97,20 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                 "network": None if network is None else read_json(candidates[network], "config.json")})
             w.write_json("history.json", read_json(winner, "history.json"))
         return w.ref
-    data, meta = split_matrices(scaled)
-    (X_train, y_train), n_classes = data["train"], len(meta["classes"])
+    X_train, y_train, val, meta = keras_rows(scaled, config)
+    n_classes = len(meta["classes"])
     layout = Layout.from_meta(meta)
-    model, history = train(X_train, y_train, *data["val"], n_classes, config, layout,
-                           callbacks=(epoch_progress(config.epochs, "train_encoder"),))
+    budget = step_budget(len(X_train), config, isinstance(X_train, TableRows))
+    model, history = train(X_train, y_train, *val, n_classes, config, layout,
+                           callbacks=(epoch_progress(budget["epochs"], "train_encoder"),))
     best = best_epoch(history)
     if history:
-        log.info("train_encoder stopped after %d epochs; best epoch %d (val_accuracy=%.4f)",
-                 len(history["loss"]), best + 1,
+        log.info("train_encoder stopped after %d epochs (%d steps; %s); best epoch %d (val_accuracy=%.4f)",
+                 len(history["loss"]), steps_run(history, budget), budget["how"], best + 1,
                  history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best])
     with ArtifactWriter(root, "encoder", params) as w:
         model.save(w.path("encoder.keras"))
-        w.write_json("config.json", encoder_config_json(config, layout, X_train.shape[1], n_classes, best + 1))
+        w.write_json("config.json", {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
+                                     "budget": {**budget, "steps": steps_run(history, budget)}})
         w.write_json("history.json", history)
     return w.ref

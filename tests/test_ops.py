@@ -114,13 +114,19 @@ def test_landing_folder_is_combined_in_name_order(prefect_api, csv, tmp_path):
     frame.iloc[75:].to_parquet(landing / "b.parquet", index=False)
     frame.iloc[:75].to_csv(landing / "a.csv", index=False)
     (landing / "notes.txt").write_text("ignored")
-    from tasks.core.dataset import read_frame
+    from tasks.config import DataConfig
+    from tasks.core.dataset import prepare
+    from tasks.store.tables import LABEL, SPLIT
 
-    combined = read_frame(str(landing))
-    pd.testing.assert_frame_equal(combined, frame, check_dtype=False)
+    data = DataConfig(dataset=None, input=str(landing), label="species")
+    combined, meta = prepare(data)
+    features = [c for c in frame.columns if c != "species"]
+    np.testing.assert_array_equal(combined[features].to_numpy(), frame[features].to_numpy(np.float32))
+    assert np.asarray(meta["classes"], dtype=object)[combined[LABEL]].tolist() == frame["species"].tolist()
+    assert len(combined[SPLIT]) == len(frame)
     frame.iloc[:3, :2].to_csv(landing / "c.csv", index=False)
     with pytest.raises(ValueError, match="c.csv: columns differ"):
-        read_frame(str(landing))
+        prepare(data)
 
 
 def test_concurrent_promotions_leave_a_consistent_registry(trained, csv):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import EncoderConfig, ScaleConfig, SVCConfig
-from tasks.core.dataset import encode_labels, split_rows, validate_frame
+from tasks.config import DataConfig, EncoderConfig, ScaleConfig, SVCConfig
+from tasks.core.dataset import encode_labels, scan, split_rows
 from tasks.core.metrics import score
 from tasks.core.report import render_markdown
 from tasks.core.scaling import apply_scaler, fit_scaler, scale_frame
@@ -74,18 +74,27 @@ def _frame(**cols):
         (_frame(label=[0, 1]), "no feature columns"),
     ],
 )
-def test_validate_frame_errors_name_file_and_column(frame, needle):
+def test_validate_frame_errors_name_file_and_column(frame, needle, tmp_path):
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, index=False)
     with pytest.raises(InputError) as e:
-        validate_frame(frame, "data.csv", "label", None)
-    assert str(e.value).startswith("data.csv: ") and needle in str(e.value)
+        scan(DataConfig(dataset=None, input=str(path), label="label"))
+    assert str(e.value).startswith(f"{path}: ") and needle in str(e.value)
 
 
-def test_validate_split_column_values():
-    df = _frame(a=[1.0, 2.0, 3.0], label=[0, 1, 0], part=["train", "test", "holdout"])
+def test_validate_split_column_values(tmp_path):
+    df = _frame(a=[1.0, 2.0, 3.0, 4.0], label=[0, 1, 0, 1], part=["train", "test", "holdout", "train"])
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    data = DataConfig(dataset=None, input=str(path), label="label", split_column="part")
     with pytest.raises(InputError, match="split column 'part' has value 'holdout'"):
-        validate_frame(df, "d.csv", "label", "part")
-    ok = validate_frame(df.iloc[:2].copy(), "d.csv", "label", "part")
-    assert ok.feature_names == ["a"] and ok.split.tolist() == ["train", "test"]
+        scan(data)
+    df.drop(index=2).to_csv(path, index=False)
+    with pytest.raises(InputError, match="carve a validation split"):
+        scan(data)
+    pd.concat([df.drop(index=2)] * 8).to_csv(path, index=False)
+    ok = scan(data)
+    assert ok.feature_names == ["a"] and set(ok.split.tolist()) == {0, 1, 2}
 
 
 # ---------------------------------------------------------------- scale

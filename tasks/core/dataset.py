@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,118 +106,6 @@ def load_builtin(name: str) -> Table:
     return Table(bunch.data.astype(np.float64), np.asarray(bunch.target_names)[bunch.target], names)
 
 
-# --------------------------------------------------------------------------- user files
-
-
-def _header_duplicates(path: Path, opener) -> list[str]:
-    with opener(path, "rt", newline="") as f:
-        header = next(csv.reader(f), [])
-    seen: set[str] = set()
-    return [c for c in header if c in seen or seen.add(c)]
-
-
-def read_frame(path: str) -> pd.DataFrame:
-    """Read CSV, gzipped CSV or Parquet, refusing empty, unreadable or duplicated-header files.
-
-    A folder is a landing folder: its files (`landing_files`) are read and appended in name
-    order; they must have the same columns.
-    """
-    p = Path(path)
-    if p.is_dir():
-        frames = []
-        for f in landing_files(p):
-            frame = read_frame(str(f))
-            if frames and list(frame.columns) != list(frames[0].columns):
-                raise InputError(f"{f}: columns differ from {landing_files(p)[0].name} "
-                                 f"({', '.join(map(str, frame.columns[:6]))} ...)")
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
-    if not p.is_file():
-        raise InputError(f"{path}: file not found")
-    if p.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
-    name = p.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            names = pq.read_schema(p).names
-            dupes = sorted({c for c in names if names.count(c) > 1})
-            if dupes:
-                raise InputError(f"{path}: duplicate column name {dupes[0]!r}")
-            df = pq.read_table(p).to_pandas()
-        elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            sep = "\t" if ".tsv" in name else ","
-            dupes = _header_duplicates(p, opener) if sep == "," else []
-            if dupes:
-                raise InputError(f"{path}: duplicate column name {dupes[0]!r}")
-            df = pd.read_csv(p, sep=sep)
-        else:
-            raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
-    except InputError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: file is empty") from None
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, ValueError) as e:
-        first = first_line(e)
-        raise InputError(f"{path}: unreadable file ({first})") from None
-    except Exception as e:  # pyarrow raises its own types for corrupt files
-        if type(e).__module__.startswith("pyarrow"):
-            first = first_line(e)
-            raise InputError(f"{path}: unreadable file ({first})") from None
-        raise
-    if len(df) == 0:
-        raise InputError(f"{path}: file has no rows")
-    return df
-
-
-def validate_frame(df: pd.DataFrame, path: str, label: str, split_column: str | None) -> Table:
-    """Check a user table and turn it into a `Table`.
-
-    Raises:
-        InputError: naming the file and column, for: no such label or split column,
-            missing labels, non-numeric features, NaN/inf features, bad split values.
-    """
-    columns = [str(c) for c in df.columns]
-    df.columns = columns
-    if label not in columns:
-        raise InputError(f"{path}: no label column {label!r} (columns: {', '.join(columns[:8])}{' ...' if len(columns) > 8 else ''})")
-    if split_column is not None and split_column not in columns:
-        raise InputError(f"{path}: no split column {split_column!r}")
-    if split_column == label:
-        raise InputError(f"{path}: column {label!r} cannot be both the label and the split column")
-    feature_names = [c for c in columns if c not in (label, split_column)]
-    for reserved in (LABEL, SPLIT):
-        if reserved in feature_names:
-            raise InputError(f"{path}: column name {reserved!r} is reserved")
-    if not feature_names:
-        raise InputError(f"{path}: no feature columns besides {label!r}")
-    for c in feature_names:
-        if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])):
-            raise InputError(f"{path}: column {c!r} is not numeric ({df[c].dtype})")
-    X = df[feature_names].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        what = "NaN" if np.isnan(X[row, col]) else "infinite"
-        raise InputError(f"{path}: column {feature_names[col]!r} has {what} values (first at row {row + 1})")
-    y_raw = df[label]
-    if y_raw.isna().any():
-        row = int(np.flatnonzero(y_raw.isna().to_numpy())[0])
-        raise InputError(f"{path}: label column {label!r} has missing values (first at row {row + 1})")
-    split = None
-    if split_column is not None:
-        split = df[split_column].astype(str).str.strip().str.lower().to_numpy(dtype=object)
-        unknown = sorted(set(split) - set(SPLITS))
-        if unknown:
-            raise InputError(f"{path}: split column {split_column!r} has value {unknown[0]!r} (expected train, val or test)")
-        for needed in ("train", "test"):
-            if needed not in set(split):
-                raise InputError(f"{path}: split column {split_column!r} has no {needed!r} rows")
-    return Table(X, y_raw.to_numpy(), feature_names, split)
-
-
 # --------------------------------------------------------------------------- labels and splits
 
 
@@ -295,36 +184,351 @@ def split_rows(
     return split
 
 
-def load_table(config: DataConfig) -> tuple[Table, str]:
-    """Read and validate the configured source; returns the table and a name for messages."""
+# --------------------------------------------------------------------------- streaming ingest
+
+BUILTIN_LABEL, BUILTIN_SPLIT = "__target__", "__given_split__"
+CSV_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to \w+: invalid value '(.*)'")
+
+
+@dataclass
+class Scan:
+    """What the first pass over a source learns, holding no feature values.
+
+    Attributes:
+        feature_names: in file order.
+        classes: original label values, sorted; ``codes`` (n,) index into them.
+        split: (n,) int8 index into `SPLITS` per row.
+        layout: the rows' `tasks.core.layout.Layout`.
+        where: the source's name for messages.
+    """
+
+    feature_names: list[str]
+    classes: list[Any]
+    codes: np.ndarray
+    split: np.ndarray
+    layout: Any
+    where: str
+
+    def meta(self, config: DataConfig) -> dict[str, Any]:
+        return {
+            "source": config.dataset or config.input,
+            "label": config.label,
+            "feature_names": self.feature_names,
+            "classes": self.classes,
+            "n_rows": int(len(self.codes)),
+            "split_sizes": {s: int((self.split == i).sum()) for i, s in enumerate(SPLITS)},
+            "layout": self.layout.to_json(),
+            "batch_rows": config.batch_rows,
+        }
+
+
+def _unreadable(path, e: Exception) -> InputError:
+    return InputError(f"{path}: unreadable file ({first_line(e)})")
+
+
+def _file_columns(p: Path) -> list[str]:
+    """A file's column names, from the Parquet schema or the CSV header (duplicates refused)."""
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty")
+    name = p.name.lower()
+    if not name.endswith(DATA_SUFFIXES):
+        raise InputError(f"{p}: unsupported format (use .csv, .csv.gz or .parquet)")
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(p).names
+        else:
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(p, "rt", newline="") as f:
+                names = next(csv.reader(f, delimiter="\t" if ".tsv" in name else ","), [])
+            if not names:
+                raise InputError(f"{p}: file is empty")
+    except InputError:
+        raise
+    except Exception as e:  # OSError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error, pyarrow's own types
+        raise _unreadable(p, e) from None
+    seen: set[str] = set()
+    dupes = [c for c in names if c in seen or seen.add(c)]
+    if dupes:
+        raise InputError(f"{p}: duplicate column name {dupes[0]!r}")
+    return [str(c) for c in names]
+
+
+def _file_batches(p: Path, names: list[str], label: str, split_column: str | None, batch_rows: int):
+    """pyarrow record batches of a file, at most ``batch_rows`` rows each.
+
+    CSV features are read as float64 (a value that is not a number fails with its column and row), the
+    label and split columns as strings (the label's type is inferred from all its values later).
+    """
+    import pyarrow as pa
+
+    name = p.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            yield from pq.ParquetFile(p, pre_buffer=False).iter_batches(batch_size=batch_rows)
+            return
+        from pyarrow import csv as pacsv
+
+        text = {label} | ({split_column} if split_column else set())
+        types = {c: (pa.string() if c in text else pa.float64()) for c in names}
+        reader = pacsv.open_csv(
+            p, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in name else ","),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        pending, held = [], 0
+        for batch in reader:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= batch_rows:
+                table = pa.Table.from_batches(pending).combine_chunks()
+                yield from table.slice(0, batch_rows).to_batches()
+                rest = table.slice(batch_rows)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+    except InputError:
+        raise
+    except Exception as e:
+        m = CSV_CONVERSION.search(str(e))
+        if m:
+            column = names[int(m.group(1))]
+            at = f" at row {int(m.group(2))}" if m.group(2) else ""
+            raise InputError(f"{p}: column {column!r} is not numeric (value {m.group(3)!r}{at})") from None
+        raise _unreadable(p, e) from None
+
+
+def source_batches(config: DataConfig, batch_rows: int):
+    """``(where, columns, batches)`` per file of the source; ``batches`` yields pyarrow record batches.
+
+    Built-ins are one in-memory batch whose label and split columns are `BUILTIN_LABEL` and
+    `BUILTIN_SPLIT`. A landing folder's files must share the first file's columns.
+    """
+    import pyarrow as pa
+
     if config.input is None:
-        return load_builtin(config.dataset), config.dataset
-    df = read_frame(config.input)
-    return validate_frame(df, config.input, config.label, config.split_column), config.input
+        t = load_builtin(config.dataset)
+        arrays = [pa.array(t.X[:, j]) for j in range(t.X.shape[1])] + [pa.array(t.y)]
+        names = [*t.feature_names, BUILTIN_LABEL]
+        if t.split is not None:
+            arrays.append(pa.array(t.split.astype(str)))
+            names.append(BUILTIN_SPLIT)
+        table = pa.Table.from_arrays(arrays, names=names)
+        yield config.dataset, names, iter(table.to_batches(max_chunksize=batch_rows))
+        return
+    path = Path(config.input)
+    files = landing_files(path) if path.is_dir() else [path]
+    first = None
+    for f in files:
+        names = _file_columns(f)
+        if first is not None and names != first[1]:
+            raise InputError(f"{f}: columns differ from {first[0].name} ({', '.join(names[:6])} ...)")
+        first = first or (f, names)
+        yield str(f), names, _file_batches(f, names, config.label, config.split_column, batch_rows)
+
+
+def feature_columns(names: list[str], where: str, label: str, split_column: str | None) -> list[str]:
+    """The feature columns of a source with columns ``names``, refusing a missing label or split column."""
+    if label not in names:
+        raise InputError(f"{where}: no label column {label!r} (columns: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+    if split_column is not None and split_column not in names:
+        raise InputError(f"{where}: no split column {split_column!r}")
+    if split_column == label:
+        raise InputError(f"{where}: column {label!r} cannot be both the label and the split column")
+    features = [c for c in names if c not in (label, split_column)]
+    for reserved in (LABEL, SPLIT):
+        if reserved in features:
+            raise InputError(f"{where}: column name {reserved!r} is reserved")
+    if not features:
+        raise InputError(f"{where}: no feature columns besides {label!r}")
+    return features
+
+
+def check_batch(batch, where: str, first_row: int, features: list[str], label: str,
+                split_column: str | None) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """Validate one record batch whose first row is data row ``first_row`` (1-based) of ``where``.
+
+    Returns:
+        (X float32 (m, d), the label column (pyarrow), split index int8 (m,) or None).
+    Raises:
+        InputError: naming the file, column and first bad row: a non-numeric column, NaN or infinite
+            values, a value beyond float32, a missing label, an unknown split value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for c in features:
+        col = batch.column(c)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
+                or pa.types.is_null(col.type) or pa.types.is_decimal(col.type)):
+            raise InputError(f"{where}: column {c!r} is not numeric ({col.type})")
+        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+    X = np.stack(columns, axis=1) if columns else np.zeros((batch.num_rows, 0))
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        what = "NaN" if np.isnan(X[row, col]) else "infinite"
+        raise InputError(f"{where}: column {features[col]!r} has {what} values (first at row {first_row + row})")
+    X32 = X.astype(np.float32)
+    if not np.isfinite(X32).all():
+        row, col = map(int, np.argwhere(~np.isfinite(X32))[0])
+        raise InputError(f"{where}: column {features[col]!r} has a value beyond float32's range "
+                         f"({X[row, col]:g} at row {first_row + row})")
+    y = batch.column(label)
+    if y.null_count:
+        row = int(np.flatnonzero(y.is_null().to_numpy(zero_copy_only=False))[0])
+        shown = "label column" if label != BUILTIN_LABEL else "label"
+        raise InputError(f"{where}: {shown} {label!r} has missing values (first at row {first_row + row})")
+    split = None
+    if split_column is not None:
+        values = pc.utf8_lower(pc.utf8_trim_whitespace(batch.column(split_column).cast(pa.string())))
+        codes = pc.index_in(values, value_set=pa.array(SPLITS)).to_numpy(zero_copy_only=False)
+        unknown = np.flatnonzero(np.isnan(codes.astype(np.float64)))
+        if len(unknown):
+            value = values[int(unknown[0])].as_py()
+            raise InputError(f"{where}: split column {split_column!r} has value {value!r} (expected train, val or test)")
+        split = codes.astype(np.int8)
+    return X32, y, split
+
+
+def _label_values(chunks: list) -> np.ndarray:
+    """All label values; labels read as text become integers or floats when every value is one (as pandas reads them)."""
+    import pyarrow as pa
+
+    y = pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.string())
+    if pa.types.is_string(y.type) or pa.types.is_large_string(y.type):
+        for target in (pa.int64(), pa.float64()):
+            try:
+                return y.cast(target).to_numpy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    if pa.types.is_dictionary(y.type):
+        y = y.cast(y.type.value_type)
+    return y.to_numpy()
+
+
+def scan(config: DataConfig, sink=None) -> Scan:
+    """Read and validate the whole source batch by batch (``data.batch_rows`` rows at a time); encode labels
+    and split the rows. ``sink(X)`` receives each batch's float32 features, in row order.
+
+    Only the label and split of each row are kept; the features pass through. Raises `InputError`
+    (one line naming file, column and row) on the first problem.
+    """
+    label = config.label if config.input is not None else BUILTIN_LABEL
+    split_column = config.split_column if config.input is not None else None
+    names_seen, labels_seen, splits_seen, where, n = None, [], [], None, 0
+    for where, names, batches in source_batches(config, config.batch_rows):
+        if config.input is None:
+            split_column = BUILTIN_SPLIT if BUILTIN_SPLIT in names else None
+        features = feature_columns(names, where, label, split_column)
+        if names_seen is None:
+            names_seen = features
+            layout = resolve_layout(features, config.layout, config.shape)
+        row = 1
+        for batch in batches:
+            X, y, split = check_batch(batch, where, row, features, label, split_column)
+            labels_seen.append(y)
+            if split is not None:
+                splits_seen.append(split)
+            if sink is not None:
+                sink(X)
+            row += batch.num_rows
+            n += batch.num_rows
+        if row == 1 and config.input is not None and not Path(config.input).is_dir():
+            raise InputError(f"{where}: file has no rows")
+    if n == 0:
+        raise InputError(f"{config.input}: no rows in any file")
+    where = config.dataset if config.input is None else config.input
+    codes, classes = encode_labels(_label_values(labels_seen), where)
+    predefined = None
+    if splits_seen:
+        predefined = np.asarray(SPLITS, dtype=object)[np.concatenate(splits_seen)]
+        for needed in ("train", "test"):
+            if needed not in set(predefined):
+                raise InputError(f"{where}: split column {split_column!r} has no {needed!r} rows")
+    split = split_rows(codes, classes, predefined, config.test_fraction, config.val_fraction, config.seed, where)
+    split_codes = np.zeros(len(split), dtype=np.int8)
+    for i, s in enumerate(SPLITS):
+        split_codes[split == s] = i
+    return Scan(names_seen, classes, codes, split_codes, layout, where)
+
+
+def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, Any]:
+    """Validate, encode and split the source and write it as the ``dataset`` table at ``path``.
+
+    Two passes with at most ``data.batch_rows`` rows held at once: the first validates and writes the
+    float32 features to ``scratch`` (removed after), the second adds each row's class index and split.
+
+    Returns:
+        the table's metadata.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.store.tables import HELD, TableWriter, row_group_rows
+
+    writer = None
+
+    def sink(X: np.ndarray) -> None:
+        nonlocal writer
+        HELD.observe(len(X))
+        table = pa.Table.from_arrays([pa.array(X[:, j]) for j in range(X.shape[1])],
+                                     names=[f"c{j}" for j in range(X.shape[1])])
+        writer = writer or pq.ParquetWriter(str(scratch), table.schema)
+        writer.write_table(table, row_group_size=row_group_rows(config.batch_rows))
+
+    try:
+        result = scan(config, sink)
+    finally:
+        if writer is not None:
+            writer.close()
+    try:
+        at = 0
+        with TableWriter(path, result.feature_names, config.batch_rows) as out:
+            for batch in pq.ParquetFile(scratch, pre_buffer=False).iter_batches(batch_size=config.batch_rows):
+                X = np.stack([batch.column(j).to_numpy() for j in range(batch.num_columns)], axis=1)
+                HELD.observe(len(X))
+                out.write(X, result.codes[at:at + len(X)], result.split[at:at + len(X)])
+                at += len(X)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return result.meta(config)
+
+
+# Sources up to this size are read whole before a run starts (`check_source`), so any bad value fails
+# before anything is written; larger ones get their header checked, and their values in ingest.
+PREFLIGHT_FULL_BYTES = 256 * 2**20
+
+
+def check_source(config: DataConfig) -> Any:
+    """Validate the source before a run; returns the rows' `tasks.core.layout.Layout`.
+
+    A built-in or a source of at most `PREFLIGHT_FULL_BYTES` is scanned whole (`scan`); a larger one
+    has its columns checked (label, split column, layout, shape) and its values are validated by the
+    ``ingest`` stage as it streams them, which fails the same way and leaves no artifact behind.
+    """
+    if config.input is not None:
+        path = Path(config.input)
+        files = landing_files(path) if path.is_dir() else [path]
+        if sum(f.stat().st_size for f in files if f.is_file()) > PREFLIGHT_FULL_BYTES:
+            names = _file_columns(files[0])
+            features = feature_columns(names, str(files[0]), config.label, config.split_column)
+            return resolve_layout(features, config.layout, config.shape)
+    return scan(config).layout
 
 
 def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Everything ingest does except writing: the dataset frame and its metadata.
-
-    All validation happens here, so bad input fails before anything is written; the rows'
-    layout (`tasks.core.layout`) is resolved here too.
-    """
-    table, where = load_table(config)
-    layout = resolve_layout([str(n) for n in table.feature_names], config.layout, config.shape)
-    codes, classes = encode_labels(table.y, where)
-    split = split_rows(
-        codes, classes, table.split, config.test_fraction, config.val_fraction, config.seed, where
-    )
-    frame = pd.DataFrame(table.X, columns=table.feature_names)
-    frame[LABEL] = codes
-    frame[SPLIT] = pd.Categorical(split, categories=list(SPLITS))
-    meta = {
-        "source": config.dataset or config.input,
-        "label": config.label,
-        "feature_names": table.feature_names,
-        "classes": classes,
-        "n_rows": int(len(frame)),
-        "split_sizes": {s: int((split == s).sum()) for s in SPLITS},
-        "layout": layout.to_json(),
-    }
-    return frame, meta
+    """Everything ingest does except writing, for a source small enough to hold: the dataset frame
+    (float32 features, ``__label__``, ``__split__``) and its metadata."""
+    parts: list[np.ndarray] = []
+    result = scan(config, parts.append)
+    X = np.concatenate(parts) if parts else np.zeros((0, len(result.feature_names)), np.float32)
+    frame = pd.DataFrame(X, columns=result.feature_names)
+    frame[LABEL] = result.codes
+    frame[SPLIT] = pd.Categorical(np.asarray(SPLITS, dtype=object)[result.split], categories=list(SPLITS))
+    return frame, result.meta(config)

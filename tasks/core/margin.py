@@ -94,19 +94,24 @@ def seeded_keras(seed: int):
 
 
 def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, lr: float, *,
-              validation=None, metrics=(), callbacks=()) -> dict[str, list[float]]:
+              validation=None, metrics=(), callbacks=(), steps_per_epoch: int | None = None,
+              seed: int = 0) -> dict[str, list[float]]:
     """Compile with Adam, fit on explicit targets (shuffled), return the history as lists of floats.
 
     Args:
-        X_train: (n, d) rows; T_train: targets as the loss expects them (see `hinge_targets`).
+        X_train: (n, d) rows, or a `tasks.core.networks.TableRows` streamed from disk (then ``T_train`` is
+            the function from class indices to targets, and ``steps_per_epoch`` is required).
+        T_train: targets as the loss expects them (see `hinge_targets`).
         validation: optional ``(X_val, T_val)``. Call inside `seeded_keras`.
     """
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
-    hist = model.fit(
-        X_train.astype("float32"), T_train,
-        validation_data=None if validation is None else (validation[0].astype("float32"), validation[1]),
-        epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=list(callbacks),
-    )
+    val = None if validation is None else (validation[0].astype("float32"), validation[1])
+    if hasattr(X_train, "minibatches"):
+        hist = model.fit(X_train.minibatches(batch_size, seed, T_train), steps_per_epoch=steps_per_epoch,
+                         validation_data=val, epochs=epochs, verbose=0, callbacks=list(callbacks))
+    else:
+        hist = model.fit(X_train.astype("float32"), T_train, validation_data=val, epochs=epochs,
+                         batch_size=batch_size, shuffle=True, verbose=0, callbacks=list(callbacks))
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}

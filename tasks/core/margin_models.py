@@ -44,25 +44,55 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
     return keras.Model(inputs, outputs, name="rff_svm")
 
 
-def fit_keras_margin(build, data: dict, n_classes: int, loss: str, config: Any,
-                     callbacks: tuple = ()) -> tuple[Any, float, dict[str, list[float]]]:
-    """Seed, build and fit a margin model on the train rows; returns (model, fit seconds, history).
+def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
+                     callbacks: tuple = ()) -> tuple[Any, float, dict[str, list[float]], dict[str, Any]]:
+    """Seed, build and fit a margin model on the train rows; returns (model, fit seconds, history, budget).
 
-    The seconds start once the Keras lock is held: waiting for other fits is not counted.
+    ``X``: (n, d) rows and ``y`` their class indices, or a `tasks.core.networks.TableRows` streamed from disk
+    (``y`` None). Length: `tasks.core.networks.step_budget`. The seconds start once the Keras lock is held:
+    waiting for other fits is not counted.
     """
-    X, y = data["train"]
+    from tasks.core.networks import TableRows, step_budget
+
+    streamed = isinstance(X, TableRows)
+    budget = step_budget(len(X) if streamed else len(y), config, streamed)
+
+    def targets(t):
+        return hinge_targets(t, n_classes, loss)
+
     with seeded_keras(config.seed):
         start = time.perf_counter()
         model = build()
-        history = fit_keras(model, X, hinge_targets(y, n_classes, loss), loss, config.epochs, config.batch_size,
-                            config.learning_rate, callbacks=callbacks)
-        return model, time.perf_counter() - start, history
+        history = fit_keras(model, X, targets if streamed else targets(y), loss, budget["epochs"], config.batch_size,
+                            config.learning_rate, callbacks=callbacks,
+                            steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
+        budget["steps"] = len(history.get("loss", [])) * budget["steps_per_epoch"]
+        return model, time.perf_counter() - start, history, budget
 
 
 def keras_predictor(model, batch_size: int = 1024):
-    """(n, d) rows -> (n,) class indices from a margin model's scores."""
+    """(n, d) rows -> (n,) class indices from a margin model's scores.
 
+    Rows are padded to a whole number of batches, so every call runs the same compiled step: a
+    table streamed in batches of varying size does not compile a new one per remainder.
+    """
     def predict(X: np.ndarray) -> np.ndarray:
-        return decide(model.predict(X.astype("float32"), batch_size=batch_size, verbose=0))
-
+        return decide(padded_forward(model.predict_on_batch, X, batch_size))
     return predict
+
+
+def padded_forward(forward, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """``forward`` over ``X`` in batches of ``batch_size`` rows (fewer rows: the next power of two), the last one
+    zero-padded and the padding's outputs dropped: a few input shapes, so JAX compiles the forward pass a few
+    times, not once per remainder."""
+    n = len(X)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    size = min(batch_size, 1 << (n - 1).bit_length())
+    out = []
+    for at in range(0, n, size):
+        chunk = X[at:at + size].astype("float32")
+        if len(chunk) < size:
+            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), X.shape[1]), np.float32)])
+        out.append(np.asarray(forward(chunk))[:min(size, n - at)])
+    return np.concatenate(out)

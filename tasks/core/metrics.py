@@ -68,6 +68,9 @@ def compare(y_test: np.ndarray, y_val: np.ndarray, models: dict[str, dict], clas
         }
         if models[name].get("search"):
             approaches[name]["search"] = models[name]["search"]["chosen"]
+        for extra in ("solver", "budget"):
+            if models[name].get(extra):
+                approaches[name][extra] = models[name][extra]
     head = score(y_test, np.asarray(models[main]["predictions"]["test"]), classes)
     val_pred = np.asarray(models[main]["predictions"]["val"])
     head["val_accuracy"] = float(np.mean(val_pred == y_val)) if len(y_val) else float("nan")

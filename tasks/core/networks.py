@@ -118,6 +118,75 @@ def encoder_config_json(config: EncoderConfig, layout: Layout, n_features: int, 
             "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
 
 
+class TableRows:
+    """A split of a table artifact too large to hold, streamed for Keras through a bounded shuffle buffer.
+
+    Attributes:
+        ref: the ``scaled`` table; split: ``train``; n: its rows; batch_rows: the buffer's rows.
+    """
+
+    def __init__(self, ref, split: str, n: int, batch_rows: int):
+        self.ref, self.split, self.n, self.batch_rows = ref, split, n, batch_rows
+
+    def __len__(self) -> int:
+        return self.n
+
+    def minibatches(self, batch_size: int, seed: int, targets):
+        """Endless ``(x float32 (batch_size, d), targets(y))`` minibatches, a new shuffle per pass over the split
+        (`tasks.store.tables.shuffled_batches`); the last incomplete minibatch of each buffer is dropped, so
+        every step has the same shape."""
+        from tasks.store.tables import shuffled_batches
+
+        epoch = 0
+        while True:
+            for X, y in shuffled_batches(self.ref, self.split, self.batch_rows, seed * 1009 + epoch):
+                for at in range(0, len(y) - batch_size + 1, batch_size):
+                    yield X[at:at + batch_size], targets(y[at:at + batch_size])
+            epoch += 1
+
+
+def keras_rows(ref, config, with_val: bool = True) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None,
+                                                           dict[str, Any]]:
+    """What a Keras stage trains on from a ``scaled`` table: ``(X_train, y_train, (X_val, y_val), meta)``.
+
+    The training split is held when it has at most ``data.batch_rows`` rows, else a `TableRows`
+    (``y_train`` None) streamed by `train`; validation is the val split, or a seeded sample of
+    ``config.val_rows`` rows of it (None without ``with_val``). Test rows are not read.
+    """
+    from tasks.store.tables import batch_rows_of, load_split, read_meta
+
+    meta = read_meta(ref)
+    batch, n = batch_rows_of(meta), int(meta["split_sizes"]["train"])
+    X, y = (TableRows(ref, "train", n, batch), None) if n > batch else load_split(ref, "train")
+    val = load_split(ref, "val", max_rows=config.val_rows, seed=config.seed) if with_val else None
+    return X, y, val, meta
+
+
+def step_budget(n_train: int, config, streamed: bool) -> dict[str, Any]:
+    """How long one Keras training runs: ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
+
+    In memory: ``epochs`` passes of ``ceil(n / batch_size)`` steps, fewer when that would pass
+    ``max_steps``. Streamed: an "epoch" is a validation check every ``max_steps // 20`` steps (or one
+    pass, if shorter), ``ceil(max_steps / steps_per_epoch)`` of them. Early stopping may end either sooner.
+    """
+    per_pass = max(math.ceil(n_train / config.batch_size), 1)
+    if streamed:
+        per_epoch = min(per_pass, max(config.max_steps // 20, 1))
+        epochs = max(math.ceil(config.max_steps / per_epoch), 1)
+        how = (f"streamed from disk: {per_epoch} steps of {config.batch_size} rows between validation checks, "
+               f"at most {config.max_steps} steps ({config.max_steps * config.batch_size / max(n_train, 1):.2f} "
+               f"passes over {n_train} rows)")
+    else:
+        per_epoch = per_pass
+        epochs = max(min(config.epochs, math.ceil(config.max_steps / per_pass)), 1)
+        how = f"in memory: at most {epochs} epochs of {per_pass} steps ({n_train} rows, batch {config.batch_size})"
+    return {"epochs": epochs, "steps_per_epoch": per_epoch, "max_steps": config.max_steps, "how": how}
+
+
+def steps_run(history: dict[str, list[float]], budget: dict[str, Any]) -> int:
+    return len(history.get("loss", [])) * int(budget["steps_per_epoch"])
+
+
 class BudgetSpent(Exception):
     """A fit was about to start after its search's deadline."""
 
@@ -136,14 +205,15 @@ def _check_deadline(deadline: float | None) -> None:
 
 
 def train(
-    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    X_train: np.ndarray | TableRows, y_train: np.ndarray | None, X_val: np.ndarray, y_val: np.ndarray,
     n_classes: int, config: EncoderConfig, layout: Layout | None = None, callbacks: tuple = (),
     *, deadline: float | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit the encoder with its head; returns the Keras model and its history.
 
     Args:
-        X_train: (n, d) scaled rows; y_train: (n,) class indices.
+        X_train: (n, d) scaled rows, or `TableRows` to stream (then ``y_train`` is None);
+            y_train: (n,) class indices. Length: `step_budget`.
         X_val, y_val: the validation rows, for early stopping.
         layout: the rows' layout (`tasks.core.layout`); a table when None.
         callbacks: extra Keras callbacks (progress reporting).
@@ -156,17 +226,21 @@ def train(
     """
     import keras
 
-    layout = layout or Layout("table", [X_train.shape[1]], "")
+    streamed = isinstance(X_train, TableRows)
+    n_features = X_val.shape[1]
+    layout = layout or Layout("table", [n_features], "")
     loss, metrics, targets = _objective(config, n_classes)
+    budget = step_budget(len(X_train) if streamed else len(y_train), config, streamed)
     with seeded_keras(config.seed):
         _check_deadline(deadline)
-        model = build_encoder(X_train.shape[1], n_classes, config, layout)
+        model = build_encoder(n_features, n_classes, config, layout)
         if resolve_architecture(config, layout)[0] == "identity":
             return model, {}
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        history = fit_keras(model, X_train, targets(y_train), loss, config.epochs, config.batch_size,
-                            config.learning_rate, validation=(X_val, targets(y_val)), metrics=metrics,
-                            callbacks=[stop, *callbacks])
+        history = fit_keras(model, X_train, targets if streamed else targets(y_train), loss, budget["epochs"],
+                            config.batch_size, config.learning_rate, validation=(X_val, targets(y_val)),
+                            metrics=metrics, callbacks=[stop, *callbacks],
+                            steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
     return model, history
 
 
@@ -281,5 +355,8 @@ def load_feature_model(path: str | Path):
 
 def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """(n, d) rows -> (n, k) float32 features, ``batch_size`` rows per forward pass."""
-    out = [np.asarray(model(X[i : i + batch_size].astype("float32"), training=False)) for i in range(0, len(X), batch_size)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+    from tasks.core.margin_models import padded_forward
+
+    if len(X) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return padded_forward(model.predict_on_batch, X, batch_size).astype(np.float32)

@@ -44,6 +44,26 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     return [*lines, ""]
 
 
+def _solver_section(approaches: dict[str, Any], skipped: dict[str, str]) -> list[str]:
+    """``## Solvers and budgets``: which SVM solver each SVC approach ran and why, the step budget of each
+    Keras training, and the approaches that were skipped at this size."""
+    lines = []
+    for name, a in approaches.items():
+        s = a.get("solver")
+        if s:
+            detail = (f"Nystroem map with {s['components']} components, {s['epochs']} passes of a minibatch linear SVM"
+                      if s["solver"] == "approx" else "scikit-learn SVC, exact")
+            lines.append(f"| {name} | {s['solver']} | {s['reason']}; {detail} |")
+        b = a.get("budget")
+        if b:
+            lines.append(f"| {name} | {b['steps']} of at most {b['max_steps']} steps | {b['how']} |")
+    for name, why in skipped.items():
+        lines.append(f"| {name} | skipped | {why} |")
+    if not lines:
+        return []
+    return ["## Solvers and budgets", "", "| approach | ran | why |", "|:---|:---|:---|", *lines, ""]
+
+
 def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: str = "") -> str:
     """The human report: ``header`` (see `render_header`), comparison, headline scores, per-class
     table, confusion matrix. Text columns are left-aligned, numbers right-aligned."""
@@ -61,6 +81,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: s
                          f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
         lines.append("")
     lines += _encoder_section(metrics.get("encoder"), fmt)
+    lines += _solver_section(approaches, metrics.get("skipped") or {})
     searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
     if searched:
         lines += ["## SVC search (stratified k-fold CV on the training rows)", "",

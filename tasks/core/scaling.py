@@ -30,6 +30,26 @@ def fit_scaler(X_train: np.ndarray, config: ScaleConfig) -> dict[str, list[float
     return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]}
 
 
+def stream_scaler(batches, config: ScaleConfig) -> dict[str, list[float]]:
+    """`fit_scaler` over batches of training rows (``StandardScaler.partial_fit``): equal to fitting
+    on all of them at once, to float tolerance, holding one batch at a time.
+
+    Args:
+        batches: iterable of (X (m, d), y) training batches.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    s, d = StandardScaler(with_mean=config.with_mean, with_std=config.with_std), None
+    for X, _ in batches:
+        s.partial_fit(X)
+        d = X.shape[1]
+    if d is None:
+        raise ValueError("scale: no training rows")
+    mean = s.mean_ if s.mean_ is not None else np.zeros(d)
+    scale = s.scale_ if s.scale_ is not None else np.ones(d)
+    return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]}
+
+
 def apply_scaler(X: np.ndarray, scaler: dict[str, list[float]]) -> np.ndarray:
     """(n, d) -> (n, d) standardised rows."""
     return (X - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])

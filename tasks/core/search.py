@@ -19,9 +19,25 @@ import numpy as np
 from tasks.config import SVCConfig
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.networks import Refitter, best_epoch, embed, train
+from tasks.core.networks import Refitter, TableRows, best_epoch, embed, train
 from tasks.core.svm import fit_svc
 from tasks.store.progress import OwnTime
+
+# The SVC that scores a candidate fits on at most this many training rows (a seeded sample): an exact
+# SVC on more would cost more than training the candidate. Built-in datasets have fewer.
+SEARCH_FIT_ROWS = 10_000
+
+
+def _fit_rows(X_train, y_train, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows the scoring SVC fits on: all, or a seeded sample of `SEARCH_FIT_ROWS`."""
+    if isinstance(X_train, TableRows):
+        from tasks.store.tables import load_split
+
+        return load_split(X_train.ref, X_train.split, max_rows=SEARCH_FIT_ROWS, seed=seed)
+    if len(y_train) <= SEARCH_FIT_ROWS:
+        return X_train, y_train
+    rows = np.sort(np.random.default_rng(seed).choice(len(y_train), SEARCH_FIT_ROWS, replace=False))
+    return X_train[rows], y_train[rows]
 
 
 def _svc_accuracy(model, fit: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray],
@@ -42,7 +58,8 @@ def score_candidate(
     """Train ``candidate`` and score its features + SVC on held-out non-test rows.
 
     Args:
-        data: ``{"train": (X, y), "val": (X, y)}`` scaled rows (test rows are not given).
+        data: ``{"train": (X, y), "val": (X, y)}`` scaled rows (test rows are not given); a large training
+            split is ``(TableRows, None)``, streamed, and the scoring SVC then fits on a sample of it.
         deadline: a ``time.time()`` after which no fit of this candidate starts.
     Returns:
         (the encoder kept: trained on train, early-stopped on val; its history;
@@ -58,9 +75,13 @@ def score_candidate(
         model, history = train(X_train, y_train, X_val, y_val, n_classes, config, layout, callbacks,
                                deadline=deadline)
         epochs = best_epoch(history) + 1 if history else 0
-        pooled = np.bincount(np.concatenate([y_train, y_val]))
-        if len(y_train) >= config.search_folds_below or pooled[pooled > 0].min() < 2:
-            correct, how = [_svc_accuracy(model, (X_train, y_train), (X_val, y_val), svc)], "val split"
+        streamed = isinstance(X_train, TableRows)
+        pooled = np.bincount(y_val) if streamed else np.bincount(np.concatenate([y_train, y_val]))
+        if streamed or len(y_train) >= config.search_folds_below or pooled[pooled > 0].min() < 2:
+            fit = _fit_rows(X_train, y_train, config.seed)
+            correct = [_svc_accuracy(model, fit, (X_val, y_val), svc)]
+            how = "val split" if len(fit[1]) == len(X_train) else \
+                f"val split, the SVC fitted on {len(fit[1])} of {len(X_train)} training rows"
         else:
             from sklearn.model_selection import RepeatedStratifiedKFold
 

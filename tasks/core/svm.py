@@ -30,6 +30,88 @@ def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_
     ).fit(X_train, y_train, sample_weight=sample_weight)
 
 
+def resolve_solver(config: SVCConfig, n_train: int) -> tuple[str, str]:
+    """(``exact`` or ``approx``, why) for ``n_train`` training rows under ``svc.solver``."""
+    if config.solver != "auto":
+        return config.solver, f"svc.solver = {config.solver}"
+    if n_train > config.approx_above:
+        return "approx", f"auto: {n_train} training rows > svc.approx_above = {config.approx_above}"
+    return "exact", f"auto: {n_train} training rows <= svc.approx_above = {config.approx_above}"
+
+
+def approx_gamma(sample: np.ndarray, config: SVCConfig) -> float | None:
+    """The kernel's gamma as ``SVC`` resolves it, on ``sample`` (the training rows, or a sample of them)."""
+    if config.kernel == "linear":
+        return None
+    if config.gamma == "auto":
+        return 1.0 / sample.shape[1]
+    return rbf_gamma(sample, config.gamma)
+
+
+def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, config: SVCConfig,
+               class_weight: dict[int, float] | None):
+    """The ``approx`` solver: a Nystroem map of the kernel, standardised, and a linear SVM trained by minibatches.
+
+    Args:
+        sample: (m, d) training rows (all of them, or a seeded sample) to draw the Nystroem basis from and
+            resolve gamma on.
+        passes: ``passes(i)`` yields shuffled (X, y) batches of the training rows for pass ``i`` (pass 0
+            fits the standardisation; passes 1.. train the SVM), one batch held at a time.
+        n_train: training rows in all; the SVM's ``alpha = 1 / (C n)`` is ``SVC``'s C.
+        class_weight: class index -> weight (``balanced`` resolved from the class counts), or None.
+    Returns:
+        a fitted scikit-learn ``Pipeline(map, scale, svm)`` with ``predict`` and ``decision_function``
+        (one-vs-rest scores; a single column for two classes).
+    """
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = []
+    if config.kernel != "linear":
+        m = min(config.approx_components, len(sample))
+        basis = sample[np.sort(np.random.default_rng(config.seed).choice(len(sample), m, replace=False))]
+        steps.append(("map", Nystroem(kernel=config.kernel, gamma=approx_gamma(sample, config), degree=3, coef0=0.0,
+                                      n_components=m, random_state=config.seed).fit(basis)))
+    scaler = StandardScaler()
+    for X, _ in passes(0):
+        scaler.partial_fit(steps[0][1].transform(X) if steps else X)
+    steps.append(("scale", scaler))
+    svm = SGDClassifier(loss="hinge", alpha=1.0 / (config.C * max(n_train, 1)), average=True,
+                        class_weight=class_weight, random_state=config.seed)
+    head = Pipeline(steps)
+    for i in range(1, config.approx_epochs + 1):
+        for X, y in passes(i):
+            svm.partial_fit(head.transform(X), y, classes=classes)
+    return Pipeline([*steps, ("svm", svm)])
+
+
+def balanced_weights(counts: np.ndarray) -> dict[int, float] | None:
+    """``class_weight = "balanced"`` from class counts, as scikit-learn computes it: n / (k * count)."""
+    present = counts > 0
+    return {int(c): float(counts.sum() / (present.sum() * counts[c])) for c in np.flatnonzero(present)}
+
+
+def in_memory_passes(X: np.ndarray, y: np.ndarray, batch_rows: int, seed: int):
+    """`fit_approx`'s ``passes`` over rows held in memory: each pass a new seeded shuffle, in batches."""
+    def passes(i: int):
+        order = np.random.default_rng([seed, i]).permutation(len(y))
+        for at in range(0, len(y), batch_rows):
+            rows = order[at:at + batch_rows]
+            yield X[rows], y[rows]
+    return passes
+
+
+def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_classes: int, batch_rows: int):
+    """An SVC (``exact``) or the approx pipeline fitted on rows held in memory."""
+    if solver == "exact":
+        return fit_svc(X, y, config)
+    weights = balanced_weights(np.bincount(y, minlength=n_classes)) if config.class_weight == "balanced" else None
+    return fit_approx(X, in_memory_passes(X, y, batch_rows, config.seed), len(y), np.arange(n_classes), config,
+                      weights)
+
+
 def save_svc(model, path) -> None:
     import skops.io as sio
 
@@ -37,6 +119,9 @@ def save_svc(model, path) -> None:
 
 
 SVC_TYPES = ("sklearn.svm._classes.SVC",)
+APPROX_TYPES = ("sklearn.pipeline.Pipeline", "sklearn.kernel_approximation.Nystroem",
+                "sklearn.preprocessing._data.StandardScaler", "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+                "sklearn.linear_model._sgd_fast.Hinge")
 # What skops writes for plain values: containers, strings, numbers and NumPy arrays and scalars.
 _PLAIN_TYPES = {f"builtins.{t}" for t in ("bytes", "bytearray", "dict", "list", "str", "tuple", "int", "float",
                                           "bool", "NoneType", "complex", "set", "frozenset", "slice")}
@@ -97,13 +182,24 @@ def skops_load(path, objects: tuple[str, ...] | list[str]):
 
 
 def load_svc(path):
-    """Load an ``.skops`` SVC: only the types an SVC is made of are accepted (`skops_load`)."""
-    model = skops_load(path, SVC_TYPES)
+    """Load an ``.skops`` SVC (``exact``) or approx pipeline: only the types they are made of are accepted
+    (`skops_load`)."""
+    from sklearn.pipeline import Pipeline
     from sklearn.svm import SVC
 
-    if type(model) is not SVC:
-        raise ValueError(f"{path}: holds a {type(model).__name__}, not an SVC")
-    return model
+    model = skops_load(path, (*SVC_TYPES, *APPROX_TYPES))
+    if type(model) is SVC:
+        return model
+    if type(model) is Pipeline and [n for n, _ in model.steps][-2:] == ["scale", "svm"]:
+        return model
+    raise ValueError(f"{path}: holds a {type(model).__name__}, not an SVC")
+
+
+def solver_of(model) -> str:
+    """``exact`` for an ``SVC``, ``approx`` for the pipeline of `fit_approx`."""
+    from sklearn.svm import SVC
+
+    return "exact" if isinstance(model, SVC) else "approx"
 
 
 def fit_searched(train: tuple[np.ndarray, np.ndarray], config: SVCConfig, cv_rows: list[dict[str, Any]] | None,
@@ -131,14 +227,26 @@ class CVPoint(BaseModel):
     folds: int
     metric: str
     seed: int
+    solver: Literal["auto", "exact", "approx"] = "exact"
+    approx_above: int = 20_000
+    approx_components: int = 2000
+    approx_epochs: int = 5
+
+    def svc_config(self, gamma: float | None = None) -> SVCConfig:
+        """The ``svc`` settings this point stands for (``gamma`` as resolved on the data)."""
+        return SVCConfig(kernel=self.kernel, C=self.C, gamma=gamma if gamma is not None else "scale",
+                         class_weight=self.class_weight, seed=self.seed, solver=self.solver,
+                         approx_above=self.approx_above, approx_components=self.approx_components,
+                         approx_epochs=self.approx_epochs)
 
 
 def grid(config: SVCConfig) -> list[CVPoint]:
-    """The C x gamma-factor points (C only for the linear kernel, which has no gamma)."""
+    """The C x gamma-factor points (C only for the linear kernel, which has no gamma), with the solver settings."""
     factors = [1.0] if config.kernel == "linear" else config.search_gamma_factor
+    solver = {k: getattr(config, k) for k in ("solver", "approx_above", "approx_components", "approx_epochs")}
     return [
         CVPoint(kernel=config.kernel, C=c, gamma_factor=f, class_weight=config.class_weight,
-                folds=config.search_folds, metric=config.search_metric, seed=config.seed)
+                folds=config.search_folds, metric=config.search_metric, seed=config.seed, **solver)
         for c in config.search_C for f in dict.fromkeys(factors)
     ]
 
@@ -156,25 +264,26 @@ def fold_count(y: np.ndarray, folds: int) -> int:
     return min(folds, smallest)
 
 
-def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint) -> tuple[float, list[float]]:
-    """(gamma used, per-fold scores) of ``SVC`` at ``point`` on (X, y)."""
+def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
+              batch_rows: int = 50_000) -> tuple[float, list[float]]:
+    """(gamma used, per-fold scores) at ``point`` on (X, y) with ``solver`` (``exact``: ``SVC``; or ``approx``)."""
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.svm import SVC
 
     gamma = point.gamma_factor * rbf_gamma(X, "scale")
+    config = point.svc_config(gamma)
     splitter = StratifiedKFold(n_splits=fold_count(y, point.folds), shuffle=True, random_state=point.seed)
-    scores = []
+    scores, k = [], int(y.max()) + 1
     for fit_rows, score_rows in splitter.split(X, y):
-        model = SVC(kernel=point.kernel, C=point.C, gamma=gamma, class_weight=point.class_weight,
-                    random_state=point.seed).fit(X[fit_rows], y[fit_rows])
+        model = fit_any(X[fit_rows], y[fit_rows], config, solver, k, batch_rows)
         scores.append(metric_value(point.metric, y[score_rows], model.predict(X[score_rows])))
     return gamma, scores
 
 
-def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint) -> dict[str, Any]:
-    """One scored grid point as ``cv.json`` holds it: the point, the gamma used, fold scores, mean and std."""
-    gamma, scores = cv_scores(X, y, point)
-    return {**point.model_dump(), "gamma": gamma, "scores": scores,
+def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
+           batch_rows: int = 50_000) -> dict[str, Any]:
+    """One scored grid point as ``cv.json`` holds it: the point, the solver and gamma used, fold scores, mean, std."""
+    gamma, scores = cv_scores(X, y, point, solver, batch_rows)
+    return {**point.model_dump(), "solver": solver, "gamma": gamma, "scores": scores,
             "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
 

@@ -4,7 +4,8 @@ Files (all listed with their SHA-256 in ``manifest.json``):
 
 * ``scaler.json``   - per-feature mean and scale (JSON, no pickle);
 * ``encoder.keras`` - the Keras encoder, loaded with ``safe_mode=True`` and cut at ``features``;
-* ``svc.skops``     - the SVC, loaded by skops with an explicit list of trusted types;
+* ``svc.skops``     - the SVC (``exact``) or the approx pipeline (Nystroem map, standardisation, linear SVM),
+  loaded by skops with an explicit list of trusted types;
 * ``labels.json``   - the label column's name and the original class values, in index order;
 * ``features.json`` - the input feature names, in the order the model reads them;
 * ``config.json``   - the config sections that made the model (`IDENTITY_SECTIONS`; ``data`` without
@@ -13,7 +14,8 @@ Files (all listed with their SHA-256 in ``manifest.json``):
 
 A bundle's **identity** is the SHA-256 over its model files and ``config.json``: metrics,
 unrelated config sections and where the input file lay do not make a new model version.
-``manifest.json`` carries the format version (``marginflow-bundle/2``; version 1, which
+``manifest.json`` records the solver (``exact`` or ``approx``, and why; absent in bundles written
+before there was a choice: they hold an SVC) and carries the format version (``marginflow-bundle/2``; version 1, which
 stored the whole config, still loads) and the identity.
 
 `verify` re-hashes every file before anything is deserialised and refuses a bundle with a
@@ -32,7 +34,7 @@ import numpy as np
 
 from tasks.core.networks import check_keras_layers, cut_at_features, embed, load_encoder
 from tasks.core.scaling import apply_scaler
-from tasks.core.svm import SVC_TYPES, check_skops_types, load_svc
+from tasks.core.svm import APPROX_TYPES, SVC_TYPES, check_skops_types, load_svc, solver_of
 from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
 
@@ -65,13 +67,14 @@ def making_config(sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, Any], feature_names: list[str],
-                 config: dict[str, Any], metrics: dict[str, Any]) -> None:
+                 config: dict[str, Any], metrics: dict[str, Any], solver: dict[str, Any] | None = None) -> None:
     """Fill ``w`` (an `ArtifactWriter`, or anything with its ``path`` and ``write_json``) with a bundle.
 
     Args:
         sources: ``scaler.json``, ``encoder.keras``, ``svc.skops`` -> a file to copy, or a
             function that writes the file at the path it is given.
         config: the output of `making_config`.
+        solver: the SVC's ``solver.json`` (``exact`` or ``approx`` and why), recorded in the manifest.
     """
     import shutil
 
@@ -86,7 +89,8 @@ def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, A
     w.write_json("config.json", config)
     w.write_json("metrics.json", metrics)
     files = {n: sha256_file(w.path(n)) for n in FILES}
-    w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files)})
+    w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files),
+                            **({"solver": solver} if solver else {})})
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -148,7 +152,7 @@ def static_problem(path: str | Path) -> str | None:
 
 def _check_types(root: Path) -> None:
     """Refuse model files that name types marginflow never writes (read from the files, nothing loaded)."""
-    check_skops_types(root / "svc.skops", SVC_TYPES)
+    check_skops_types(root / "svc.skops", (*SVC_TYPES, *APPROX_TYPES))
     check_keras_layers(root / "encoder.keras")
 
 
@@ -200,6 +204,13 @@ class Bundle:
     @property
     def n_features_in_(self) -> int:
         return len(self.feature_names_in_)
+
+    @property
+    def solver(self) -> str:
+        """``exact`` (an SVC) or ``approx`` (kernel map + linear SVM): the manifest's record, or for a bundle
+        written before solvers were recorded, what its ``svc.skops`` holds."""
+        recorded = self.manifest.get("solver")
+        return recorded["solver"] if isinstance(recorded, dict) and "solver" in recorded else solver_of(self.svc)
 
     @property
     def identity(self) -> str:

@@ -17,7 +17,7 @@ from tasks.errors import InputError
 from tasks.ops.bundle import Bundle
 from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactRef
-from tasks.store.tables import LABEL, SPLIT, read_table
+from tasks.store.tables import batch_rows_of, iter_split, labels, read_meta
 
 
 class Decision(BaseModel):
@@ -38,15 +38,18 @@ def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> d
 
     Returns role -> score, or role -> error text when a bundle cannot read these rows.
     """
-    frame, meta = read_table(dataset)
-    test = frame[frame[SPLIT] == "test"]
-    y = np.asarray(meta["classes"], dtype=object)[test[LABEL].to_numpy()]
-    X = test[meta["feature_names"]]
-    scores: dict[str, Any] = {"n_rows": int(len(test))}
+    import pandas as pd
+
+    meta = read_meta(dataset)
+    classes = np.asarray(meta["classes"], dtype=object)
+    y = classes[labels(dataset, "test")]
+    scores: dict[str, Any] = {"n_rows": int(len(y))}
     for role, path in models.items():
         try:
-            predicted = Bundle.load(path).predict(X)
-            scores[role] = metric_value(metric, y.astype(str), np.asarray(predicted).astype(str))
+            model = Bundle.load(path)
+            predicted = [model.predict(pd.DataFrame(X, columns=meta["feature_names"]))
+                         for X, _ in iter_split(dataset, "test", batch_rows_of(meta))]  # a batch at a time
+            scores[role] = metric_value(metric, y.astype(str), np.concatenate(predicted).astype(str))
         except InputError as e:
             scores[role] = f"cannot score: {e}"
     return scores

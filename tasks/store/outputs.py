@@ -18,10 +18,17 @@ def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: flo
 
     Args:
         predict: (n, d) rows -> (n,) class indices.
-        data: ``{"val": (X, y), "test": (X, y), ...}``.
+        data: ``{"val": (X, y), "test": (X, y), ...}``, or a table artifact (read ``batch_rows`` rows at a time).
     """
     start = time.perf_counter()
-    preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
+    if isinstance(data, ArtifactRef):  # a table: streamed, a batch at a time
+        from tasks.store.tables import batch_rows_of, iter_split, read_meta
+
+        batch = batch_rows_of(read_meta(data))
+        preds = {s: [int(v) for X, _ in iter_split(data, s, batch) for v in predict(X.astype("float64"))]
+                 for s in ("val", "test")}
+    else:
+        preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
     predict_seconds = time.perf_counter() - start
     w.write_json("predictions.json", preds)
     w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4)})
@@ -30,7 +37,9 @@ def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: flo
 def read_model_outputs(ref: ArtifactRef) -> dict[str, Any]:
     """``{"predictions", "timing", "search"}`` of a model artifact (``search`` None without a search)."""
     return {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json"),
-            "search": read_json(ref, "search.json") if "search.json" in ref.files else None}
+            "search": read_json(ref, "search.json") if "search.json" in ref.files else None,
+            "solver": read_json(ref, "solver.json") if "solver.json" in ref.files else None,
+            "budget": read_json(ref, "budget.json") if "budget.json" in ref.files else None}
 
 
 def write_model_artifact(root: str, kind: str, params: dict[str, Any], save, predict, data: dict,

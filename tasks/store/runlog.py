@@ -28,6 +28,17 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     return logging.getLogger("marginflow")
 
 
+def batch_progress(name: str, total_rows: int, batch_rows: int):
+    """``done(rows)``: tell the terminal's display how many of a stage's ``total_rows`` rows it has
+    streamed, as batches of ``batch_rows`` (the display shows ``batch 3/20`` and an ETA)."""
+    batches = max(-(-total_rows // max(batch_rows, 1)), 1)
+
+    def done(rows: int) -> None:
+        emit("epoch", stage=name, epoch=min(-(-rows // max(batch_rows, 1)), batches), epochs=batches, unit="batch")
+
+    return done
+
+
 def epoch_progress(epochs: int, name: str):
     """A Keras callback that logs each epoch and, inside a task run, keeps a progress artifact up to date."""
     import keras

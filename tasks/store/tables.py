@@ -1,13 +1,21 @@
-"""The dataset layout shared by the ``dataset``, ``scaled`` and ``features`` artifacts, and reading them by name.
+"""The dataset layout shared by the ``dataset``, ``scaled`` and ``features`` artifacts, and reading them.
 
 Each of these artifacts holds one Parquet table (``<kind>.parquet``) whose columns are the
-features, ``__label__`` (class index 0..k-1) and ``__split__`` (train / val / test), and a
-``meta.json`` (feature names, the class list mapping index -> original label, split sizes,
-source).
+features (float32), ``__label__`` (class index 0..k-1) and ``__split__`` (train / val / test), written
+in row groups, and a ``meta.json`` (feature names, the class list mapping index -> original label,
+split sizes, source, layout, ``batch_rows``).
+
+Two ways to read a table. Small tables are read whole into NumPy (`split_matrices`). Any table
+can be streamed: `iter_split` yields one batch of at most ``batch_rows`` rows at a time, and
+`load_split` reads one split whole when it has at most ``max_rows`` rows, else a seeded sample of
+``max_rows`` of them, without ever holding the rest. Every array these functions build passes
+through `HELD`, which records the most rows one of them held (the memory test counts with it).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +26,28 @@ LABEL = "__label__"
 SPLIT = "__split__"
 SPLITS = ("train", "val", "test")
 TABLE_FILES = {"dataset": "dataset.parquet", "scaled": "scaled.parquet", "features": "features.parquet"}
+DEFAULT_BATCH_ROWS = 50_000
+# rows per Parquet row group = batch_rows // ROW_GROUPS_PER_BATCH: a shuffle buffer of batch_rows
+# rows then mixes this many row groups drawn from anywhere in the file
+ROW_GROUPS_PER_BATCH = 16
+
+
+class RowMeter:
+    """The largest number of rows any one array read from a table held (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.peak, self._lock = 0, threading.Lock()
+
+    def observe(self, n_rows: int) -> None:
+        with self._lock:
+            self.peak = max(self.peak, int(n_rows))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak = 0
+
+
+HELD = RowMeter()
 
 
 def table_file(kind: str) -> str:
@@ -28,25 +58,218 @@ def table_file(kind: str) -> str:
         raise ValueError(f"artifact kind {kind!r} holds no table (one of {', '.join(TABLE_FILES)})") from None
 
 
-def read_table(ref: ArtifactRef):
-    """The frame and metadata of a ``dataset``, ``scaled`` or ``features`` artifact."""
-    import pandas as pd
-
-    return pd.read_parquet(ref.file(table_file(ref.kind))), read_meta(ref)
-
-
 def read_meta(ref: ArtifactRef) -> dict[str, Any]:
     return read_json(ref, "meta.json")
 
 
+def batch_rows_of(meta: dict[str, Any]) -> int:
+    """The most rows a stage reading this table holds at once (``data.batch_rows`` at ingest)."""
+    return int(meta.get("batch_rows") or DEFAULT_BATCH_ROWS)
+
+
+def row_group_rows(batch_rows: int) -> int:
+    return max(batch_rows // ROW_GROUPS_PER_BATCH, 1)
+
+
+def parquet(ref: ArtifactRef):
+    """The table's ``pyarrow.parquet.ParquetFile`` (opened without pre-buffering the whole file)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(ref.file(table_file(ref.kind)), pre_buffer=False)
+
+
+def feature_names(ref: ArtifactRef) -> list[str]:
+    return [c for c in parquet(ref).schema_arrow.names if c not in (LABEL, SPLIT)]
+
+
+def _split_codes(column) -> np.ndarray:
+    """A ``__split__`` column (dictionary-encoded or plain strings) -> (n,) int8 index into `SPLITS`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string()) if isinstance(column, pa.Array) else pc.cast(column, pa.string())
+    codes = pc.index_in(column, value_set=pa.array(SPLITS)).to_numpy(zero_copy_only=False)
+    return np.asarray(codes, dtype=np.int8)
+
+
+def _matrix(batch, features: list[str], dtype) -> np.ndarray:
+    """(n, d) from the feature columns of a record batch or table."""
+    if not features:
+        return np.zeros((batch.num_rows, 0), dtype=dtype)
+    cols = [batch.column(f).to_numpy(zero_copy_only=False) for f in features]
+    return np.stack(cols, axis=1).astype(dtype, copy=False)
+
+
+def labels_and_splits(ref: ArtifactRef) -> tuple[np.ndarray, np.ndarray]:
+    """(y int64 (n,), split index int8 (n,) into `SPLITS`) of every row, reading only those two columns."""
+    table = parquet(ref).read(columns=[LABEL, SPLIT])
+    y = np.asarray(table.column(LABEL).to_numpy(), dtype=np.int64)
+    return y, _split_codes(table.column(SPLIT).combine_chunks())
+
+
+def labels(ref: ArtifactRef, split: str) -> np.ndarray:
+    """(n_split,) class indices of one split."""
+    y, s = labels_and_splits(ref)
+    return y[s == SPLITS.index(split)]
+
+
+def iter_split(ref: ArtifactRef, split: str | None, batch_rows: int, dtype=np.float32,
+               rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(X (m, d), y (m,)) of one split (all rows when None), at most ``batch_rows`` rows at a time, in file order.
+
+    ``rows``: optional sorted row positions (0-based, within the whole file) to keep as well.
+    """
+    pf = parquet(ref)
+    features = [c for c in pf.schema_arrow.names if c not in (LABEL, SPLIT)]
+    offset = 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=[*features, LABEL, SPLIT]):
+        keep = np.ones(batch.num_rows, dtype=bool)
+        if split is not None:
+            keep &= _split_codes(batch.column(SPLIT)) == SPLITS.index(split)
+        if rows is not None:
+            lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+            mask = np.zeros(batch.num_rows, dtype=bool)
+            mask[rows[lo:hi] - offset] = True
+            keep &= mask
+        offset += batch.num_rows
+        if not keep.any():
+            continue
+        if not keep.all():
+            import pyarrow as pa
+
+            batch = batch.filter(pa.array(keep))
+        HELD.observe(batch.num_rows)
+        yield _matrix(batch, features, dtype), np.asarray(batch.column(LABEL).to_numpy(), dtype=np.int64)
+
+
+def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
+                     dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One pass over a split in a seeded random order, holding at most ``batch_rows`` rows.
+
+    A bounded shuffle buffer: the row groups are visited in a random order (a new one per
+    ``seed``), and each buffer of up to ``batch_rows`` rows, filled from several row groups from
+    anywhere in the file, is shuffled before it is yielded, so a file sorted by label still gives
+    mixed batches.
+    """
+    import pyarrow as pa
+
+    pf = parquet(ref)
+    features = [c for c in pf.schema_arrow.names if c not in (LABEL, SPLIT)]
+    rng = np.random.default_rng(seed)
+    want = SPLITS.index(split)
+    pending: list = []
+    held = 0
+
+    def flush():
+        table = pa.concat_tables(pending)
+        order = rng.permutation(table.num_rows)
+        HELD.observe(table.num_rows)
+        X = _matrix(table, features, dtype)[order]
+        return X, np.asarray(table.column(LABEL).to_numpy(), dtype=np.int64)[order]
+
+    for g in rng.permutation(pf.num_row_groups):
+        group = pf.read_row_group(int(g), columns=[*features, LABEL, SPLIT])
+        keep = _split_codes(group.column(SPLIT).combine_chunks()) == want
+        if not keep.any():
+            continue
+        group = group.filter(pa.array(keep))
+        while group.num_rows:
+            room = batch_rows - held
+            pending.append(group.slice(0, room))
+            held += min(room, group.num_rows)
+            group = group.slice(room)
+            if held >= batch_rows:
+                yield flush()
+                pending, held = [], 0
+    if held:
+        yield flush()
+
+
+def sample_positions(split_codes: np.ndarray, split: str, max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted file positions of the rows of ``split``: all of them, or a seeded sample of ``max_rows``."""
+    where = np.flatnonzero(split_codes == SPLITS.index(split))
+    if max_rows is None or len(where) <= max_rows:
+        return where
+    return np.sort(np.random.default_rng(seed).choice(where, size=max_rows, replace=False))
+
+
+def load_split(ref: ArtifactRef, split: str, max_rows: int | None = None, seed: int = 0,
+               dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of one split: whole with at most ``max_rows`` rows, else a seeded sample of ``max_rows`` rows
+    (file order kept); read in batches, never holding more than the rows returned."""
+    _, codes = labels_and_splits(ref)
+    rows = sample_positions(codes, split, max_rows, seed)
+    d = len(feature_names(ref))
+    X, y, at = np.empty((len(rows), d), dtype=dtype), np.empty(len(rows), dtype=np.int64), 0
+    HELD.observe(len(rows))
+    for Xb, yb in iter_split(ref, None, max(len(rows), 1), dtype=np.float32, rows=rows):
+        X[at:at + len(yb)], y[at:at + len(yb)] = Xb, yb
+        at += len(yb)
+    return X, y
+
+
+def read_table(ref: ArtifactRef):
+    """The whole frame (pandas) and metadata of a small table artifact; streaming readers are above."""
+    import pandas as pd
+
+    frame = pd.read_parquet(ref.file(table_file(ref.kind)))
+    frame[SPLIT] = frame[SPLIT].astype(str)
+    HELD.observe(len(frame))
+    return frame, read_meta(ref)
+
+
 def feature_matrix(frame, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of one split (or all rows): X float64 (n, d), y int64 (n,)."""
+    """(X, y) of one split (or all rows) of a `read_table` frame: X float64 (n, d), y int64 (n,)."""
     rows = frame if split is None else frame[frame[SPLIT] == split]
     X = rows.drop(columns=[LABEL, SPLIT]).to_numpy(dtype=np.float64)
     return X, rows[LABEL].to_numpy(dtype=np.int64)
 
 
 def split_matrices(ref: ArtifactRef) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """``{"train"|"val"|"test": (X, y)}`` of a table artifact, and its metadata."""
-    frame, meta = read_table(ref)
-    return {s: feature_matrix(frame, s) for s in SPLITS}, meta
+    """``{"train"|"val"|"test": (X float64, y)}`` of a table artifact read whole, and its metadata."""
+    meta = read_meta(ref)
+    return {s: load_split(ref, s) for s in SPLITS}, meta
+
+
+def class_counts(ref: ArtifactRef, split: str, n_classes: int) -> np.ndarray:
+    return np.bincount(labels(ref, split), minlength=n_classes)
+
+
+class TableWriter:
+    """Write a table artifact's Parquet file in row groups of `row_group_rows` rows.
+
+    ``write(X, y, split_codes)`` appends rows (features as float32); the schema's metadata can
+    carry ``metadata`` (bytes -> bytes). Close (or use as a context manager) to finish the file.
+    """
+
+    def __init__(self, path, features: list[str], batch_rows: int, metadata: dict[bytes, bytes] | None = None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fields = [pa.field(f, pa.float32()) for f in features]
+        fields += [pa.field(LABEL, pa.int64()), pa.field(SPLIT, pa.dictionary(pa.int8(), pa.string()))]
+        self.schema = pa.schema(fields, metadata=metadata)
+        self.features, self.group = features, row_group_rows(batch_rows)
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+        self.rows = 0
+
+    def write(self, X: np.ndarray, y: np.ndarray, split_codes: np.ndarray) -> None:
+        import pyarrow as pa
+
+        X = np.asarray(X, dtype=np.float32)
+        columns = [pa.array(X[:, j]) for j in range(X.shape[1])]
+        columns.append(pa.array(np.asarray(y, dtype=np.int64)))
+        columns.append(pa.DictionaryArray.from_arrays(pa.array(np.asarray(split_codes, dtype=np.int8)),
+                                                      pa.array(SPLITS)))
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=self.group)
+        self.rows += len(y)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
