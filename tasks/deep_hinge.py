@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
+from tasks.core.margin import TableRows, step_budget, steps_run
 from tasks.core.margin_models import keras_predictor
-from tasks.core.networks import TableRows, keras_rows, step_budget, steps_run, train
+from tasks.core.networks import keras_rows, train
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact

@@ -13,7 +13,8 @@ from __future__ import annotations
 from tasks.config import SVCConfig
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.networks import BudgetSpent, TableRows, encoder_config_json, keras_rows, step_budget, steps_run
+from tasks.core.margin import TableRows, step_budget, steps_run
+from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows
 from tasks.core.search import score_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage

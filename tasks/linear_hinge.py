@@ -6,8 +6,9 @@ Output artifact ``linear_hinge``: ``model.keras``, ``history.json``, ``predictio
 from __future__ import annotations
 
 from tasks.config import LinearHingeConfig
+from tasks.core.margin import TableRows, step_budget
 from tasks.core.margin_models import build_linear_hinge, fit_keras_margin, keras_predictor
-from tasks.core.networks import TableRows, keras_rows, step_budget
+from tasks.core.networks import keras_rows
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact

@@ -7,9 +7,9 @@ Output artifact ``rff_svm``: ``model.keras``, ``history.json``, ``predictions.js
 from __future__ import annotations
 
 from tasks.config import RFFConfig
-from tasks.core.margin import rbf_gamma
+from tasks.core.margin import TableRows, rbf_gamma, step_budget
 from tasks.core.margin_models import build_rff_svm, fit_keras_margin, keras_predictor
-from tasks.core.networks import TableRows, keras_rows, step_budget
+from tasks.core.networks import keras_rows
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact

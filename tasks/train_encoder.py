@@ -20,7 +20,8 @@ import numpy as np
 from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
-from tasks.core.networks import TableRows, best_epoch, encoder_config_json, keras_rows, step_budget, steps_run, train
+from tasks.core.margin import TableRows, step_budget, steps_run
+from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, train
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage

@@ -297,9 +297,30 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
         m = CSV_CONVERSION.search(str(e))
         if m:
             column = names[int(m.group(1))]
-            at = f" at row {int(m.group(2))}" if m.group(2) else ""
+            row = int(m.group(2)) if m.group(2) else _first_non_number(p, column, batch_rows)
+            at = f" at row {row}" if row else ""
             raise InputError(f"{p}: column {column!r} is not numeric (value {m.group(3)!r}{at})") from None
         raise _unreadable(p, e) from None
+
+
+def _first_non_number(p: Path, column: str, batch_rows: int) -> int | None:
+    """The data row (1-based) of the first value of a CSV column that is not a number (the error path only:
+    pyarrow names the value but not its row). Reads that one column as text, a batch at a time."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    reader = pacsv.open_csv(p, parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in p.name.lower() else ","),
+                            convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                                                 column_types={column: pa.string()}))
+    row = 1
+    for batch in reader:
+        text = batch.column(0).to_pandas()
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = np.flatnonzero((numbers.isna() & text.notna() & (text.str.strip() != "")).to_numpy())
+        if len(bad):
+            return row + int(bad[0])
+        row += batch.num_rows
+    return None
 
 
 def source_batches(config: DataConfig, batch_rows: int):

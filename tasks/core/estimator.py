@@ -241,15 +241,15 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
     def _fit_linear_hinge(self, fit, val):
         X, y, _ = fit
         config, k = self._config("linear_hinge"), len(self.classes_)
-        self.model_, _, _ = fit_keras_margin(lambda: build_linear_hinge(X.shape[1], k, len(X), config),
-                                          {"train": (X, y)}, k, config.loss, config)
+        self.model_, _, _, _ = fit_keras_margin(lambda: build_linear_hinge(X.shape[1], k, len(X), config),
+                                                X, y, k, config.loss, config)
 
     def _fit_rff_svm(self, fit, val):
         X, y, _ = fit
         config, k = self._config("rff"), len(self.classes_)
         gamma = rbf_gamma(X, config.gamma)
-        self.model_, _, _ = fit_keras_margin(lambda: build_rff_svm(X.shape[1], k, len(X), gamma, config),
-                                          {"train": (X, y)}, k, "squared_hinge", config)
+        self.model_, _, _, _ = fit_keras_margin(lambda: build_rff_svm(X.shape[1], k, len(X), gamma, config),
+                                                X, y, k, "squared_hinge", config)
 
     # ------------------------------------------------------------------ predicting
 

@@ -8,7 +8,9 @@ integer class ids through silently; these helpers always convert explicitly.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +112,77 @@ def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, 
     val = None if validation is None else (validation[0].astype("float32"), validation[1])
     if hasattr(X_train, "minibatches"):
         hist = model.fit(X_train.minibatches(batch_size, seed, T_train), steps_per_epoch=steps_per_epoch,
-                         validation_data=val, epochs=epochs, verbose=0, callbacks=list(callbacks))
+                         validation_data=val, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
     else:
         hist = model.fit(X_train.astype("float32"), T_train, validation_data=val, epochs=epochs,
                          batch_size=batch_size, shuffle=True, verbose=0, callbacks=list(callbacks))
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+class TableRows:
+    """A split of a table artifact too large to hold, streamed for Keras through a bounded shuffle buffer.
+
+    Attributes:
+        ref: the ``scaled`` table; split: ``train``; n: its rows; batch_rows: the buffer's rows.
+    """
+
+    def __init__(self, ref, split: str, n: int, batch_rows: int):
+        self.ref, self.split, self.n, self.batch_rows = ref, split, n, batch_rows
+
+    def __len__(self) -> int:
+        return self.n
+
+    def minibatches(self, batch_size: int, seed: int, targets):
+        """Endless ``(x float32 (batch_size, d), targets(y))`` minibatches, a new shuffle per pass over the split
+        (`tasks.store.tables.shuffled_batches`); the last incomplete minibatch of each buffer is dropped, so
+        every step has the same shape."""
+        from tasks.store.tables import shuffled_batches
+
+        epoch = 0
+        while True:
+            for X, y in shuffled_batches(self.ref, self.split, self.batch_rows, seed * 1009 + epoch):
+                for at in range(0, len(y) - batch_size + 1, batch_size):
+                    yield X[at:at + batch_size], targets(y[at:at + batch_size])
+            epoch += 1
+
+
+def step_budget(n_train: int, config, streamed: bool) -> dict[str, Any]:
+    """How long one Keras training runs: ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
+
+    In memory: ``epochs`` passes of ``ceil(n / batch_size)`` steps, fewer when that would pass
+    ``max_steps``. Streamed: an "epoch" is a validation check every ``max_steps // 20`` steps (or one
+    pass, if shorter), ``ceil(max_steps / steps_per_epoch)`` of them. Early stopping may end either sooner.
+    """
+    per_pass = max(math.ceil(n_train / config.batch_size), 1)
+    if streamed:
+        per_epoch = min(per_pass, max(config.max_steps // 20, 1))
+        epochs = max(math.ceil(config.max_steps / per_epoch), 1)
+        how = (f"streamed from disk: {per_epoch} steps of {config.batch_size} rows between validation checks, "
+               f"at most {config.max_steps} steps ({config.max_steps * config.batch_size / max(n_train, 1):.2f} "
+               f"passes over {n_train} rows)")
+    else:
+        per_epoch = per_pass
+        epochs = max(min(config.epochs, math.ceil(config.max_steps / per_pass)), 1)
+        how = f"in memory: at most {epochs} epochs of {per_pass} steps ({n_train} rows, batch {config.batch_size})"
+    return {"epochs": epochs, "steps_per_epoch": per_epoch, "max_steps": config.max_steps, "how": how}
+
+
+def steps_run(history: dict[str, list[float]], budget: dict[str, Any]) -> int:
+    return len(history.get("loss", [])) * int(budget["steps_per_epoch"])
+
+
+def padded_forward(forward, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """``forward`` over ``X`` in batches of ``batch_size`` rows (fewer rows: the next power of two), the last one
+    zero-padded and the padding's outputs dropped: a few input shapes, so JAX compiles the forward pass a few
+    times, not once per remainder."""
+    n = len(X)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    size = min(batch_size, 1 << (n - 1).bit_length())
+    out = []
+    for at in range(0, n, size):
+        chunk = X[at:at + size].astype("float32")
+        if len(chunk) < size:
+            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), X.shape[1]), np.float32)])
+        out.append(np.asarray(forward(chunk))[:min(size, n - at)])
+    return np.concatenate(out)

@@ -12,7 +12,18 @@ from typing import Any
 import numpy as np
 
 from tasks.config import LinearHingeConfig, RFFConfig
-from tasks.core.margin import decide, fit_keras, glorot, hinge_targets, l2_for_svm, n_outputs, seeded_keras
+from tasks.core.margin import (
+    TableRows,
+    decide,
+    fit_keras,
+    glorot,
+    hinge_targets,
+    l2_for_svm,
+    n_outputs,
+    padded_forward,
+    seeded_keras,
+    step_budget,
+)
 
 
 def build_linear_hinge(n_features: int, n_classes: int, n_train: int, config: LinearHingeConfig):
@@ -52,8 +63,6 @@ def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
     (``y`` None). Length: `tasks.core.networks.step_budget`. The seconds start once the Keras lock is held:
     waiting for other fits is not counted.
     """
-    from tasks.core.networks import TableRows, step_budget
-
     streamed = isinstance(X, TableRows)
     budget = step_budget(len(X) if streamed else len(y), config, streamed)
 
@@ -79,20 +88,3 @@ def keras_predictor(model, batch_size: int = 1024):
     def predict(X: np.ndarray) -> np.ndarray:
         return decide(padded_forward(model.predict_on_batch, X, batch_size))
     return predict
-
-
-def padded_forward(forward, X: np.ndarray, batch_size: int) -> np.ndarray:
-    """``forward`` over ``X`` in batches of ``batch_size`` rows (fewer rows: the next power of two), the last one
-    zero-padded and the padding's outputs dropped: a few input shapes, so JAX compiles the forward pass a few
-    times, not once per remainder."""
-    n = len(X)
-    if n == 0:
-        return np.zeros((0, 0), np.float32)
-    size = min(batch_size, 1 << (n - 1).bit_length())
-    out = []
-    for at in range(0, n, size):
-        chunk = X[at:at + size].astype("float32")
-        if len(chunk) < size:
-            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), X.shape[1]), np.float32)])
-        out.append(np.asarray(forward(chunk))[:min(size, n - at)])
-    return np.concatenate(out)

@@ -15,7 +15,16 @@ import numpy as np
 
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
-from tasks.core.margin import fit_keras, glorot, hinge_targets, n_outputs, seeded_keras
+from tasks.core.margin import (
+    TableRows,
+    fit_keras,
+    glorot,
+    hinge_targets,
+    n_outputs,
+    padded_forward,
+    seeded_keras,
+    step_budget,
+)
 from tasks.errors import InputError
 
 FEATURE_LAYER = "features"
@@ -118,73 +127,22 @@ def encoder_config_json(config: EncoderConfig, layout: Layout, n_features: int, 
             "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
 
 
-class TableRows:
-    """A split of a table artifact too large to hold, streamed for Keras through a bounded shuffle buffer.
-
-    Attributes:
-        ref: the ``scaled`` table; split: ``train``; n: its rows; batch_rows: the buffer's rows.
-    """
-
-    def __init__(self, ref, split: str, n: int, batch_rows: int):
-        self.ref, self.split, self.n, self.batch_rows = ref, split, n, batch_rows
-
-    def __len__(self) -> int:
-        return self.n
-
-    def minibatches(self, batch_size: int, seed: int, targets):
-        """Endless ``(x float32 (batch_size, d), targets(y))`` minibatches, a new shuffle per pass over the split
-        (`tasks.store.tables.shuffled_batches`); the last incomplete minibatch of each buffer is dropped, so
-        every step has the same shape."""
-        from tasks.store.tables import shuffled_batches
-
-        epoch = 0
-        while True:
-            for X, y in shuffled_batches(self.ref, self.split, self.batch_rows, seed * 1009 + epoch):
-                for at in range(0, len(y) - batch_size + 1, batch_size):
-                    yield X[at:at + batch_size], targets(y[at:at + batch_size])
-            epoch += 1
-
-
 def keras_rows(ref, config, with_val: bool = True) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None,
                                                            dict[str, Any]]:
     """What a Keras stage trains on from a ``scaled`` table: ``(X_train, y_train, (X_val, y_val), meta)``.
 
     The training split is held when it has at most ``data.batch_rows`` rows, else a `TableRows`
     (``y_train`` None) streamed by `train`; validation is the val split, or a seeded sample of
-    ``config.val_rows`` rows of it (None without ``with_val``). Test rows are not read.
+    ``config.val_rows`` rows of it (and never more than ``data.batch_rows``; None without ``with_val``).
+    Test rows are not read.
     """
     from tasks.store.tables import batch_rows_of, load_split, read_meta
 
     meta = read_meta(ref)
     batch, n = batch_rows_of(meta), int(meta["split_sizes"]["train"])
     X, y = (TableRows(ref, "train", n, batch), None) if n > batch else load_split(ref, "train")
-    val = load_split(ref, "val", max_rows=config.val_rows, seed=config.seed) if with_val else None
+    val = load_split(ref, "val", max_rows=min(config.val_rows, batch), seed=config.seed) if with_val else None
     return X, y, val, meta
-
-
-def step_budget(n_train: int, config, streamed: bool) -> dict[str, Any]:
-    """How long one Keras training runs: ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
-
-    In memory: ``epochs`` passes of ``ceil(n / batch_size)`` steps, fewer when that would pass
-    ``max_steps``. Streamed: an "epoch" is a validation check every ``max_steps // 20`` steps (or one
-    pass, if shorter), ``ceil(max_steps / steps_per_epoch)`` of them. Early stopping may end either sooner.
-    """
-    per_pass = max(math.ceil(n_train / config.batch_size), 1)
-    if streamed:
-        per_epoch = min(per_pass, max(config.max_steps // 20, 1))
-        epochs = max(math.ceil(config.max_steps / per_epoch), 1)
-        how = (f"streamed from disk: {per_epoch} steps of {config.batch_size} rows between validation checks, "
-               f"at most {config.max_steps} steps ({config.max_steps * config.batch_size / max(n_train, 1):.2f} "
-               f"passes over {n_train} rows)")
-    else:
-        per_epoch = per_pass
-        epochs = max(min(config.epochs, math.ceil(config.max_steps / per_pass)), 1)
-        how = f"in memory: at most {epochs} epochs of {per_pass} steps ({n_train} rows, batch {config.batch_size})"
-    return {"epochs": epochs, "steps_per_epoch": per_epoch, "max_steps": config.max_steps, "how": how}
-
-
-def steps_run(history: dict[str, list[float]], budget: dict[str, Any]) -> int:
-    return len(history.get("loss", [])) * int(budget["steps_per_epoch"])
 
 
 class BudgetSpent(Exception):
@@ -355,8 +313,6 @@ def load_feature_model(path: str | Path):
 
 def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """(n, d) rows -> (n, k) float32 features, ``batch_size`` rows per forward pass."""
-    from tasks.core.margin_models import padded_forward
-
     if len(X) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     return padded_forward(model.predict_on_batch, X, batch_size).astype(np.float32)

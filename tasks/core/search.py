@@ -19,7 +19,8 @@ import numpy as np
 from tasks.config import SVCConfig
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.networks import Refitter, TableRows, best_epoch, embed, train
+from tasks.core.margin import TableRows
+from tasks.core.networks import Refitter, best_epoch, embed, train
 from tasks.core.svm import fit_svc
 from tasks.store.progress import OwnTime
 
@@ -29,11 +30,12 @@ SEARCH_FIT_ROWS = 10_000
 
 
 def _fit_rows(X_train, y_train, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The training rows the scoring SVC fits on: all, or a seeded sample of `SEARCH_FIT_ROWS`."""
+    """The training rows the scoring SVC fits on: all, or a seeded sample of `SEARCH_FIT_ROWS` (of at most
+    ``data.batch_rows`` when the rows are streamed)."""
     if isinstance(X_train, TableRows):
         from tasks.store.tables import load_split
 
-        return load_split(X_train.ref, X_train.split, max_rows=SEARCH_FIT_ROWS, seed=seed)
+        return load_split(X_train.ref, X_train.split, max_rows=min(SEARCH_FIT_ROWS, X_train.batch_rows), seed=seed)
     if len(y_train) <= SEARCH_FIT_ROWS:
         return X_train, y_train
     rows = np.sort(np.random.default_rng(seed).choice(len(y_train), SEARCH_FIT_ROWS, replace=False))
