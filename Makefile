@@ -7,7 +7,7 @@ PORT   ?= 4200
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test bench dashboard screenshots lint clean
+.PHONY: demo test bench bench-scale dashboard screenshots lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/predict.py
+
+bench-scale: $(STAMP)  ## large data: 10k, 100k and 1M rows x 784 end to end, and exact vs approx SVM (about an hour)
+	$(BIN)/python benchmarks/scale.py
 
 dashboard: $(STAMP)  ## the Prefect dashboard on http://127.0.0.1:$(PORT)
 	$(BIN)/marginflow dashboard --port $(PORT)

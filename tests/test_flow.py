@@ -156,13 +156,13 @@ def test_search_never_reads_the_test_rows(tmp_path):
     frame[SPLIT] = np.where(np.arange(60) < 40, "train", "test")
     with ArtifactWriter(str(tmp_path), "scaled", {"t": 1}) as w:
         frame.to_parquet(w.path("scaled.parquet"))
-        w.write_json("meta.json", {"classes": [0, 1]})
+        w.write_json("meta.json", {"classes": [0, 1], "split_sizes": {"train": 40, "val": 0, "test": 20}})
     point = CVPoint(kernel="rbf", C=1.0, gamma_factor=1.0, class_weight=None, folds=4, metric="accuracy", seed=0)
     before = json.loads((svc_cv.fn(w.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     frame.loc[frame[SPLIT] == "test", ["a", "b"]] = 99.0  # poison the test rows
     with ArtifactWriter(str(tmp_path), "scaled", {"t": 2}) as w2:
         frame.to_parquet(w2.path("scaled.parquet"))
-        w2.write_json("meta.json", {"classes": [0, 1]})
+        w2.write_json("meta.json", {"classes": [0, 1], "split_sizes": {"train": 40, "val": 0, "test": 20}})
     after = json.loads((svc_cv.fn(w2.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     assert before["scores"] == after["scores"] and len(before["scores"]) == 4
 

@@ -421,6 +421,9 @@ def _label_values(chunks: list) -> np.ndarray:
     """All label values; labels read as text become integers or floats when every value is one (as pandas reads them)."""
     import pyarrow as pa
 
+    types = {c.type for c in chunks}
+    if len(types) > 1:  # files of a landing folder that read the label differently (text in a CSV, numbers
+        chunks = [c.cast(pa.string()) for c in chunks]  # or large strings in a Parquet file): compare as text
     y = pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.string())
     if pa.types.is_string(y.type) or pa.types.is_large_string(y.type):
         for target in (pa.int64(), pa.float64()):
