@@ -20,7 +20,8 @@ Sequence ``[T, C]``, shift ``s = max(1, round(0.15 T))`` steps:
 Table ``[d]``: ``mlp`` (dense 256, 128, dropout 0.1) and ``mlp-narrow`` (dense 64, 32, dropout 0.3).
 
 Training length: candidates with shifts train up to 150 epochs (patience 25, batch 32: each
-epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64). The
+epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64); none more
+than ``encoder.max_steps`` steps (`tasks.core.margin.step_budget`). The
 learning rate, activation, objective and seed are the ``encoder`` section's.
 
 How a candidate is scored: `tasks.core.search`.
@@ -48,11 +49,13 @@ class Candidate(BaseModel):
 
 def candidate_set(layout: Layout, base: EncoderConfig) -> list[Candidate]:
     """The candidates for ``layout`` (module docstring), built on ``base``'s learning rate, activation,
-    objective and seed, and its fold settings (not its budget: a candidate's result does not depend on it);
+    objective and seed, its fold settings and its step budget and validation rows (not its time budget:
+    a candidate's result does not depend on it);
     ``identity`` last."""
     keep = {"learning_rate": base.learning_rate, "activation": base.activation, "objective": base.objective,
             "seed": base.seed, "search_folds": base.search_folds,
-            "search_repeats": base.search_repeats, "search_folds_below": base.search_folds_below}
+            "search_repeats": base.search_repeats, "search_folds_below": base.search_folds_below,
+            "max_steps": base.max_steps, "val_rows": base.val_rows}
     if layout.kind == "image":
         s = max(1, round(min(layout.shape[:2]) / 8))
         conv = {"kind": "cnn2d", "kernel_size": 3, "pooling": "flatten", "hidden": [256, 128], "dropout": 0.3}
