@@ -52,8 +52,9 @@ def rows(n: int, seed: int, test_share: float = 0.2, start: int = 0) -> tuple:
     return out.reshape(n, SIDE * SIDE), target[source], np.where(test, "test", "train")
 
 
-def write(path: str | Path, n: int, seed: int = 0, batch: int = 50_000) -> Path:
-    """Write ``n`` rows to a Parquet file (row groups of ``batch`` rows); returns the path."""
+def write(path: str | Path, n: int, seed: int = 0, batch: int = 50_000, row_group: int = 10_000) -> Path:
+    """Write ``n`` rows to a Parquet file, generated ``batch`` rows at a time, in row groups of ``row_group`` rows
+    (a Parquet file is read a row group at a time, so its row groups bound what reading it holds)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -66,7 +67,7 @@ def write(path: str | Path, n: int, seed: int = 0, batch: int = 50_000) -> Path:
             table = pa.Table.from_arrays([pa.array(X[:, j]) for j in range(X.shape[1])]
                                          + [pa.array(y), pa.array(split)], names=names)
             writer = writer or pq.ParquetWriter(str(path), table.schema)
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=row_group)
     finally:
         if writer is not None:
             writer.close()

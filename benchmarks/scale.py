@@ -148,7 +148,7 @@ def solvers(work: Path, runs: list[dict], steps: int) -> list[str]:
             row = {}
             for solver in ("exact", "approx"):
                 start = time.perf_counter()
-                model = fit_any(A, y, config, solver, 10, 50_000)
+                model = fit_any(A, y, config, solver, 10, 20_000)
                 fit = time.perf_counter() - start
                 start = time.perf_counter()
                 acc = float(np.mean(model.predict(At) == yt))

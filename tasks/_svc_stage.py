@@ -15,6 +15,7 @@ from tasks.config import SVCConfig
 from tasks.core.svm import (
     approx_gamma,
     balanced_weights,
+    chunked_predict,
     fit_approx,
     fit_svc,
     in_memory_passes,
@@ -71,6 +72,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
                  record["components"], fitted.approx_epochs, n_train)
     fit_seconds = time.perf_counter() - start
     params = {data_ref.kind: data_ref.sha256, "config": config.model_dump(), "cv": [r.sha256 for r in cv or []]}
-    return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")), model.predict,
+    return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")),
+                                chunked_predict(model),
                                 data_ref, fit_seconds, extra={"config.json": fitted.model_dump(), "search.json": search,
                                                               "solver.json": record})

@@ -80,7 +80,7 @@ def skip_reason(name: str, meta: dict) -> str | None:
     compares each query with each of them, n_train x n_query distances) is skipped past
     ``data.batch_rows`` training rows, the memory bound every other stage keeps.
     """
-    n, batch = int(meta["split_sizes"]["train"]), int(meta.get("batch_rows") or 50_000)
+    n, batch = int(meta["split_sizes"]["train"]), int(meta.get("batch_rows") or 20_000)  # data.batch_rows' default
     if BY_NAME[name].holds_all and n > batch:
         return (f"{name} holds every training row: {n} training rows > data.batch_rows = {batch} "
                 f"(raise data.batch_rows to run it)")

@@ -48,7 +48,7 @@ class DataConfig(_Section):
         "auto", description="what a row is: inferred from the column names (auto), or as given")
     shape: list[int] | None = Field(
         None, description="a row's shape: [T] or [T, C] for a sequence, [H, W] or [H, W, C] for an image")
-    batch_rows: int = Field(50_000, ge=1, description="the most rows of a table any stage holds at once: files are "
+    batch_rows: int = Field(20_000, ge=1, description="the most rows of a table any stage holds at once: files are "
                             "read, written and streamed this many rows at a time; a split with more rows is "
                             "streamed from disk or sampled (see README, Large data)")
 

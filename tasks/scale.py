@@ -20,11 +20,11 @@ def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     """Write the ``scaled`` artifact from a ``dataset`` artifact."""
     meta = read_meta(dataset)
     batch = batch_rows_of(meta)
-    scaler = stream_scaler(iter_split(dataset, "train", batch, dtype="float64"), config)
+    scaler = stream_scaler(iter_split(dataset, "train", batch), config)
     _, split = labels_and_splits(dataset)
     with ArtifactWriter(root, "scaled", {"dataset": dataset.sha256, "config": config.model_dump()}) as w:
         with TableWriter(w.path(table_file("scaled")), meta["feature_names"], batch) as out:
-            for X, y in iter_split(dataset, None, batch, dtype="float64"):
+            for X, y in iter_split(dataset, None, batch):  # float32
                 out.write(apply_scaler(X, scaler), y, split[out.rows:out.rows + len(y)])
         w.write_json("scaler.json", {"features": meta["feature_names"], **scaler})
         w.write_json("meta.json", meta)

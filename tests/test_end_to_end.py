@@ -16,6 +16,11 @@ from tests.helpers import TINY, without_timings
 
 pytestmark = pytest.mark.slow
 
+# the demo's command with the Keras trainings cut to 400 steps each (the default, 4000, makes this
+# module's cold run the suite's slowest fixture; the steps budget itself is tested in tests/test_large.py)
+DIGITS = ("--dataset", "digits", "--set", "encoder.max_steps=400", "--set", "rff.max_steps=400",
+          "--set", "linear_hinge.max_steps=400")
+
 
 @pytest.fixture(scope="module")
 def digits_dir(prefect_api, tmp_path_factory) -> Path:
@@ -24,7 +29,7 @@ def digits_dir(prefect_api, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def digits_cold(digits_dir) -> dict:
-    proc = run_cli("run", "--dataset", "digits", "--data-dir", str(digits_dir), "--json")
+    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -45,7 +50,7 @@ def test_cold_run_on_digits(digits_cold, digits_dir):
 
 
 def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
-    proc = run_cli("run", "--dataset", "digits", "--data-dir", str(digits_dir), "--json")
+    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {s["status"] for s in out["stages"].values()} == {"cached"}
@@ -53,7 +58,7 @@ def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
 
 
 def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digits_cold, digits_dir):
-    proc = run_cli("run", "--dataset", "digits", "--data-dir", str(digits_dir))
+    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir))
     assert proc.returncode == 0
     assert re.search(r"^train_encoder +cached", proc.stdout, re.M)
     assert "| test accuracy |" not in proc.stdout  # the report is a file, not printed
@@ -68,13 +73,13 @@ def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digit
 def test_cache_survives_a_fresh_prefect_home_and_temporary_server(digits_cold, digits_dir, tmp_path):
     """No PREFECT_API_URL and a new PREFECT_HOME: a temporary server, yet every stage hits."""
     env = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": ""}
-    proc = run_cli("run", "--dataset", "digits", "--data-dir", str(digits_dir), "--json", env=env)
+    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {s["status"] for s in json.loads(proc.stdout)["stages"].values()} == {"cached"}
 
 
 def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
-    proc = run_cli("stage", "train_svc", "--dataset", "digits", "--data-dir", str(digits_dir), "--json")
+    proc = run_cli("stage", "train_svc", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {k: v["status"] for k, v in out["stages"].items()} == {

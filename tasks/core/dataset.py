@@ -370,11 +370,11 @@ def feature_columns(names: list[str], where: str, label: str, split_column: str 
 
 
 def check_batch(batch, where: str, first_row: int, features: list[str], label: str,
-                split_column: str | None) -> tuple[np.ndarray, Any, np.ndarray | None]:
+                split_column: str | None) -> tuple[list[np.ndarray], Any, np.ndarray | None]:
     """Validate one record batch whose first row is data row ``first_row`` (1-based) of ``where``.
 
     Returns:
-        (X float32 (m, d), the label column (pyarrow), split index int8 (m,) or None).
+        (the d feature columns, each (m,) float32; the label column (pyarrow); split index int8 (m,) or None).
     Raises:
         InputError: naming the file, column and first bad row: a non-numeric column, NaN or infinite
             values, a value beyond float32, a missing label, an unknown split value.
@@ -382,24 +382,31 @@ def check_batch(batch, where: str, first_row: int, features: list[str], label: s
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    columns = []
-    for c in features:
+    columns, first_bad = [], None  # (row, column index, what) of the earliest bad value, leftmost on ties
+    for j, c in enumerate(features):
         col = batch.column(c)
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
                 or pa.types.is_null(col.type) or pa.types.is_decimal(col.type)):
             raise InputError(f"{where}: column {c!r} is not numeric ({col.type})")
-        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
-    X = np.stack(columns, axis=1) if columns else np.zeros((batch.num_rows, 0))
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        what = "NaN" if np.isnan(X[row, col]) else "infinite"
-        raise InputError(f"{where}: column {features[col]!r} has {what} values (first at row {first_row + row})")
-    X32 = X.astype(np.float32)
-    if not np.isfinite(X32).all():
-        row, col = map(int, np.argwhere(~np.isfinite(X32))[0])
-        raise InputError(f"{where}: column {features[col]!r} has a value beyond float32's range "
-                         f"({X[row, col]:g} at row {first_row + row})")
+        values = col.to_numpy(zero_copy_only=False)
+        if values.dtype != np.float32:  # one column at a time: no float64 copy of the whole batch
+            wide = values.astype(np.float64, copy=False)
+            values = wide.astype(np.float32)
+            overflow = np.flatnonzero(np.isfinite(wide) & ~np.isfinite(values))
+        else:
+            wide, overflow = values, np.zeros(0, dtype=np.int64)
+        bad = np.flatnonzero(~np.isfinite(wide))
+        for rows, what in ((bad, None), (overflow, "range")):
+            if len(rows) and (first_bad is None or rows[0] < first_bad[0]):
+                row = int(rows[0])
+                first_bad = (row, j, what or ("NaN" if np.isnan(wide[row]) else "infinite"), float(wide[row]))
+        columns.append(values)
+    if first_bad is not None:
+        row, j, what, value = first_bad
+        if what == "range":
+            raise InputError(f"{where}: column {features[j]!r} has a value beyond float32's range "
+                             f"({value:g} at row {first_row + row})")
+        raise InputError(f"{where}: column {features[j]!r} has {what} values (first at row {first_row + row})")
     y = batch.column(label)
     if y.null_count:
         row = int(np.flatnonzero(y.is_null().to_numpy(zero_copy_only=False))[0])
@@ -414,7 +421,7 @@ def check_batch(batch, where: str, first_row: int, features: list[str], label: s
             value = values[int(unknown[0])].as_py()
             raise InputError(f"{where}: split column {split_column!r} has value {value!r} (expected train, val or test)")
         split = codes.astype(np.int8)
-    return X32, y, split
+    return columns, y, split
 
 
 def _label_values(chunks: list) -> np.ndarray:
@@ -438,7 +445,7 @@ def _label_values(chunks: list) -> np.ndarray:
 
 def scan(config: DataConfig, sink=None) -> Scan:
     """Read and validate the whole source batch by batch (``data.batch_rows`` rows at a time); encode labels
-    and split the rows. ``sink(X)`` receives each batch's float32 features, in row order.
+    and split the rows. ``sink(columns)`` receives each batch's d float32 feature columns, in row order.
 
     Only the label and split of each row are kept; the features pass through. Raises `InputError`
     (one line naming file, column and row) on the first problem.
@@ -455,12 +462,13 @@ def scan(config: DataConfig, sink=None) -> Scan:
             layout = resolve_layout(features, config.layout, config.shape)
         row = 1
         for batch in batches:
-            X, y, split = check_batch(batch, where, row, features, label, split_column)
+            columns, y, split = check_batch(batch, where, row, features, label, split_column)
             labels_seen.append(y)
             if split is not None:
                 splits_seen.append(split)
             if sink is not None:
-                sink(X)
+                sink(columns)
+            del columns
             row += batch.num_rows
             n += batch.num_rows
         if row == 1 and config.input is not None and not Path(config.input).is_dir():
@@ -498,11 +506,10 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
 
     writer = None
 
-    def sink(X: np.ndarray) -> None:
+    def sink(columns: list[np.ndarray]) -> None:
         nonlocal writer
-        HELD.observe(len(X))
-        table = pa.Table.from_arrays([pa.array(X[:, j]) for j in range(X.shape[1])],
-                                     names=[f"c{j}" for j in range(X.shape[1])])
+        HELD.observe(len(columns[0]) if columns else 0)
+        table = pa.Table.from_arrays([pa.array(c) for c in columns], names=[f"c{j}" for j in range(len(columns))])
         writer = writer or pq.ParquetWriter(str(scratch), table.schema)
         writer.write_table(table, row_group_size=row_group_rows(config.batch_rows))
 
@@ -515,10 +522,10 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
         at = 0
         with TableWriter(path, result.feature_names, config.batch_rows) as out:
             for batch in pq.ParquetFile(scratch, pre_buffer=False).iter_batches(batch_size=config.batch_rows):
-                X = np.stack([batch.column(j).to_numpy() for j in range(batch.num_columns)], axis=1)
-                HELD.observe(len(X))
-                out.write(X, result.codes[at:at + len(X)], result.split[at:at + len(X)])
-                at += len(X)
+                HELD.observe(batch.num_rows)
+                out.write_columns(batch.columns, result.codes[at:at + batch.num_rows],
+                                  result.split[at:at + batch.num_rows])
+                at += batch.num_rows
     finally:
         scratch.unlink(missing_ok=True)
     return result.meta(config)
@@ -550,7 +557,7 @@ def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Everything ingest does except writing, for a source small enough to hold: the dataset frame
     (float32 features, ``__label__``, ``__split__``) and its metadata."""
     parts: list[np.ndarray] = []
-    result = scan(config, parts.append)
+    result = scan(config, lambda columns: parts.append(np.stack(columns, axis=1)))
     X = np.concatenate(parts) if parts else np.zeros((0, len(result.feature_names)), np.float32)
     frame = pd.DataFrame(X, columns=result.feature_names)
     frame[LABEL] = result.codes

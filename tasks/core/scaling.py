@@ -30,6 +30,9 @@ def fit_scaler(X_train: np.ndarray, config: ScaleConfig) -> dict[str, list[float
     return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]}
 
 
+CHUNK_ROWS = 8192
+
+
 def stream_scaler(batches, config: ScaleConfig) -> dict[str, list[float]]:
     """`fit_scaler` over batches of training rows (``StandardScaler.partial_fit``): equal to fitting
     on all of them at once, to float tolerance, holding one batch at a time.
@@ -41,7 +44,8 @@ def stream_scaler(batches, config: ScaleConfig) -> dict[str, list[float]]:
 
     s, d = StandardScaler(with_mean=config.with_mean, with_std=config.with_std), None
     for X, _ in batches:
-        s.partial_fit(X)
+        for at in range(0, len(X), CHUNK_ROWS):  # float64 sums, a chunk at a time
+            s.partial_fit(X[at:at + CHUNK_ROWS].astype(np.float64))
         d = X.shape[1]
     if d is None:
         raise ValueError("scale: no training rows")
@@ -51,8 +55,9 @@ def stream_scaler(batches, config: ScaleConfig) -> dict[str, list[float]]:
 
 
 def apply_scaler(X: np.ndarray, scaler: dict[str, list[float]]) -> np.ndarray:
-    """(n, d) -> (n, d) standardised rows."""
-    return (X - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
+    """(n, d) -> (n, d) standardised rows, in X's precision (float32 rows stay float32)."""
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    return (X - np.asarray(scaler["mean"], dtype=dtype)) / np.asarray(scaler["scale"], dtype=dtype)
 
 
 def scale_frame(frame: pd.DataFrame, config: ScaleConfig) -> tuple[pd.DataFrame, dict[str, Any]]:

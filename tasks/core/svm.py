@@ -30,6 +30,10 @@ def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_
     ).fit(X_train, y_train, sample_weight=sample_weight)
 
 
+# The approx solver maps, scales and fits this many rows at a time (a 4096 x 2000 float64 chunk is 66 MB).
+CHUNK_ROWS = 4096
+
+
 def resolve_solver(config: SVCConfig, n_train: int) -> tuple[str, str]:
     """(``exact`` or ``approx``, why) for ``n_train`` training rows under ``svc.solver``."""
     if config.solver != "auto":
@@ -56,7 +60,8 @@ def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, co
         sample: (m, d) training rows (all of them, or a seeded sample) to draw the Nystroem basis from and
             resolve gamma on.
         passes: ``passes(i)`` yields shuffled (X, y) batches of the training rows for pass ``i`` (pass 0
-            fits the standardisation; passes 1.. train the SVM), one batch held at a time.
+            fits the standardisation; passes 1.. train the SVM), one batch held at a time, mapped and fitted
+            `CHUNK_ROWS` rows at a time.
         n_train: training rows in all; the SVM's ``alpha = 1 / (C n)`` is ``SVC``'s C.
         class_weight: class index -> weight (``balanced`` resolved from the class counts), or None.
     Returns:
@@ -76,15 +81,28 @@ def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, co
                                       n_components=m, random_state=config.seed).fit(basis)))
     scaler = StandardScaler()
     for X, _ in passes(0):
-        scaler.partial_fit(steps[0][1].transform(X) if steps else X)
+        for at in range(0, len(X), CHUNK_ROWS):
+            chunk = X[at:at + CHUNK_ROWS]
+            scaler.partial_fit(steps[0][1].transform(chunk) if steps else chunk)
     steps.append(("scale", scaler))
     svm = SGDClassifier(loss="hinge", alpha=1.0 / (config.C * max(n_train, 1)), average=True,
                         class_weight=class_weight, random_state=config.seed)
     head = Pipeline(steps)
     for i in range(1, config.approx_epochs + 1):
         for X, y in passes(i):
-            svm.partial_fit(head.transform(X), y, classes=classes)
+            for at in range(0, len(X), CHUNK_ROWS):  # the mapped rows, a chunk at a time
+                svm.partial_fit(head.transform(X[at:at + CHUNK_ROWS]), y[at:at + CHUNK_ROWS], classes=classes)
     return Pipeline([*steps, ("svm", svm)])
+
+
+def chunked_predict(model, chunk_rows: int = 4096):
+    """``model.predict`` a chunk of rows at a time: the approx pipeline maps each row to
+    ``approx_components`` values, which for a whole batch would be the largest array of the stage."""
+    def predict(X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([model.predict(X[at:at + chunk_rows]) for at in range(0, len(X), chunk_rows)])
+    return predict
 
 
 def balanced_weights(counts: np.ndarray) -> dict[int, float] | None:
@@ -265,7 +283,7 @@ def fold_count(y: np.ndarray, folds: int) -> int:
 
 
 def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
-              batch_rows: int = 50_000) -> tuple[float, list[float]]:
+              batch_rows: int = 20_000) -> tuple[float, list[float]]:
     """(gamma used, per-fold scores) at ``point`` on (X, y) with ``solver`` (``exact``: ``SVC``; or ``approx``)."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -280,7 +298,7 @@ def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact
 
 
 def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
-           batch_rows: int = 50_000) -> dict[str, Any]:
+           batch_rows: int = 20_000) -> dict[str, Any]:
     """One scored grid point as ``cv.json`` holds it: the point, the solver and gamma used, fold scores, mean, std."""
     gamma, scores = cv_scores(X, y, point, solver, batch_rows)
     return {**point.model_dump(), "solver": solver, "gamma": gamma, "scores": scores,

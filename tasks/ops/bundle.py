@@ -229,7 +229,8 @@ class Bundle:
 
     def features(self, X: Any) -> np.ndarray:
         """Raw rows -> the encoder's features (n, k), exactly as the pipeline computes them."""
-        scaled = apply_scaler(self._matrix(X), self.scaler)
+        # float32 in, float32 arithmetic: exactly how ingest stores the rows and scale transforms them
+        scaled = apply_scaler(self._matrix(X).astype(np.float32), self.scaler)
         return embed(self.feature_model, scaled, self.feature_batch).astype(np.float64)
 
     @property

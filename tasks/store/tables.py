@@ -26,7 +26,7 @@ LABEL = "__label__"
 SPLIT = "__split__"
 SPLITS = ("train", "val", "test")
 TABLE_FILES = {"dataset": "dataset.parquet", "scaled": "scaled.parquet", "features": "features.parquet"}
-DEFAULT_BATCH_ROWS = 50_000
+DEFAULT_BATCH_ROWS = 20_000
 # rows per Parquet row group = batch_rows // ROW_GROUPS_PER_BATCH: a shuffle buffer of batch_rows
 # rows then mixes this many row groups drawn from anywhere in the file
 ROW_GROUPS_PER_BATCH = 16
@@ -255,10 +255,15 @@ class TableWriter:
         self.rows = 0
 
     def write(self, X: np.ndarray, y: np.ndarray, split_codes: np.ndarray) -> None:
+        """Append rows: X (m, d), any float dtype (stored as float32), y (m,), split index (m,) into `SPLITS`."""
+        X = np.asarray(X, dtype=np.float32)
+        self.write_columns([np.ascontiguousarray(X[:, j]) for j in range(X.shape[1])], y, split_codes)
+
+    def write_columns(self, columns, y: np.ndarray, split_codes: np.ndarray) -> None:
+        """Append rows given as d float32 columns (NumPy or pyarrow arrays)."""
         import pyarrow as pa
 
-        X = np.asarray(X, dtype=np.float32)
-        columns = [pa.array(X[:, j]) for j in range(X.shape[1])]
+        columns = [c if isinstance(c, pa.Array | pa.ChunkedArray) else pa.array(c) for c in columns]
         columns.append(pa.array(np.asarray(y, dtype=np.int64)))
         columns.append(pa.DictionaryArray.from_arrays(pa.array(np.asarray(split_codes, dtype=np.int8)),
                                                       pa.array(SPLITS)))
