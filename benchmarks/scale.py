@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imagegen  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MAIN_STAGES = ("ingest", "scale", "train_encoder", "encoder_candidate.candidates", "extract_features", "train_svc",
+MAIN_STAGES = ("ingest", "scale", "train_encoder.candidates", "train_encoder", "extract_features", "train_svc",
                "evaluate", "bundle")
 
 

@@ -133,6 +133,25 @@ def test_auto_picks_each_side_of_the_threshold(tmp_path):
     assert chosen == {n_train - 1: "approx", n_train: "exact"}
 
 
+def test_the_search_scores_points_with_the_solver_the_fit_uses(tmp_path):
+    from tasks.core.svm import grid
+    from tasks.raw_svc import raw_svc
+    from tasks.store.outputs import read_model_outputs
+    from tasks.svc_cv import svc_cv
+
+    path = tmp_path / "rows.parquet"
+    _table(600).to_parquet(path, index=False)
+    scaled = scale.fn(_ingest(path, tmp_path, batch_rows=100), ScaleConfig(), root=str(tmp_path))
+    config = SVCConfig(search=True, search_C=[0.01, 10.0], search_gamma_factor=[1.0], search_folds=3,
+                       approx_above=50, approx_components=64)
+    cv = [svc_cv.fn(scaled, point, root=str(tmp_path)) for point in grid(config)]
+    rows = [json.loads(ref.file("cv.json").read_text()) for ref in cv]
+    assert {r["solver"] for r in rows} == {"approx"} and all(len(r["scores"]) == 3 for r in rows)
+    outputs = read_model_outputs(raw_svc.fn(scaled, config, root=str(tmp_path), cv=cv))
+    best = max(rows, key=lambda r: r["mean"])
+    assert outputs["solver"]["solver"] == "approx" and outputs["search"]["chosen"]["C"] == best["C"]
+
+
 def test_rows_held_at_once_never_exceed_the_batch(prefect_api, tmp_path):
     """The whole pipeline on a file 15 x the batch: no array read from a table holds more than batch_rows rows."""
     from flows.pipeline import pipeline

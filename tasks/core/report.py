@@ -24,6 +24,10 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     layout = encoder["layout"]
     lines = ["## Encoder", "", f"Rows read as {'an' if layout['kind'] == 'image' else 'a'} **{layout['kind']}** of shape "
                       f"{layout['shape']}: {layout['reason']}.", ""]
+    budget = encoder.get("budget")
+    if budget and budget.get("steps"):
+        lines += [f"Training length of the encoder kept: {budget['steps']} of at most {budget['max_steps']} steps "
+                  f"(`encoder.max_steps`); {budget['how']}.", ""]
     rows = encoder.get("selection")
     if not rows:
         return lines + [f"Encoder: {encoder['kind']}, as configured.", ""]
