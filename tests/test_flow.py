@@ -147,22 +147,26 @@ def test_svc_search_maps_the_grid_records_the_table_and_caches(prefect_api, csv,
 def test_search_never_reads_the_test_rows(tmp_path):
     from tasks.core.svm import CVPoint
     from tasks.store.artifacts import ArtifactWriter
-    from tasks.store.tables import LABEL, SPLIT
+    from tasks.store.tables import LABEL, SPLIT, TableWriter
     from tasks.svc_cv import svc_cv
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
     frame[LABEL] = np.arange(60) % 2
     frame[SPLIT] = np.where(np.arange(60) < 40, "train", "test")
-    with ArtifactWriter(str(tmp_path), "scaled", {"t": 1}) as w:
-        frame.to_parquet(w.path("scaled.parquet"))
+    def write(frame, w):
+        codes = np.where(frame[SPLIT] == "train", 0, 2)
+        with TableWriter(w.path("scaled.parquet"), ["a", "b"], 100) as out:
+            out.write(frame[["a", "b"]].to_numpy(), frame[LABEL].to_numpy(), codes)
         w.write_json("meta.json", {"classes": [0, 1], "split_sizes": {"train": 40, "val": 0, "test": 20}})
+
+    with ArtifactWriter(str(tmp_path), "scaled", {"t": 1}) as w:
+        write(frame, w)
     point = CVPoint(kernel="rbf", C=1.0, gamma_factor=1.0, class_weight=None, folds=4, metric="accuracy", seed=0)
     before = json.loads((svc_cv.fn(w.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     frame.loc[frame[SPLIT] == "test", ["a", "b"]] = 99.0  # poison the test rows
     with ArtifactWriter(str(tmp_path), "scaled", {"t": 2}) as w2:
-        frame.to_parquet(w2.path("scaled.parquet"))
-        w2.write_json("meta.json", {"classes": [0, 1], "split_sizes": {"train": 40, "val": 0, "test": 20}})
+        write(frame, w2)
     after = json.loads((svc_cv.fn(w2.ref, point, root=str(tmp_path)).file("cv.json")).read_text())
     assert before["scores"] == after["scores"] and len(before["scores"]) == 4
 

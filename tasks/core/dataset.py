@@ -509,7 +509,9 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
     def sink(columns: list[np.ndarray]) -> None:
         nonlocal writer
         HELD.observe(len(columns[0]) if columns else 0)
-        table = pa.Table.from_arrays([pa.array(c) for c in columns], names=[f"c{j}" for j in range(len(columns))])
+        X = np.stack(columns, axis=1)
+        rows = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
+        table = pa.Table.from_arrays([rows], names=["x"])
         writer = writer or pq.ParquetWriter(str(scratch), table.schema)
         writer.write_table(table, row_group_size=row_group_rows(config.batch_rows))
 
@@ -521,10 +523,11 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
     try:
         at = 0
         with TableWriter(path, result.feature_names, config.batch_rows) as out:
+            d = len(result.feature_names)
             for batch in pq.ParquetFile(scratch, pre_buffer=False).iter_batches(batch_size=config.batch_rows):
                 HELD.observe(batch.num_rows)
-                out.write_columns(batch.columns, result.codes[at:at + batch.num_rows],
-                                  result.split[at:at + batch.num_rows])
+                X = batch.column(0).flatten().to_numpy().reshape(batch.num_rows, d)
+                out.write(X, result.codes[at:at + batch.num_rows], result.split[at:at + batch.num_rows])
                 at += batch.num_rows
     finally:
         scratch.unlink(missing_ok=True)
