@@ -1,9 +1,9 @@
 """Stage extract_features: the encoder's ``features`` layer for every row, in batches.
 
 Reads ``scaled`` ``batch_rows`` rows at a time and writes each batch's features as row groups,
-so memory stays flat at any size. Output artifact ``features``: ``features.parquet`` with
-columns ``f000..`` (float32), ``__label__`` and ``__split__``; its Parquet metadata names the
-encoder digest. Also ``meta.json`` carried over from the dataset.
+so memory stays flat at any size. Output artifact ``features``: ``features.parquet`` with the
+features named ``f000..`` (float32, one list column: `tasks.store.tables`), ``__label__`` and
+``__split__``; its Parquet metadata names the encoder digest. Also ``meta.json`` carried over from the dataset.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The source is read ``data.batch_rows`` rows at a time (pyarrow's streaming CSV and Parquet
 readers), validated batch by batch, and written in row groups; memory does not grow with rows.
-Output artifact ``dataset``: ``dataset.parquet`` (float32 feature columns, ``__label__`` as
+Output artifact ``dataset``: ``dataset.parquet`` (float32 features, `tasks.store.tables`, ``__label__`` as
 class index 0..k-1, ``__split__`` in train/val/test) and ``meta.json`` (feature names, the
 class list mapping index -> original label, split sizes, source, layout, batch_rows).
 """
