@@ -13,8 +13,6 @@ import numpy as np
 
 from tasks.config import SVCConfig
 from tasks.core.svm import (
-    approx_gamma,
-    balanced_weights,
     chunked_predict,
     fit_approx,
     fit_svc,
@@ -61,11 +59,10 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
         else:
             def passes(i: int):
                 return shuffled_batches(data_ref, "train", batch, seed=config.seed * 1009 + i)
-        weights = balanced_weights(np.bincount(labels(data_ref, "train"), minlength=k)) \
-            if fitted.class_weight == "balanced" else None
-        model = fit_approx(sample, passes, n_train, np.arange(k), fitted, weights)
-        record.update({"components": int(model.named_steps["map"].n_components) if "map" in model.named_steps else 0,
-                       "epochs": fitted.approx_epochs, "gamma": approx_gamma(sample, fitted),
+        model = fit_approx(sample, passes, np.bincount(labels(data_ref, "train"), minlength=k), fitted)
+        kernel_map = model.named_steps.get("map")
+        record.update({"components": int(kernel_map.n_components) if kernel_map else 0,
+                       "epochs": fitted.approx_epochs, "gamma": kernel_map.gamma if kernel_map else None,
                        "sampled_for_basis": int(len(y_sample))})
         del sample
         log.info("%s: solver approx (%s): Nystroem %d components, %d passes over %d training rows", kind, why,

@@ -73,15 +73,14 @@ def approach(name: str) -> Approach:
         raise KeyError(f"unknown approach {name!r} (one of {', '.join(NAMES)})") from None
 
 
-def skip_reason(name: str, meta: dict) -> str | None:
-    """Why approach ``name`` does not run on the table described by ``meta`` (None when it runs).
+def skip_reason(name: str, n_train: int, batch_rows: int) -> str | None:
+    """Why approach ``name`` does not run on ``n_train`` training rows under ``data.batch_rows`` (None: it runs).
 
     An approach that holds every training row (`Approach.holds_all`: knn keeps them all as its model and
     compares each query with each of them, n_train x n_query distances) is skipped past
     ``data.batch_rows`` training rows, the memory bound every other stage keeps.
     """
-    n, batch = int(meta["split_sizes"]["train"]), int(meta.get("batch_rows") or 20_000)  # data.batch_rows' default
-    if BY_NAME[name].holds_all and n > batch:
-        return (f"{name} holds every training row: {n} training rows > data.batch_rows = {batch} "
+    if BY_NAME[name].holds_all and n_train > batch_rows:
+        return (f"{name} holds every training row: {n_train} training rows > data.batch_rows = {batch_rows} "
                 f"(raise data.batch_rows to run it)")
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
-from tasks.core.margin import TableRows, step_budget, steps_run
+from tasks.core.margin import budget_used
 from tasks.core.margin_models import keras_predictor
 from tasks.core.networks import keras_rows, train
 from tasks.store.artifacts import ArtifactRef, read_json
@@ -33,11 +33,9 @@ def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig,
     cfg = network_config(encoder, config)
     X, y, val, meta = keras_rows(scaled, cfg)
     layout = Layout.from_meta(meta)
-    budget = step_budget(len(X), cfg, isinstance(X, TableRows))
     with OwnTime() as fit:  # not counting the wait for the Keras lock
         model, history = train(X, y, *val, len(meta["classes"]), cfg, layout,
-                               callbacks=(epoch_progress(budget["epochs"], "deep_hinge"),))
-    budget["steps"] = steps_run(history, budget)
+                               callbacks=(epoch_progress("deep_hinge"),))
     return write_model_artifact(root, "deep_hinge", {"scaled": scaled.sha256, "config": cfg.model_dump()},
                                 lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled,
-                                fit.seconds, extra={"history.json": history, "budget.json": budget})
+                                fit.seconds, extra={"history.json": history, "budget.json": budget_used(X, cfg, history)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from tasks.config import SVCConfig
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.margin import TableRows, step_budget, steps_run
+from tasks.core.margin import budget_used
 from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows
 from tasks.core.search import score_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
@@ -28,12 +28,11 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig,
     X_train, y_train, val, meta = keras_rows(scaled, candidate.encoder)
     layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])
-    budget = step_budget(len(X_train), candidate.encoder, isinstance(X_train, TableRows))
     log = stage_logger()
     try:
         model, history, score = score_candidate(
             {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate, svc, deadline,
-            callbacks=(epoch_progress(budget["epochs"], "encoder_candidate"),))
+            callbacks=(epoch_progress("encoder_candidate"),))
     except BudgetSpent:
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None
@@ -44,7 +43,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig,
         model.save(w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
                                                            score["epochs"]), "candidate": candidate.name,
-                                     "budget": {**budget, "steps": steps_run(history, budget)}})
+                                     "budget": budget_used(X_train, candidate.encoder, history)})
         w.write_json("history.json", history)
         w.write_json("score.json", {"candidate": candidate.name, **score})
     return w.ref

@@ -25,7 +25,7 @@ from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import read_model_outputs
-from tasks.store.tables import labels, read_meta
+from tasks.store.tables import SPLITS, batch_rows_of, labels_and_splits, read_meta
 
 
 @stage("evaluate")
@@ -34,11 +34,14 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     """Score each approach's test predictions (``models``: approach -> its model artifact, None when the
     approach was skipped at this size: `tasks.catalog.skip_reason`); write ``report``."""
     meta = read_meta(scaled)
-    skipped = {name: skip_reason(name, meta) or "skipped" for name, ref in models.items() if ref is None}
+    n_train = int(meta["split_sizes"]["train"])
+    skipped = {name: skip_reason(name, n_train, batch_rows_of(meta)) or "skipped"
+               for name, ref in models.items() if ref is None}
     models = {name: ref for name, ref in models.items() if ref is not None}
     if not models:
         raise InputError(f"evaluate: every approach was skipped ({'; '.join(skipped.values())})")
-    y_test, y_val = labels(scaled, "test"), labels(scaled, "val")
+    y, split = labels_and_splits(scaled)  # one read of the two small columns
+    y_test, y_val = y[split == SPLITS.index("test")], y[split == SPLITS.index("val")]
     metrics = compare(y_test, y_val, {name: read_model_outputs(ref) for name, ref in models.items()}, meta["classes"])
     metrics["source"] = meta["source"]
     metrics["n_rows"] = meta["n_rows"]

@@ -13,7 +13,7 @@ from tasks.core.networks import embed, load_feature_model
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
 from tasks.store.runlog import batch_progress
-from tasks.store.tables import TableWriter, batch_rows_of, iter_split, labels_and_splits, read_meta, table_file
+from tasks.store.tables import batch_rows_of, map_table, read_meta, table_file
 
 
 @stage("extract_features")
@@ -22,17 +22,12 @@ def extract_features(scaled: ArtifactRef, encoder: ArtifactRef, config: Features
     meta = read_meta(scaled)
     batch = batch_rows_of(meta)
     model = load_feature_model(encoder.file("encoder.keras"))
-    width = int(model.output_shape[-1])
-    _, split = labels_and_splits(scaled)
+    names = [f"f{i:03d}" for i in range(int(model.output_shape[-1]))]
     params = {"scaled": scaled.sha256, "encoder": encoder.sha256, "config": config.model_dump()}
     metadata = {b"marginflow.encoder_sha256": encoder.sha256.encode(),
                 b"marginflow.scaled_sha256": scaled.sha256.encode()}
     with ArtifactWriter(root, "features", params) as w:
-        with TableWriter(w.path(table_file("features")), [f"f{i:03d}" for i in range(width)], batch,
-                         metadata=metadata) as out:
-            done = batch_progress("extract_features", len(split), batch)
-            for X, y in iter_split(scaled, None, batch):
-                out.write(embed(model, X, config.batch_size), y, split[out.rows:out.rows + len(y)])
-                done(out.rows)
+        map_table(scaled, w.path(table_file("features")), names, lambda X: embed(model, X, config.batch_size), batch,
+                  metadata=metadata, progress=batch_progress("extract_features", meta["n_rows"], batch))
         w.write_json("meta.json", meta)
     return w.ref

@@ -20,7 +20,7 @@ from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
 from tasks.store.runlog import stage_logger
-from tasks.store.tables import read_meta, split_matrices
+from tasks.store.tables import batch_rows_of, read_meta, split_matrices
 
 
 def metrics_to_try(config: KNNConfig, layout: Layout, n_query: int, n_ref: int) -> tuple[list[str], int, str]:
@@ -61,7 +61,8 @@ def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str)
     Euclidean distances are taken between scaled rows; DTW between the raw series, each z-normalised.
     Returns None (skipped, with a log line) past ``data.batch_rows`` training rows (`tasks.catalog.skip_reason`).
     """
-    reason = skip_reason("knn", read_meta(scaled))
+    meta = read_meta(scaled)
+    reason = skip_reason("knn", int(meta["split_sizes"]["train"]), batch_rows_of(meta))
     if reason:
         stage_logger().info("knn: skipped: %s", reason)
         return None

@@ -6,7 +6,6 @@ Output artifact ``linear_hinge``: ``model.keras``, ``history.json``, ``predictio
 from __future__ import annotations
 
 from tasks.config import LinearHingeConfig
-from tasks.core.margin import TableRows, step_budget
 from tasks.core.margin_models import build_linear_hinge, fit_keras_margin, keras_predictor
 from tasks.core.networks import keras_rows
 from tasks.store.artifacts import ArtifactRef
@@ -20,10 +19,9 @@ def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> A
     """Fit on the ``scaled`` artifact's train rows; write the ``linear_hinge`` artifact."""
     X, y, _, meta = keras_rows(scaled, config, with_val=False)
     k, n, d = len(meta["classes"]), len(X), len(meta["feature_names"])
-    budget = step_budget(n, config, isinstance(X, TableRows))
     model, fit_seconds, history, budget = fit_keras_margin(
         lambda: build_linear_hinge(d, k, n, config), X, y, k, config.loss, config,
-        callbacks=(epoch_progress(budget["epochs"], "linear_hinge"),))
+        callbacks=(epoch_progress("linear_hinge"),))
     return write_model_artifact(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()},
                                 lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled, fit_seconds,
                                 extra={"history.json": history, "budget.json": budget})

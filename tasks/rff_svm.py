@@ -7,7 +7,7 @@ Output artifact ``rff_svm``: ``model.keras``, ``history.json``, ``predictions.js
 from __future__ import annotations
 
 from tasks.config import RFFConfig
-from tasks.core.margin import TableRows, rbf_gamma, step_budget
+from tasks.core.margin import TableRows, rbf_gamma
 from tasks.core.margin_models import build_rff_svm, fit_keras_margin, keras_predictor
 from tasks.core.networks import keras_rows
 from tasks.store.artifacts import ArtifactRef
@@ -26,10 +26,9 @@ def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
     sample = load_split(scaled, "train", max_rows=batch_rows_of(meta), seed=config.seed)[0] if streamed else X
     gamma = rbf_gamma(sample, config.gamma)  # on a sample of data.batch_rows training rows when streamed
     del sample
-    budget = step_budget(n, config, streamed)
     model, fit_seconds, history, budget = fit_keras_margin(lambda: build_rff_svm(d, k, n, gamma, config), X, y, k,
                                                            "squared_hinge", config,
-                                                           callbacks=(epoch_progress(budget["epochs"], "rff_svm"),))
+                                                           callbacks=(epoch_progress("rff_svm"),))
     params = {"scaled": scaled.sha256, "config": config.model_dump(), "gamma": gamma}
     return write_model_artifact(root, "rff_svm", params, lambda w: model.save(w.path("model.keras")),
                                 keras_predictor(model), scaled, fit_seconds,

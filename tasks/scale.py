@@ -12,7 +12,7 @@ from tasks.config import ScaleConfig
 from tasks.core.scaling import apply_scaler, stream_scaler
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
-from tasks.store.tables import TableWriter, batch_rows_of, iter_split, labels_and_splits, read_meta, table_file
+from tasks.store.tables import batch_rows_of, iter_split, map_table, read_meta, table_file
 
 
 @stage("scale")
@@ -21,11 +21,9 @@ def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     meta = read_meta(dataset)
     batch = batch_rows_of(meta)
     scaler = stream_scaler(iter_split(dataset, "train", batch), config)
-    _, split = labels_and_splits(dataset)
     with ArtifactWriter(root, "scaled", {"dataset": dataset.sha256, "config": config.model_dump()}) as w:
-        with TableWriter(w.path(table_file("scaled")), meta["feature_names"], batch) as out:
-            for X, y in iter_split(dataset, None, batch):  # float32
-                out.write(apply_scaler(X, scaler), y, split[out.rows:out.rows + len(y)])
+        map_table(dataset, w.path(table_file("scaled")), meta["feature_names"], lambda X: apply_scaler(X, scaler),
+                  batch)  # float32 rows, float32 arithmetic
         w.write_json("scaler.json", {"features": meta["feature_names"], **scaler})
         w.write_json("meta.json", meta)
     return w.ref

@@ -20,7 +20,7 @@ import numpy as np
 from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
-from tasks.core.margin import TableRows, step_budget, steps_run
+from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, train
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
@@ -101,17 +101,17 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
     X_train, y_train, val, meta = keras_rows(scaled, config)
     n_classes = len(meta["classes"])
     layout = Layout.from_meta(meta)
-    budget = step_budget(len(X_train), config, isinstance(X_train, TableRows))
     model, history = train(X_train, y_train, *val, n_classes, config, layout,
-                           callbacks=(epoch_progress(budget["epochs"], "train_encoder"),))
+                           callbacks=(epoch_progress("train_encoder"),))
+    budget = budget_used(X_train, config, history)
     best = best_epoch(history)
     if history:
         log.info("train_encoder stopped after %d epochs (%d steps; %s); best epoch %d (val_accuracy=%.4f)",
-                 len(history["loss"]), steps_run(history, budget), budget["how"], best + 1,
+                 len(history["loss"]), budget["steps"], budget["how"], best + 1,
                  history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best])
     with ArtifactWriter(root, "encoder", params) as w:
         model.save(w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
-                                     "budget": {**budget, "steps": steps_run(history, budget)}})
+                                     "budget": budget})
         w.write_json("history.json", history)
     return w.ref

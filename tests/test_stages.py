@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from tasks.config import DataConfig, EncoderConfig, ScaleConfig, SVCConfig
 from tasks.core.dataset import encode_labels, scan, split_rows
 from tasks.core.metrics import score
 from tasks.core.report import render_markdown
-from tasks.core.scaling import apply_scaler, fit_scaler, scale_frame
+from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.errors import InputError
 from tasks.store.tables import LABEL, SPLIT
 
@@ -100,10 +102,18 @@ def test_validate_split_column_values(tmp_path):
 # ---------------------------------------------------------------- scale
 
 
-def test_scaler_is_fitted_on_train_rows_only():
-    frame = pd.DataFrame({"x": [1.0, 3.0, 100.0], LABEL: [0, 1, 0]})
-    frame[SPLIT] = pd.Categorical(["train", "train", "test"], categories=["train", "val", "test"])
-    scaled, scaler = scale_frame(frame, ScaleConfig())
+def test_scaler_is_fitted_on_train_rows_only(tmp_path):
+    from tasks.scale import scale
+    from tasks.store.artifacts import ArtifactWriter
+    from tasks.store.tables import TableWriter, read_table
+
+    with ArtifactWriter(str(tmp_path), "dataset", {"t": 1}) as w:
+        with TableWriter(w.path("dataset.parquet"), ["x"], 100) as out:
+            out.write(np.array([[1.0], [3.0], [100.0]]), np.array([0, 1, 0]), np.array([0, 0, 2]))
+        w.write_json("meta.json", {"feature_names": ["x"], "classes": [0, 1]})
+    ref = scale.fn(w.ref, ScaleConfig(), root=str(tmp_path))
+    scaler = json.loads(ref.file("scaler.json").read_text())
+    scaled, _ = read_table(ref)
     assert scaler["mean"] == [2.0] and scaler["scale"] == [1.0]
     assert scaled["x"].tolist() == [-1.0, 1.0, 98.0]
     assert scaled[LABEL].tolist() == [0, 1, 0] and scaled[SPLIT].tolist() == ["train", "train", "test"]

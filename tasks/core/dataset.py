@@ -199,7 +199,6 @@ class Scan:
         classes: original label values, sorted; ``codes`` (n,) index into them.
         split: (n,) int8 index into `SPLITS` per row.
         layout: the rows' `tasks.core.layout.Layout`.
-        where: the source's name for messages.
     """
 
     feature_names: list[str]
@@ -207,7 +206,6 @@ class Scan:
     codes: np.ndarray
     split: np.ndarray
     layout: Any
-    where: str
 
     def meta(self, config: DataConfig) -> dict[str, Any]:
         return {
@@ -487,7 +485,7 @@ def scan(config: DataConfig, sink=None) -> Scan:
     split_codes = np.zeros(len(split), dtype=np.int8)
     for i, s in enumerate(SPLITS):
         split_codes[split == s] = i
-    return Scan(names_seen, classes, codes, split_codes, layout, where)
+    return Scan(names_seen, classes, codes, split_codes, layout)
 
 
 def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, Any]:
@@ -502,16 +500,14 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.store.tables import HELD, TableWriter, row_group_rows
+    from tasks.store.tables import FEATURES, HELD, TableWriter, feature_column, matrix, row_group_rows
 
     writer = None
 
     def sink(columns: list[np.ndarray]) -> None:
         nonlocal writer
         HELD.observe(len(columns[0]) if columns else 0)
-        X = np.stack(columns, axis=1)
-        rows = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
-        table = pa.Table.from_arrays([rows], names=["x"])
+        table = pa.Table.from_arrays([feature_column(np.stack(columns, axis=1))], names=[FEATURES])
         writer = writer or pq.ParquetWriter(str(scratch), table.schema)
         writer.write_table(table, row_group_size=row_group_rows(config.batch_rows))
 
@@ -523,11 +519,10 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
     try:
         at = 0
         with TableWriter(path, result.feature_names, config.batch_rows) as out:
-            d = len(result.feature_names)
             for batch in pq.ParquetFile(scratch, pre_buffer=False).iter_batches(batch_size=config.batch_rows):
                 HELD.observe(batch.num_rows)
-                X = batch.column(0).flatten().to_numpy().reshape(batch.num_rows, d)
-                out.write(X, result.codes[at:at + batch.num_rows], result.split[at:at + batch.num_rows])
+                out.write(matrix(batch, np.float32), result.codes[at:at + batch.num_rows],
+                          result.split[at:at + batch.num_rows])
                 at += batch.num_rows
     finally:
         scratch.unlink(missing_ok=True)

@@ -101,7 +101,7 @@ def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, 
     """Compile with Adam, fit on explicit targets (shuffled), return the history as lists of floats.
 
     Args:
-        X_train: (n, d) rows, or a `tasks.core.networks.TableRows` streamed from disk (then ``T_train`` is
+        X_train: (n, d) rows, or a `TableRows` streamed from disk (then ``T_train`` is
             the function from class indices to targets, and ``steps_per_epoch`` is required).
         T_train: targets as the loss expects them (see `hinge_targets`).
         validation: optional ``(X_val, T_val)``. Call inside `seeded_keras`.
@@ -110,7 +110,7 @@ def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, 
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=list(metrics))
     val = None if validation is None else (validation[0].astype("float32"), validation[1])
-    if hasattr(X_train, "minibatches"):
+    if isinstance(X_train, TableRows):
         hist = model.fit(X_train.minibatches(batch_size, seed, T_train), steps_per_epoch=steps_per_epoch,
                          validation_data=val, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
     else:
@@ -146,13 +146,15 @@ class TableRows:
             epoch += 1
 
 
-def step_budget(n_train: int, config, streamed: bool) -> dict[str, Any]:
-    """How long one Keras training runs: ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
+def step_budget(X_train, config) -> dict[str, Any]:
+    """How long one Keras training on ``X_train`` (rows held in memory, or `TableRows`) runs:
+    ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
 
     In memory: ``epochs`` passes of ``ceil(n / batch_size)`` steps, fewer when that would pass
     ``max_steps``. Streamed: an "epoch" is a validation check every ``max_steps // 20`` steps (or one
     pass, if shorter), ``ceil(max_steps / steps_per_epoch)`` of them. Early stopping may end either sooner.
     """
+    n_train, streamed = len(X_train), isinstance(X_train, TableRows)
     per_pass = max(math.ceil(n_train / config.batch_size), 1)
     if streamed:
         per_epoch = min(per_pass, max(config.max_steps // 20, 1))
@@ -167,8 +169,10 @@ def step_budget(n_train: int, config, streamed: bool) -> dict[str, Any]:
     return {"epochs": epochs, "steps_per_epoch": per_epoch, "max_steps": config.max_steps, "how": how}
 
 
-def steps_run(history: dict[str, list[float]], budget: dict[str, Any]) -> int:
-    return len(history.get("loss", [])) * int(budget["steps_per_epoch"])
+def budget_used(X_train, config, history: dict[str, list[float]]) -> dict[str, Any]:
+    """`step_budget` with ``steps``, the optimisation steps the training with this ``history`` took."""
+    budget = step_budget(X_train, config)
+    return {**budget, "steps": len(history.get("loss", [])) * budget["steps_per_epoch"]}
 
 
 def padded_forward(forward, X: np.ndarray, batch_size: int) -> np.ndarray:

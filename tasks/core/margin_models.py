@@ -14,6 +14,7 @@ import numpy as np
 from tasks.config import LinearHingeConfig, RFFConfig
 from tasks.core.margin import (
     TableRows,
+    budget_used,
     decide,
     fit_keras,
     glorot,
@@ -60,11 +61,11 @@ def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
     """Seed, build and fit a margin model on the train rows; returns (model, fit seconds, history, budget).
 
     ``X``: (n, d) rows and ``y`` their class indices, or a `tasks.core.networks.TableRows` streamed from disk
-    (``y`` None). Length: `tasks.core.networks.step_budget`. The seconds start once the Keras lock is held:
+    (``y`` None). Length: `tasks.core.margin.step_budget`. The seconds start once the Keras lock is held:
     waiting for other fits is not counted.
     """
     streamed = isinstance(X, TableRows)
-    budget = step_budget(len(X) if streamed else len(y), config, streamed)
+    budget = step_budget(X, config)
 
     def targets(t):
         return hinge_targets(t, n_classes, loss)
@@ -75,8 +76,7 @@ def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
         history = fit_keras(model, X, targets if streamed else targets(y), loss, budget["epochs"], config.batch_size,
                             config.learning_rate, callbacks=callbacks,
                             steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
-        budget["steps"] = len(history.get("loss", [])) * budget["steps_per_epoch"]
-        return model, time.perf_counter() - start, history, budget
+        return model, time.perf_counter() - start, history, budget_used(X, config, history)
 
 
 def keras_predictor(model, batch_size: int = 1024):

@@ -188,7 +188,7 @@ def train(
     n_features = X_val.shape[1]
     layout = layout or Layout("table", [n_features], "")
     loss, metrics, targets = _objective(config, n_classes)
-    budget = step_budget(len(X_train) if streamed else len(y_train), config, streamed)
+    budget = step_budget(X_train, config)
     with seeded_keras(config.seed):
         _check_deadline(deadline)
         model = build_encoder(n_features, n_classes, config, layout)

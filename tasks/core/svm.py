@@ -52,8 +52,7 @@ def approx_gamma(sample: np.ndarray, config: SVCConfig) -> float | None:
     return rbf_gamma(sample, config.gamma)
 
 
-def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, config: SVCConfig,
-               class_weight: dict[int, float] | None):
+def fit_approx(sample: np.ndarray, passes, counts: np.ndarray, config: SVCConfig):
     """The ``approx`` solver: a Nystroem map of the kernel, standardised, and a linear SVM trained by minibatches.
 
     Args:
@@ -62,8 +61,8 @@ def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, co
         passes: ``passes(i)`` yields shuffled (X, y) batches of the training rows for pass ``i`` (pass 0
             fits the standardisation; passes 1.. train the SVM), one batch held at a time, mapped and fitted
             `CHUNK_ROWS` rows at a time.
-        n_train: training rows in all; the SVM's ``alpha = 1 / (C n)`` is ``SVC``'s C.
-        class_weight: class index -> weight (``balanced`` resolved from the class counts), or None.
+        counts: (k,) training rows per class: n = their sum makes the SVM's ``alpha = 1 / (C n)`` ``SVC``'s
+            C, and ``class_weight = "balanced"`` is resolved from them.
     Returns:
         a fitted scikit-learn ``Pipeline(map, scale, svm)`` with ``predict`` and ``decision_function``
         (one-vs-rest scores; a single column for two classes).
@@ -85,8 +84,10 @@ def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, co
             chunk = X[at:at + CHUNK_ROWS]
             scaler.partial_fit(steps[0][1].transform(chunk) if steps else chunk)
     steps.append(("scale", scaler))
-    svm = SGDClassifier(loss="hinge", alpha=1.0 / (config.C * max(n_train, 1)), average=True,
-                        class_weight=class_weight, random_state=config.seed)
+    weights = balanced_weights(counts) if config.class_weight == "balanced" else None
+    svm = SGDClassifier(loss="hinge", alpha=1.0 / (config.C * max(int(counts.sum()), 1)), average=True,
+                        class_weight=weights, random_state=config.seed)
+    classes = np.arange(len(counts))
     head = Pipeline(steps)
     for i in range(1, config.approx_epochs + 1):
         for X, y in passes(i):
@@ -95,7 +96,7 @@ def fit_approx(sample: np.ndarray, passes, n_train: int, classes: np.ndarray, co
     return Pipeline([*steps, ("svm", svm)])
 
 
-def chunked_predict(model, chunk_rows: int = 4096):
+def chunked_predict(model, chunk_rows: int = CHUNK_ROWS):
     """``model.predict`` a chunk of rows at a time: the approx pipeline maps each row to
     ``approx_components`` values, which for a whole batch would be the largest array of the stage."""
     def predict(X: np.ndarray) -> np.ndarray:
@@ -105,7 +106,7 @@ def chunked_predict(model, chunk_rows: int = 4096):
     return predict
 
 
-def balanced_weights(counts: np.ndarray) -> dict[int, float] | None:
+def balanced_weights(counts: np.ndarray) -> dict[int, float]:
     """``class_weight = "balanced"`` from class counts, as scikit-learn computes it: n / (k * count)."""
     present = counts > 0
     return {int(c): float(counts.sum() / (present.sum() * counts[c])) for c in np.flatnonzero(present)}
@@ -125,9 +126,7 @@ def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_clas
     """An SVC (``exact``) or the approx pipeline fitted on rows held in memory."""
     if solver == "exact":
         return fit_svc(X, y, config)
-    weights = balanced_weights(np.bincount(y, minlength=n_classes)) if config.class_weight == "balanced" else None
-    return fit_approx(X, in_memory_passes(X, y, batch_rows, config.seed), len(y), np.arange(n_classes), config,
-                      weights)
+    return fit_approx(X, in_memory_passes(X, y, batch_rows, config.seed), np.bincount(y, minlength=n_classes), config)
 
 
 def save_svc(model, path) -> None:
@@ -246,9 +245,9 @@ class CVPoint(BaseModel):
     metric: str
     seed: int
     solver: Literal["auto", "exact", "approx"] = "exact"
-    approx_above: int = 20_000
-    approx_components: int = 2000
-    approx_epochs: int = 5
+    approx_above: int = SVCConfig.model_fields["approx_above"].default
+    approx_components: int = SVCConfig.model_fields["approx_components"].default
+    approx_epochs: int = SVCConfig.model_fields["approx_epochs"].default
 
     def svc_config(self, gamma: float | None = None) -> SVCConfig:
         """The ``svc`` settings this point stands for (``gamma`` as resolved on the data)."""

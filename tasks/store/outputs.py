@@ -25,7 +25,7 @@ def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: flo
         from tasks.store.tables import batch_rows_of, iter_split, read_meta
 
         batch = batch_rows_of(read_meta(data))
-        preds = {s: [int(v) for X, _ in iter_split(data, s, batch) for v in predict(X.astype("float64"))]
+        preds = {s: [int(v) for X, _ in iter_split(data, s, batch, dtype="float64") for v in predict(X)]
                  for s in ("val", "test")}
     else:
         preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}

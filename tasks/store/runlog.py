@@ -39,8 +39,9 @@ def batch_progress(name: str, total_rows: int, batch_rows: int):
     return done
 
 
-def epoch_progress(epochs: int, name: str):
-    """A Keras callback that logs each epoch and, inside a task run, keeps a progress artifact up to date."""
+def epoch_progress(name: str):
+    """A Keras callback that logs each epoch (of the ``epochs`` its fit was given) and, inside a task run,
+    keeps a progress artifact up to date."""
     import keras
     from prefect.context import TaskRunContext
 
@@ -48,10 +49,11 @@ def epoch_progress(epochs: int, name: str):
     in_task = TaskRunContext.get() is not None
 
     class EpochLog(keras.callbacks.Callback):
-        artifact_id = None
+        artifact_id, epochs = None, 0
 
         def on_train_begin(self, logs=None) -> None:
-            emit("epoch", stage=name, epoch=0, epochs=epochs)
+            self.epochs = int(self.params.get("epochs") or 0)
+            emit("epoch", stage=name, epoch=0, epochs=self.epochs)
             if in_task:
                 from prefect.artifacts import create_progress_artifact
 
@@ -59,12 +61,12 @@ def epoch_progress(epochs: int, name: str):
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info("%s epoch %d/%d %s", name, epoch + 1, epochs, shown)
-            emit("epoch", stage=name, epoch=epoch + 1, epochs=epochs)
+            log.info("%s epoch %d/%d %s", name, epoch + 1, self.epochs, shown)
+            emit("epoch", stage=name, epoch=epoch + 1, epochs=self.epochs)
             if self.artifact_id is not None:
                 from prefect.artifacts import update_progress_artifact
 
-                update_progress_artifact(self.artifact_id, progress=100.0 * (epoch + 1) / epochs)
+                update_progress_artifact(self.artifact_id, progress=100.0 * (epoch + 1) / max(self.epochs, 1))
 
         def on_train_end(self, logs=None) -> None:
             if self.artifact_id is not None:

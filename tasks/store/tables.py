@@ -97,12 +97,12 @@ def _split_codes(column) -> np.ndarray:
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(column.type):
-        column = column.cast(pa.string()) if isinstance(column, pa.Array) else pc.cast(column, pa.string())
+        column = column.cast(pa.string())
     codes = pc.index_in(column, value_set=pa.array(SPLITS)).to_numpy(zero_copy_only=False)
     return np.asarray(codes, dtype=np.int8)
 
 
-def _matrix(batch, dtype) -> np.ndarray:
+def matrix(batch, dtype) -> np.ndarray:
     """(n, d) from the ``__features__`` column of a record batch or table."""
     import pyarrow as pa
 
@@ -152,7 +152,7 @@ def iter_split(ref: ArtifactRef, split: str | None, batch_rows: int, dtype=np.fl
 
             batch = batch.filter(pa.array(keep))
         HELD.observe(batch.num_rows)
-        yield _matrix(batch, dtype), np.asarray(batch.column(LABEL).to_numpy(), dtype=np.int64)
+        yield matrix(batch, dtype), np.asarray(batch.column(LABEL).to_numpy(), dtype=np.int64)
 
 
 def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
@@ -176,7 +176,7 @@ def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
         table = pa.concat_tables(pending)
         order = rng.permutation(table.num_rows)
         HELD.observe(table.num_rows)
-        X = _matrix(table, dtype)[order]
+        X = matrix(table, dtype)[order]
         return X, np.asarray(table.column(LABEL).to_numpy(), dtype=np.int64)[order]
 
     for g in rng.permutation(pf.num_row_groups):
@@ -226,7 +226,7 @@ def read_table(ref: ArtifactRef):
 
     table = parquet(ref).read()
     HELD.observe(table.num_rows)
-    frame = pd.DataFrame(_matrix(table, np.float32), columns=feature_names(ref))
+    frame = pd.DataFrame(matrix(table, np.float32), columns=feature_names(ref))
     frame[LABEL] = table.column(LABEL).to_numpy()
     frame[SPLIT] = np.asarray(SPLITS, dtype=object)[_split_codes(table.column(SPLIT).combine_chunks())]
     return frame, read_meta(ref)
@@ -240,13 +240,35 @@ def feature_matrix(frame, split: str | None = None) -> tuple[np.ndarray, np.ndar
 
 
 def split_matrices(ref: ArtifactRef) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """``{"train"|"val"|"test": (X float64, y)}`` of a table artifact read whole, and its metadata."""
-    meta = read_meta(ref)
-    return {s: load_split(ref, s) for s in SPLITS}, meta
+    """``{"train"|"val"|"test": (X float64, y)}`` of a small table artifact read whole (once), and its metadata."""
+    table = parquet(ref).read()
+    HELD.observe(table.num_rows)
+    X, y = matrix(table, np.float64), np.asarray(table.column(LABEL).to_numpy(), dtype=np.int64)
+    codes = _split_codes(table.column(SPLIT).combine_chunks())
+    return {s: (X[codes == i], y[codes == i]) for i, s in enumerate(SPLITS)}, read_meta(ref)
 
 
-def class_counts(ref: ArtifactRef, split: str, n_classes: int) -> np.ndarray:
-    return np.bincount(labels(ref, split), minlength=n_classes)
+def feature_column(X: np.ndarray):
+    """(m, d) rows -> the pyarrow fixed-size-list column a table stores them as (float32)."""
+    import pyarrow as pa
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
+
+
+def map_table(ref: ArtifactRef, path, features: list[str], transform, batch_rows: int,
+              metadata: dict[bytes, bytes] | None = None, progress=None) -> int:
+    """Write at ``path`` the table ``ref`` with each batch's features replaced by ``transform(X)`` (float32
+    (m, d) -> (m, k), ``features`` naming the k columns), labels and splits kept, ``batch_rows`` rows at a time;
+    ``progress(rows done)`` after each batch. Returns the rows written."""
+    with TableWriter(path, features, batch_rows, metadata=metadata) as out:
+        for batch in parquet(ref).iter_batches(batch_size=batch_rows, columns=[FEATURES, LABEL, SPLIT]):
+            HELD.observe(batch.num_rows)
+            out.write(transform(matrix(batch, np.float32)), batch.column(LABEL).to_numpy(),
+                      _split_codes(batch.column(SPLIT)))
+            if progress is not None:
+                progress(out.rows)
+    return out.rows
 
 
 class TableWriter:
@@ -274,9 +296,7 @@ class TableWriter:
         """Append rows: X (m, d), any float dtype (stored as float32), y (m,), split index (m,) into `SPLITS`."""
         import pyarrow as pa
 
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        features = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), len(self.features))
-        columns = [features, pa.array(np.asarray(y, dtype=np.int64))]
+        columns = [feature_column(X), pa.array(np.asarray(y, dtype=np.int64))]
         columns.append(pa.DictionaryArray.from_arrays(pa.array(np.asarray(split_codes, dtype=np.int8)),
                                                       pa.array(SPLITS)))
         self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=self.group)
