@@ -36,6 +36,33 @@ import time
 from pathlib import Path
 
 
+def _search_direct(scaled, config, root: str) -> dict:
+    """The encoder search as the flow runs it (`flows.pipeline._submit_candidates`), called without Prefect."""
+    from tasks.core.candidates import candidate_set
+    from tasks.core.layout import Layout
+    from tasks.core.search import search_rungs, selection_svc
+    from tasks.encoder_candidate import encoder_candidate
+    from tasks.score_candidate import score_candidate
+    from tasks.store.tables import batch_rows_of, read_meta
+
+    meta = read_meta(scaled)
+    specs = candidate_set(Layout.from_meta(meta), config.encoder)
+    n_train = int(meta["split_sizes"]["train"])
+    rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
+    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
+    svc = selection_svc(config.encoder)
+    trained = [[encoder_candidate.fn(scaled, c, root=root, rung=[0.0, rungs[0]] if rungs and i in networks else None)]
+               for i, c in enumerate(specs)]
+    scored = [[score_candidate.fn(t[0], svc, root=root)] for t in trained]
+    for r in range(1, len(rungs or [])):
+        previous = [scored[i][-1] for i in networks]
+        for position, i in enumerate(networks):
+            trained[i].append(encoder_candidate.fn(scaled, specs[i], root=root, rung=[rungs[r - 1], rungs[r]],
+                                                   start=trained[i][-1], previous=previous, position=position))
+            scored[i].append(score_candidate.fn(trained[i][-1], svc, root=root))
+    return {"candidates": trained, "scores": scored}
+
+
 def _direct(config, root: str) -> None:
     """Every stage of `flows.plan` the flow runs for ``config``, called one after another without Prefect."""
     from flows.plan import load_task, stage_config, stages_needed
@@ -52,6 +79,8 @@ def _direct(config, root: str) -> None:
             kwargs["models"] = {a: refs[BY_NAME[a].stage] for a in config.evaluate.approaches}
         if stage.search and config.svc.search:
             kwargs["cv"] = [svc_cv.fn(args[0], point, root=root) for point in grid(config.svc)]
+        if stage.candidates and config.encoder.kind == "auto":
+            kwargs.update(_search_direct(args[0], config, root))
         refs[stage.name] = load_task(stage.name).fn(*args, **kwargs)
 
 

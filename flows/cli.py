@@ -181,6 +181,55 @@ def _preflight(config, args: argparse.Namespace) -> None:
     check_against_data(config.encoder, check_source(config.data))
 
 
+@contextlib.contextmanager
+def _prefect_api(args: argparse.Namespace) -> Iterator[Any]:
+    """The Prefect API this command reports to; yields ``ready()``, to call once the input is validated.
+
+    In order: ``PREFECT_API_URL`` (environment or the active profile); the server of a ``marginflow
+    dashboard`` running for this Prefect home (`flows.server.running_dashboard`); else a temporary server,
+    started now in the background so that it comes up while the input is checked, and stopped on exit.
+    ``ready()`` says which in one line (on stderr, not with ``--quiet``) and waits for the temporary server.
+    """
+    from flows.server import TemporaryServer, drain_prefect_queues, profile_api_url, running_dashboard
+
+    quiet = getattr(args, "quiet", False)
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(f"marginflow: {line}", file=sys.stderr, flush=True)
+
+    given = os.environ.get("PREFECT_API_URL") or profile_api_url()
+    if given:
+        yield lambda: None
+        return
+    url = running_dashboard()
+    if url:
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield lambda: say(f"Prefect API: the running dashboard's server, {url}")
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+        return
+    server = TemporaryServer()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+    def ready() -> None:
+        try:
+            server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+        except RuntimeError as e:
+            raise InputError(f"{e} (a busy machine?): start `marginflow dashboard` in another shell and rerun; "
+                             "runs use its server") from None
+        say(f"Prefect API: a temporary server ({server.seconds:.1f} s to start); runs start faster with "
+            "`marginflow dashboard` running in another shell")
+
+    try:
+        yield ready
+    finally:
+        drain_prefect_queues()  # while the server is up
+        server.stop()
+        os.environ.pop("PREFECT_API_URL", None)
+
+
 def _summary(result, metrics: dict[str, Any] | None) -> str:
     """Terminal result: the stage table, the metrics line and where the report is."""
     width = max([18, *(len(name) + 2 for name in result.stages)])
@@ -249,14 +298,22 @@ def _pipeline_command(args: argparse.Namespace) -> int:
             stage_name(args.refresh)
         except ValueError as e:
             raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
-    _check_log_file(args)
-    _preflight(config, args)
+    with _prefect_api(args) as ready:
+        _check_log_file(args)
+        _preflight(config, args)
 
-    from flows.engine import prefect_api, run_pipeline
-    from tasks.store.artifacts import read_json
+        from flows.engine import prefect_api, run_pipeline
+        from tasks.store.artifacts import read_json
 
-    with prefect_api(config.engine), _terminal(args):
-        result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
+        ready()
+        with prefect_api(config.engine), _terminal(args):
+            result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
+        _report_result(args, config, result, read_json)
+    return 0
+
+
+def _report_result(args: argparse.Namespace, config, result, read_json) -> None:
+    """What ``run`` and ``stage`` print: the JSON object, or the summary (one line with ``--quiet``)."""
     report = result.artifacts.get("evaluate")
     metrics = read_json(report, "metrics.json") if report else None
     if args.json:
@@ -286,22 +343,23 @@ def _pipeline_command(args: argparse.Namespace) -> int:
                 champion = f"none usable: {e}"
             state = "registered" if result.model_is_new else "already registered"
             print(f"model: {result.model} ({state}; champion: {champion})")
-    return 0
 
 
 def _retrain_command(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    _check_log_file(args)
-    _preflight(config, args)
-    from flows.engine import prefect_api, task_runner
-    from flows.retrain import retrain
+    with _prefect_api(args) as ready:
+        _check_log_file(args)
+        _preflight(config, args)
+        from flows.engine import prefect_api, task_runner
+        from flows.retrain import retrain
 
-    with prefect_api(config.engine):
-        if config.engine.address:  # refuse an unreachable cluster here, not from inside the flow run
-            with task_runner(config.engine, os.path.abspath(args.data_dir)):
-                pass
-        with _terminal(args):
-            decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
+        ready()
+        with prefect_api(config.engine):
+            if config.engine.address:  # refuse an unreachable cluster here, not from inside the flow run
+                with task_runner(config.engine, os.path.abspath(args.data_dir)):
+                    pass
+            with _terminal(args):
+                decision = retrain(config=config, data_dir=os.path.abspath(args.data_dir))
     if args.json:
         print(json.dumps(decision.model_dump(), indent=2))
     else:
@@ -316,8 +374,13 @@ def _serve_command(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"data": config.data.model_copy(
             update={"input": os.path.abspath(config.data.input)})})
     if not os.environ.get("PREFECT_API_URL"):
-        raise InputError("PREFECT_API_URL is not set: start the server with `marginflow dashboard` "
-                         "and export the PREFECT_API_URL it prints")
+        from flows.server import profile_api_url, running_dashboard
+
+        url = profile_api_url() or running_dashboard()
+        if url is None:
+            raise InputError("PREFECT_API_URL is not set and no `marginflow dashboard` is running for this "
+                             "Prefect home: start the server with `marginflow dashboard`")
+        os.environ["PREFECT_API_URL"] = url
     from prefect.schedules import Cron
 
     try:
@@ -395,6 +458,12 @@ def _promote_command(args: argparse.Namespace) -> int:
         before = "a damaged pointer"
     name = registry.promote(args.version, reason="promoted by hand (marginflow promote)")
     print(f"champion: {name} (was {before})")
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.server import running_dashboard
+
+        url = running_dashboard()
+        if url:
+            os.environ["PREFECT_API_URL"] = url
     if os.environ.get("PREFECT_API_URL"):  # keep the dashboard's models table current
         from flows.progress import log_setup
         from flows.promote import promoted
@@ -472,6 +541,11 @@ def _dashboard_command(args: argparse.Namespace) -> int:
            # the browser UI calls the API at this address: it must follow --host/--port (Prefect's default is :4200)
            "PREFECT_UI_API_URL": f"{url}/api"}
     env.pop("PREFECT_API_URL", None)
+    from flows.server import record_dashboard
+
+    # runs, retrains and promotions of this Prefect home find this server without PREFECT_API_URL (the pid is
+    # the server's: execve keeps it)
+    record_dashboard(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else public}:{args.port}/api")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     # replace this process, so Ctrl-C and kill reach the server itself and leave no orphan
     os.execve(sys.executable, cmd, env)

@@ -51,7 +51,7 @@ def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import free_port, start_server, stop_server, wait_healthy
+    from flows.server import drain_prefect_queues, free_port, start_server, stop_server, wait_healthy
 
     home = home or Path(tempfile.mkdtemp(prefix="marginflow-prefect-"))
     port = free_port()
@@ -70,10 +70,7 @@ def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None
             else:
                 os.environ["PREFECT_API_URL"] = previous
     finally:
-        with contextlib.suppress(Exception):  # send the logs still queued while the server is up
-            from prefect.logging.handlers import APILogHandler
-
-            APILogHandler.flush()
+        drain_prefect_queues()  # while the server is up
         stop_server(server)
 
 

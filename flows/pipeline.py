@@ -17,22 +17,33 @@ from typing import Any, Literal
 from prefect import flow, unmapped
 from pydantic import BaseModel
 
-from flows.plan import CANDIDATE_TASK, SEARCH_TASK, STAGES, load_task, stage_config, stage_name, stages_needed
+from flows.plan import (
+    CANDIDATE_TASK,
+    SCORE_TASK,
+    SEARCH_TASK,
+    STAGES,
+    load_task,
+    stage_config,
+    stage_name,
+    stages_needed,
+)
 from tasks.catalog import BY_NAME
 from tasks.config import Config, changes, run_name, source_name
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
 from tasks.core.report import render_stages
+from tasks.core.search import search_rungs, selection_svc
 from tasks.core.svm import grid
 from tasks.encoder_candidate import encoder_candidate
 from tasks.ingest import describe_source
 from tasks.ops.runreport import RunInfo, report_dir, write_run_report
 from tasks.register_model import register_model
+from tasks.score_candidate import score_candidate
 from tasks.store.artifacts import ArtifactRef, clean_staging
-from tasks.store.cache import describe
+from tasks.store.cache import describe, warm_code_versions
 from tasks.store.progress import emit
 from tasks.store.runlog import add_tags, current_flow_run, publish_markdown, publish_table, stage_logger, tracked_run
-from tasks.store.tables import read_meta
+from tasks.store.tables import batch_rows_of, read_meta
 from tasks.svc_cv import svc_cv
 
 
@@ -101,25 +112,48 @@ def pipeline(
         return _run(config, root, refresh, until)
 
 
-def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> list[Any]:
-    """Submit one ``encoder_candidate`` per candidate of the scaled rows' layout (waits for ``scaled``).
+def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Submit the encoder search for the scaled rows' layout (waits for ``scaled``): per candidate, one
+    ``encoder_candidate`` and one ``score_candidate`` per rung of successive halving (one rung without it).
 
-    The search budget starts now: every candidate but the first gets its deadline, so at least
-    one always runs and none starts after ``encoder.search_budget_s``.
+    Returns (training futures, score futures), per candidate and rung. Every task is submitted now: a later
+    rung reads the previous rung's scores and stops itself when it is not among the better half
+    (`tasks.encoder_candidate`), so the graph is static and each rung is cached on its own. The search
+    budget starts now: every first-rung candidate but the first gets its deadline, so at least one always
+    runs and none starts after ``encoder.search_budget_s``.
     """
-    ref = scaled.result().at(root)
-    meta = read_meta(ref)
+    meta = read_meta(scaled.result().at(root))
     layout = Layout.from_meta(meta)
+    specs = candidate_set(layout, config.encoder)
+    n_train = int(meta["split_sizes"]["train"])
+    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
+    halving = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
+    rungs = halving or [1.0]
     deadline = time.time() + config.encoder.search_budget_s
-    task = encoder_candidate.with_options(refresh_cache=refresh)
-    return [task.submit(scaled, candidate, config.svc, root=root, deadline=None if i == 0 else deadline)
-            for i, candidate in enumerate(candidate_set(layout, config.encoder))]
+    train = encoder_candidate.with_options(refresh_cache=refresh)
+    score = score_candidate.with_options(refresh_cache=refresh)
+    svc = selection_svc(config.encoder)
+    trained: list[list[Any]] = [[] for _ in specs]
+    scored: list[list[Any]] = [[] for _ in specs]
+    for i, spec in enumerate(specs):
+        rung = [0.0, rungs[0]] if halving and i in networks else None
+        trained[i].append(train.submit(scaled, spec, root=root, rung=rung, deadline=None if i == 0 else deadline))
+        scored[i].append(score.submit(trained[i][-1], svc, root=root))
+    for r in range(1, len(rungs)):
+        previous = [scored[i][-1] for i in networks]
+        for position, i in enumerate(networks):
+            trained[i].append(train.submit(scaled, specs[i], root=root, rung=[rungs[r - 1], rungs[r]],
+                                           start=trained[i][-1], previous=previous, position=position))
+            scored[i].append(score.submit(trained[i][-1], svc, root=root))
+    return trained, scored
 
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
     """Submit the planned stages with the futures of their inputs; collect their states in table order."""
-    forced = {*STAGES, SEARCH_TASK, CANDIDATE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
+    forced = {*STAGES, SEARCH_TASK, CANDIDATE_TASK, SCORE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
+    # every code digest of the run's cache keys, here in the flow's thread before any task starts
+    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), SEARCH_TASK, CANDIDATE_TASK, SCORE_TASK)])
     futures: dict[str, Any] = {}
     searches: dict[str, tuple[str, list[Any]]] = {}  # "<stage>.cv" / "<stage>.candidates": (what, futures)
     emit("plan", stages=[stage.name for stage in plan])
@@ -135,9 +169,11 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
             searches[f"{stage.name}.cv"] = (f"{SEARCH_TASK} points", cv)
             kwargs["cv"] = cv
         if stage.candidates and config.encoder.kind == "auto":
-            candidates = _submit_candidates(futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
-            searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK}s", candidates)
-            kwargs["candidates"] = candidates
+            trained, scored = _submit_candidates(futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
+            searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK} tasks for {len(trained)} candidates",
+                                                    [f for rungs in trained for f in rungs])
+            searches[f"{stage.name}.scores"] = (f"{SCORE_TASK}s", [f for rungs in scored for f in rungs])
+            kwargs["candidates"], kwargs["scores"] = trained, scored
         futures[stage.name] = task.submit(*args, **kwargs)
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
@@ -155,9 +191,10 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         runs = [describe(f.state) for f in mapped]
         skipped = sum(r["status"] == "skipped" for r in runs)
         result.stages[name] = StageRun(
-            status="ran" if any(r["status"] == "ran" for r in runs) else "cached" if not skipped else "skipped",
+            status=next((s for s in ("ran", "cached") if any(r["status"] == s for r in runs)), "skipped"),
             seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
-            artifact=f"{len(runs)} {what}" + (f", {skipped} not started (budget spent)" if skipped else ""),
+            artifact=f"{len(runs)} {what}" + (f", {skipped} not run (stopped by successive halving, or the "
+                                              "search budget spent)" if skipped else ""),
             where=", ".join(sorted({r["where"] for r in runs})))
     result.flow_run_id, result.flow_run_name = current_flow_run()
     info = RunInfo(flow_run_id=result.flow_run_id, flow_run_name=result.flow_run_name,

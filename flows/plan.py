@@ -29,8 +29,9 @@ class Stage:
         config: the config sections it receives; one is passed as itself, several as ``{section: ...}``.
         models: ``evaluate`` only: it also reads ``{approach: model artifact}`` of the selected approaches.
         search: with ``svc.search``, it also reads ``cv``: the ``svc_cv`` grid mapped over its first input.
-        candidates: with ``encoder.kind = "auto"``, it also reads ``candidates``: one ``encoder_candidate``
-            per candidate of the first input's layout (given the ``encoder`` and ``svc`` sections).
+        candidates: with ``encoder.kind = "auto"``, it also reads ``candidates`` and ``scores``: per candidate of
+            the first input's layout, one ``encoder_candidate`` and one ``score_candidate`` per rung of the
+            search (given the ``encoder`` section only).
     """
 
     name: str
@@ -65,6 +66,7 @@ BY_STAGE: dict[str, Stage] = {s.name: s for s in PIPELINE}
 STAGES: tuple[str, ...] = tuple(BY_STAGE)
 SEARCH_TASK = "svc_cv"
 CANDIDATE_TASK = "encoder_candidate"
+SCORE_TASK = "score_candidate"
 ALIASES: dict[str, str] = {
     **{s.artifact: s.name for s in PIPELINE if s.artifact != s.name},
     **{a.name: a.stage for a in APPROACHES if a.name != a.stage},

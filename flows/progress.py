@@ -93,7 +93,7 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
 
 
 # tasks that run as part of a stage: their progress is that stage's
-PART_OF = {"encoder_candidate": "train_encoder"}
+PART_OF = {"encoder_candidate": "train_encoder", "score_candidate": "train_encoder"}
 
 
 @dataclass

@@ -120,6 +120,14 @@ class EncoderConfig(_Section):
     search_repeats: int = Field(2, ge=1, description="... repeated this many times (differently shuffled)")
     search_folds_below: int = Field(1000, ge=0, description="kind = auto: score by folds below this many training "
                                                             "rows, else on the val split")
+    search_halving: bool = Field(True, description="kind = auto, scored on the val split: successive halving (every "
+                                                   "network trains a quarter or half of the step budget, the better "
+                                                   "half continues from its weights); false: each trains the whole budget")
+    search_svc_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field(
+        "rbf", description="kind = auto: the SVC that scores candidates (the selection's own, never the svc section)")
+    search_svc_C: float = Field(10.0, gt=0.0, description="kind = auto: C of the SVC that scores candidates")
+    search_svc_gamma: Literal["scale", "auto"] | float = Field(
+        "scale", description="kind = auto: gamma of the SVC that scores candidates")
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +135,12 @@ class EncoderConfig(_Section):
         if isinstance(values, dict) and "input_shape" in values:
             raise ValueError("encoder.input_shape is now data.shape (with data.layout)")
         return values
+
+    @model_validator(mode="after")
+    def _search_gamma(self) -> EncoderConfig:
+        if isinstance(self.search_svc_gamma, float) and self.search_svc_gamma <= 0:
+            raise ValueError(f"encoder.search_svc_gamma must be > 0, 'scale' or 'auto', got {self.search_svc_gamma}")
+        return self
 
     @model_validator(mode="after")
     def _widths(self) -> EncoderConfig:

@@ -1,49 +1,89 @@
-"""Stage encoder_candidate: train one candidate encoder of ``encoder.kind = "auto"`` and score it.
+"""Stage encoder_candidate: train one candidate encoder of ``encoder.kind = "auto"`` (one rung of it).
 
-The flow maps this task over `tasks.core.candidates.candidate_set` (one cached task per
-candidate), and ``train_encoder`` keeps the best. Output artifact ``encoder_candidate``:
-``encoder.keras``, ``config.json`` (as ``train_encoder`` writes it, plus the candidate's name),
-``history.json`` and ``score.json`` (validation score, per-fold scores, epochs, seconds).
-Test rows are never read. ``deadline`` (not part of the cache key) is the search budget's end:
-a candidate that is not cached and cannot start before it returns nothing and writes nothing.
+The flow maps this task over `tasks.core.candidates.candidate_set` (one cached task per candidate
+and rung of successive halving), ``score_candidate`` scores each, and ``train_encoder`` keeps the
+best. Output artifact ``encoder_candidate``: ``encoder.keras``, ``config.json`` (as
+``train_encoder`` writes it, plus the candidate's name and rung), ``history.json`` (every rung so
+far), ``train.json`` (epochs, seconds, how it is validated) and ``heldout.npz`` (the features the
+score needs, `tasks.core.search.Heldout`). Test rows are never read, and neither is the ``svc``
+section: scoring is ``score_candidate``'s.
+
+``deadline`` (not part of the cache key) is the search budget's end: a candidate that is not
+cached and cannot start before it returns nothing and writes nothing. A rung after the first
+(``start``: this candidate's artifact of the previous rung; ``previous``: every network's score
+of that rung) continues from the previous rung's weights, or returns nothing when the candidate is
+not among the better half of the previous rung. A survivor whose previous rung ended by early
+stopping has converged: its artifact goes on to the next rung unchanged (and its score is a cache hit).
 """
 
 from __future__ import annotations
 
-from tasks.config import SVCConfig
+import numpy as np
+
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
-from tasks.core.margin import budget_used
-from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows
-from tasks.core.search import score_candidate
-from tasks.store.artifacts import ArtifactRef, ArtifactWriter
+from tasks.core.margin import budget_used, step_budget
+from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder
+from tasks.core.search import rung_config, survivors, train_candidate
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.runlog import epoch_progress, stage_logger
 
 
 @stage("encoder_candidate")
-def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, svc: SVCConfig, root: str,
-                      deadline: float | None = None) -> ArtifactRef | None:
-    """Train and score ``candidate`` on ``scaled``'s train and val rows; None when the budget is spent."""
+def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung: list[float] | None = None,
+                      start: ArtifactRef | None = None, previous: list[ArtifactRef | None] | None = None,
+                      position: int = 0, deadline: float | None = None) -> ArtifactRef | None:
+    """Train ``candidate`` on ``scaled``'s train rows (early stopping on val); None when the budget is spent
+    or successive halving stopped it.
+
+    Args:
+        rung: ``[before, fraction]``: train from ``before`` to ``fraction`` of the step budget (None: all of it,
+            and score by folds when the data is small).
+        start, previous, position: a later rung's inputs (module docstring); ``position`` is this
+            candidate's index in ``previous``.
+    """
+    log = stage_logger()
+    if previous is not None:
+        scores = [None if p is None else read_json(p, "score.json")["score"] for p in previous]
+        alive = [i for i, s in enumerate(scores) if s is not None]
+        if start is None or position not in survivors(scores, (len(alive) + 1) // 2):
+            log.info("encoder candidate %s: stopped by successive halving after %.0f%% of its steps",
+                     candidate.name, 100 * (rung or [0.0])[0])
+            return None
+    if start is not None and read_json(start, "train.json").get("stopped_early"):
+        log.info("encoder candidate %s: early stopping ended its last rung, it goes on as it is", candidate.name)
+        return start
     X_train, y_train, val, meta = keras_rows(scaled, candidate.encoder)
     layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])
-    log = stage_logger()
+    config = candidate.encoder if rung is None else rung_config(candidate.encoder, X_train, rung[1], rung[0])
     try:
-        model, history, score = score_candidate(
-            {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate, svc, deadline,
-            callbacks=(epoch_progress("encoder_candidate"),))
+        model, history, heldout, info = train_candidate(
+            {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate.model_copy(update={"encoder": config}),
+            None if start is not None else deadline, callbacks=(epoch_progress("encoder_candidate"),),
+            start=None if start is None else load_encoder(start.file("encoder.keras")),
+            folds=None if rung is None else False)
     except BudgetSpent:
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None
-    log.info("encoder candidate %s: validation accuracy %.4f (%s), %d epochs, %.1f s", candidate.name,
-             score["score"], score["validation"], score["epochs"], score["train_seconds"])
-    params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "svc": svc.model_dump()}
+    info["stopped_early"] = bool(history) and len(history["loss"]) < step_budget(X_train, config)["epochs"]
+    if start is not None:  # the whole training so far
+        before = read_json(start, "history.json")
+        history = {k: before.get(k, []) + v for k, v in history.items()}
+        info["train_seconds"] = round(info["train_seconds"] + read_json(start, "train.json")["train_seconds"], 3)
+    log.info("encoder candidate %s: trained %s%d epochs, %.1f s", candidate.name,
+             "" if rung is None else f"to {100 * rung[1]:.0f}% of its step budget, ", len(history.get("loss", [])),
+             info["train_seconds"])
+    params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "rung": rung,
+              "start": None if start is None else start.sha256}
     with ArtifactWriter(root, "encoder_candidate", params) as w:
         model.save(w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
-                                                           score["epochs"]), "candidate": candidate.name,
-                                     "budget": budget_used(X_train, candidate.encoder, history)})
+                                                           info["epochs"]), "candidate": candidate.name,
+                                     "rung": rung, "budget": budget_used(X_train, config, history)})
         w.write_json("history.json", history)
-        w.write_json("score.json", {"candidate": candidate.name, **score})
+        w.write_json("train.json", {"candidate": candidate.name, "rung": rung, **info})
+        with open(w.path("heldout.npz"), "wb") as f:
+            np.savez(f, **heldout.arrays())
     return w.ref

@@ -3,6 +3,7 @@
 With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given
 (`selection`: the best network when it beats ``identity`` by more than a standard error, else
 ``identity``); otherwise it trains the configured encoder on the training rows (early stopping on val).
+After a search the best network's trained weights are kept too (``network.keras``), for ``deep_hinge``.
 
 Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
 ``compile=False``), ``config.json`` (the encoder section it was trained with plus input width,
@@ -30,28 +31,41 @@ from tasks.store.tables import read_meta
 
 
 def best_network(rows: list[dict[str, Any]]) -> int | None:
-    """Index of the best-scoring candidate that ran and is a network (ties: the earlier), or None."""
+    """Index of the best network among the candidates that ran: the one that went furthest in successive
+    halving, then the best score (ties: the earlier); None when no network ran."""
     networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
-    return max(networks, key=lambda i: (rows[i]["score"], -i)) if networks else None
+    return max(networks, key=lambda i: (rows[i]["reached"], rows[i]["score"], -i)) if networks else None
 
 
-def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRef | None]) -> list[dict[str, Any]]:
+def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
+    return next((r for r in reversed(refs) if r is not None), None)
+
+
+def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]]) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
-    and for those that ran the validation used, epochs and seconds; ``chosen`` marks the one kept.
+    and for those that ran the validation used, epochs, seconds, ``rungs`` (its score at each rung of
+    successive halving) and ``reached`` (the rung it reached, as the share of the step budget allotted
+    there: below 1 when halving stopped it); ``chosen`` marks the one kept.
 
-    The rule: the best-scoring network (ties: the earlier) is kept only when its advantage over
-    ``identity``, row by row on the same held-out rows, is more than one standard error of that
-    advantage; otherwise ``identity``, the simplest candidate, is (the one-standard-error rule:
-    on a few dozen validation rows, most differences between candidates are noise). The best
-    network's row holds ``advantage`` and ``standard_error``. Without ``identity`` (its budget
-    spent) the best score wins.
+    Args:
+        scores: per candidate, its ``candidate_score`` artifact of each rung (None where it did not run).
+
+    The rule: the best network (`best_network`) is kept only when its advantage over ``identity``, row by
+    row on the same held-out rows, is more than one standard error of that advantage; otherwise
+    ``identity``, the simplest candidate, is (the one-standard-error rule: on a few dozen validation
+    rows, most differences between candidates are noise). The best network's row holds ``advantage``
+    and ``standard_error``. Without ``identity`` (its budget spent) the best network wins.
     """
     rows, correct = [], {}
-    for i, (spec, ref) in enumerate(zip(candidate_set(layout, config), candidates, strict=True)):
+    for i, (spec, rungs) in enumerate(zip(candidate_set(layout, config), scores, strict=True)):
         row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
+        ref = _last(rungs)
         if ref is not None:
             score = read_json(ref, "score.json")
             row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "train_seconds")})
+            last = max(r for r, ref in enumerate(rungs) if ref is not None)
+            row["reached"] = 2.0 ** (last - (len(rungs) - 1))  # the rungs' budgets double: ..., 1/4, 1/2, 1
+            row["rungs"] = [None if r is None else read_json(r, "score.json")["score"] for r in rungs]
             correct[i] = np.asarray(score["correct"], dtype=np.float64)
         rows.append(row)
     if not correct:
@@ -71,20 +85,25 @@ def selection(config: EncoderConfig, layout: Layout, candidates: list[ArtifactRe
 
 @stage("train_encoder")
 def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
-                  candidates: list[ArtifactRef | None] | None = None) -> ArtifactRef:
-    """Keep the best candidate (``kind = "auto"``) or train the configured encoder; write the ``encoder`` artifact."""
+                  candidates: list[list[ArtifactRef | None]] | None = None,
+                  scores: list[list[ArtifactRef | None]] | None = None) -> ArtifactRef:
+    """Keep the best candidate (``kind = "auto"``) or train the configured encoder; write the ``encoder`` artifact.
+
+    ``candidates`` and ``scores``: per candidate, its ``encoder_candidate`` and ``candidate_score`` artifact of
+    each rung of the search (None where it did not run).
+    """
     log = stage_logger()
     params = {"scaled": scaled.sha256, "config": config.model_dump(),
-              "candidates": [None if c is None else c.sha256 for c in candidates or []]}
+              "candidates": [[None if c is None else c.sha256 for c in rungs] for rungs in scores or []]}
     if config.kind == "auto":
         meta = read_meta(scaled)
         layout = Layout.from_meta(meta)
-        if candidates is None:
+        if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        rows = selection(config, layout, candidates)
+        rows = selection(config, layout, scores)
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
-        winner = candidates[chosen]
-        network = best_network(rows)  # what deep_hinge trains
+        winner = _last(candidates[chosen])
+        network = best_network(rows)  # where deep_hinge starts
         skipped = [r["candidate"] for r in rows if r["score"] is None]
         log.info("train_encoder: layout %s %s (%s); kept candidate %s (validation accuracy %.4f) of %s%s",
                  layout.kind, layout.shape, layout.reason, rows[chosen]["candidate"], rows[chosen]["score"],
@@ -93,9 +112,12 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         with ArtifactWriter(root, "encoder", params) as w:
             shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
             chosen_config = read_json(winner, "config.json")
+            best = None if network is None else _last(candidates[network])
+            if best is not None:
+                shutil.copyfile(best.file("encoder.keras"), w.path("network.keras"))
             w.write_json("config.json", {
                 **chosen_config, "selection": rows,
-                "network": None if network is None else read_json(candidates[network], "config.json")})
+                "network": None if best is None else read_json(best, "config.json")})
             w.write_json("history.json", read_json(winner, "history.json"))
         return w.ref
     X_train, y_train, val, meta = keras_rows(scaled, config)

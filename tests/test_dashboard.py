@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import pipeline, run_tags
-from flows.plan import CANDIDATE_TASK, SEARCH_TASK, stages_needed
+from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
 from tasks.catalog import BY_NAME
 from tasks.config import run_name
@@ -66,6 +66,30 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_re
         stop_server(again)
 
 
+@pytest.mark.slow
+def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(tmp_path, csv):
+    """Without PREFECT_API_URL, a run reports to the dashboard running for its Prefect home (recorded by
+    `marginflow dashboard`, checked alive and answering); once it stops, a temporary server again."""
+    port, home = free_port(), tmp_path / "home"
+    args = ("run", "--input", str(csv), "--label", "species", "--data-dir", str(tmp_path / "data"), "--json",
+            *(a for kv in TINY for a in ("--set", kv)))
+    env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
+    proc = _start_dashboard(port, home)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/api", proc)
+        found = run_cli(*args, env=env)
+        assert found.returncode == 0, found.stderr[-3000:]
+        assert f"Prefect API: the running dashboard's server, http://127.0.0.1:{port}/api" in found.stderr
+        flow_run_id = json.loads(found.stdout)["flow_run_id"]
+        assert _get(f"http://127.0.0.1:{port}/api/flow_runs/{flow_run_id}")[0] == 200  # the run is on its API
+    finally:
+        stop_server(proc)
+    gone = run_cli(*args, env=env)
+    assert gone.returncode == 0, gone.stderr[-3000:]
+    assert "Prefect API: a temporary server" in gone.stderr
+    assert {s["status"] for s in json.loads(gone.stdout)["stages"].values()} == {"cached"}
+
+
 def _task_graph(flow_run_id: str) -> dict[str, set[frozenset[str]]]:
     """task name (without its suffix) -> the upstream task names of each of its runs (one set per distinct
     upstream set: the search task runs for two stages), from the REST API's task inputs."""
@@ -93,9 +117,10 @@ def _declared(config) -> dict[str, set[frozenset[str]]]:
         if stage.search and config.svc.search:
             ups.add(SEARCH_TASK)
             declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0]}))
-        if stage.candidates and config.encoder.kind == "auto":
-            ups.add(CANDIDATE_TASK)
+        if stage.candidates and config.encoder.kind == "auto":  # one rung: too few rows for successive halving
+            ups |= {CANDIDATE_TASK, SCORE_TASK}
             declared[CANDIDATE_TASK] = {frozenset({stage.inputs[0]})}
+            declared[SCORE_TASK] = {frozenset({CANDIDATE_TASK})}
         declared[stage.name] = {frozenset(ups)}
     declared["register_model"] = {frozenset({"bundle"})}
     return declared
@@ -132,7 +157,7 @@ def runs(prefect_api, tmp_path_factory):
 def test_the_flow_graph_is_the_declared_table_in_a_cold_and_a_cached_run(runs):
     declared = _declared(runs["config"])
     assert declared[SEARCH_TASK] == {frozenset({"extract_features"}), frozenset({"scale"})}
-    assert declared["train_encoder"] == {frozenset({"scale", CANDIDATE_TASK})}
+    assert declared["train_encoder"] == {frozenset({"scale", CANDIDATE_TASK, SCORE_TASK})}
     assert next(iter(declared["evaluate"])) >= {"train_svc", "raw_svc", "deep_hinge"}
     for result in (runs["cold"], runs["cached"]):
         assert _task_graph(result.flow_run_id) == declared

@@ -37,7 +37,8 @@ def digits_cold(digits_dir) -> dict:
 def test_cold_run_on_digits(digits_cold, digits_dir):
     out = digits_cold
     assert [s for s in out["stages"] if "." not in s] == list(STAGES)
-    assert "4 encoder_candidates" in out["stages"]["train_encoder.candidates"]["artifact"]  # digits: images
+    # digits: images, 3 networks and identity, successive halving over 3 rungs
+    assert out["stages"]["train_encoder.candidates"]["artifact"].startswith("10 encoder_candidate tasks for 4 candidates")
     assert {s["status"] for s in out["stages"].values()} == {"ran"}
     for name, s in out["stages"].items():
         assert "." in name or Path(s["artifact"]).is_dir() and Path(s["artifact"]).is_relative_to(digits_dir)
@@ -55,6 +56,44 @@ def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
     out = json.loads(proc.stdout)
     assert {s["status"] for s in out["stages"].values()} == {"cached"}
     assert out["metrics"] == digits_cold["metrics"]
+
+
+_PROBE = """
+import json, sys
+from tasks.ops import bundle
+loads = []
+original = bundle.Bundle.__init__
+def counted(self, *a, **k):
+    loads.append(str(a[0]) if a else "?")
+    original(self, *a, **k)
+bundle.Bundle.__init__ = counted
+from flows.cli import main
+code = main(sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"keras", "jax", "skops", "tensorflow", "torch"})
+print("PROBE " + json.dumps({"code": code, "heavy": heavy, "bundle_loads": loads}))
+"""
+
+
+def test_a_cached_run_imports_no_model_library_and_loads_no_bundle(digits_cold, digits_dir):
+    """Every stage cached and the model already registered: no Keras, JAX or skops import, no bundle load."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "run", *DIGITS, "--data-dir", str(digits_dir), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    probe = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))[6:])
+    assert probe == {"code": 0, "heavy": [], "bundle_loads": []}, (probe, proc.stderr[-2000:])
+    assert "already registered" in proc.stdout
+
+
+def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_dir):
+    """With the default encoder.kind = "auto": the search scores candidates with its own SVC, so svc.C
+    reruns exactly the two SVCs, evaluate and bundle (the README's list); no Keras fit."""
+    proc = run_cli("run", *DIGITS, "--set", "svc.C=3", "--data-dir", str(digits_dir), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    ran = {name for name, s in out["stages"].items() if s["status"] == "ran"}
+    assert ran == {"train_svc", "raw_svc", "evaluate", "bundle"}, ran
 
 
 def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digits_cold, digits_dir):
@@ -83,7 +122,8 @@ def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {k: v["status"] for k, v in out["stages"].items()} == {
-        **dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_encoder.candidates": "cached", "train_svc": "ran"}
+        **dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_encoder.candidates": "cached", "train_encoder.scores": "cached",
+        "train_svc": "ran"}
     assert out["metrics"] is None
 
 

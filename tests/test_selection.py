@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DataConfig, EncoderConfig, KNNConfig, ScaleConfig, SVCConfig, load_config
+from tasks.config import DataConfig, EncoderConfig, KNNConfig, ScaleConfig, load_config
 from tasks.core.layout import Layout, infer_layout, resolve_layout
 from tasks.core.neighbors import dtw, vote
 from tasks.errors import InputError
@@ -179,18 +179,26 @@ def _table_csv(path: Path, poison_test: bool = False) -> Path:
     return path
 
 
-def _search(csv: Path, root: Path, encoder: EncoderConfig):
-    from tasks.core.candidates import candidate_set
-    from tasks.encoder_candidate import encoder_candidate
+def _scaled(csv: Path, root: Path):
     from tasks.ingest import describe_source, ingest
     from tasks.scale import scale
-    from tasks.train_encoder import train_encoder
 
     data = DataConfig(dataset=None, input=str(csv), label="label", split_column="split")
     scaled = scale.fn(ingest.fn(describe_source(data), data, root=str(root)), ScaleConfig(), root=str(root))
-    layout = Layout.from_json(json.loads(scaled.file("meta.json").read_text())["layout"], 13)
-    refs = [encoder_candidate.fn(scaled, c, SVCConfig(), root=str(root)) for c in candidate_set(layout, encoder)]
-    chosen = train_encoder.fn(scaled, encoder, root=str(root), candidates=refs)
+    return scaled, Layout.from_json(json.loads(scaled.file("meta.json").read_text())["layout"], 13)
+
+
+def _search(csv: Path, root: Path, encoder: EncoderConfig):
+    from tasks.core.candidates import candidate_set
+    from tasks.core.search import selection_svc
+    from tasks.encoder_candidate import encoder_candidate
+    from tasks.score_candidate import score_candidate
+    from tasks.train_encoder import train_encoder
+
+    scaled, layout = _scaled(csv, root)
+    refs = [[encoder_candidate.fn(scaled, c, root=str(root))] for c in candidate_set(layout, encoder)]
+    scores = [[score_candidate.fn(r[0], selection_svc(encoder), root=str(root))] for r in refs]
+    chosen = train_encoder.fn(scaled, encoder, root=str(root), candidates=refs, scores=scores)
     return json.loads(chosen.file("config.json").read_text())["selection"]
 
 
@@ -219,13 +227,13 @@ def test_a_tiny_budget_keeps_the_best_so_far_and_candidates_are_cached_one_by_on
     first = pipeline(config=_flow_config(csv, "encoder.search_budget_s=0.001"), data_dir=root,
                      until="train_encoder")
     assert first.stages["train_encoder.candidates"].status == "ran"
-    assert "3 encoder_candidates, 2 not started" in first.stages["train_encoder.candidates"].artifact
+    assert "3 encoder_candidate tasks for 3 candidates, 2 not run" in first.stages["train_encoder.candidates"].artifact
     selection = json.loads((Path(first.stages["train_encoder"].artifact) / "config.json").read_text())["selection"]
     assert [r["score"] is not None for r in selection] == [True, False, False]
     assert selection[0]["chosen"]
     # with the budget, the search goes on where it stopped: the first candidate comes from the cache
     second = pipeline(config=_flow_config(csv), data_dir=root, until="train_encoder")
-    assert "not started" not in second.stages["train_encoder.candidates"].artifact
+    assert "not run" not in second.stages["train_encoder.candidates"].artifact
     selection = json.loads((Path(second.stages["train_encoder"].artifact) / "config.json").read_text())["selection"]
     assert all(r["score"] is not None for r in selection) and sum(r["chosen"] for r in selection) == 1
     third = pipeline(config=_flow_config(csv), data_dir=root, until="train_encoder")
@@ -251,3 +259,75 @@ def test_every_candidate_builds_and_passes_the_bundles_layer_check(tmp_path, lay
         check_keras_layers(path)  # raises on a class marginflow does not allow
         width = model.get_layer("features").output.shape[-1]
         assert width == math.prod(layout.shape) if candidate.encoder.kind == "identity" else width <= 512
+
+
+def test_scoring_is_cached_apart_from_training_and_reads_only_the_selections_svc(tmp_path):
+    """A change to encoder.search_svc_* rescores the trained candidates without training one; the
+    user's svc section is not an input of either step."""
+    import inspect
+
+    from tasks.core.search import selection_svc
+    from tasks.encoder_candidate import encoder_candidate
+    from tasks.score_candidate import score_candidate
+
+    assert "svc" not in inspect.signature(encoder_candidate.fn).parameters
+    scaled, layout = _scaled(_table_csv(tmp_path / "wine.csv"), tmp_path / "d")
+    from tasks.core.candidates import candidate_set
+
+    spec = candidate_set(layout, EncoderConfig())[1]  # mlp-narrow
+    trained = encoder_candidate.fn(scaled, spec, root=str(tmp_path / "d"))
+    a = score_candidate.fn(trained, selection_svc(EncoderConfig()), root=str(tmp_path / "d"))
+    b = score_candidate.fn(trained, selection_svc(EncoderConfig(search_svc_C=0.01)), root=str(tmp_path / "d"))
+    again = encoder_candidate.fn(scaled, spec, root=str(tmp_path / "d"))
+    assert again.sha256 == trained.sha256  # from the cache: the same artifact
+    sa, sb = (json.loads(r.file("score.json").read_text()) for r in (a, b))
+    assert sa["epochs"] == sb["epochs"] and sa["score"] > sb["score"]  # C=0.01 underfits: a different score
+
+
+def test_halving_rungs_and_survivors():
+    from tasks.core.search import halving_rungs, survivors
+
+    assert halving_rungs(3) == [0.25, 0.5, 1.0] and halving_rungs(2) == [0.5, 1.0] and halving_rungs(1) == [1.0]
+    assert survivors([0.9, 0.95, 0.9], 2) == [0, 1]  # ties: the earlier
+    assert survivors([None, 0.5, 0.7], 1) == [2]
+
+
+def _two_blobs_image_csv(path: Path, n: int = 1400) -> Path:
+    """8x8 images of two classes a network separates easily: a bright square at the top left or bottom right."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 0.3, size=(n, 8, 8))
+    y = np.arange(n) % 2
+    X[y == 0, :3, :3] += 2.0
+    X[y == 1, 5:, 5:] += 2.0
+    frame = pd.DataFrame(X.reshape(n, 64), columns=[f"px{i}" for i in range(64)])
+    frame["label"] = y
+    frame["split"] = rng.choice(["train", "val", "test"], size=n, p=[0.75, 0.15, 0.10])
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_successive_halving_keeps_the_full_searchs_candidate(prefect_api, tmp_path):
+    """On data where one network is clearly best, halving keeps the same candidate as training every network
+    for the whole budget, and trains fewer steps in all."""
+    from flows.pipeline import pipeline
+
+    csv = _two_blobs_image_csv(tmp_path / "img.csv")
+    # a clear answer: the narrowest shifted CNN is crippled by a tiny budget at its first rung only if halving
+    # ranks badly, so the candidates differ in kind: identity must lose to a CNN on shifted squares
+    kept = {}
+    steps = {}
+    for halving in (True, False):
+        config = load_config(None, ["encoder.max_steps=120", f"encoder.search_halving={str(halving).lower()}",
+                                    "encoder.search_folds_below=500"],
+                             {"data.input": str(csv), "data.label": "label", "data.dataset": None,
+                              "data.split_column": "split"})
+        result = pipeline(config=config, data_dir=str(tmp_path / f"d{halving}"), until="train_encoder")
+        stored = json.loads((Path(result.stages["train_encoder"].artifact) / "config.json").read_text())
+        rows = stored["selection"]
+        kept[halving] = (next(r["candidate"] for r in rows if r["chosen"]), stored["network"]["candidate"])
+        steps[halving] = sum(r.get("reached", 0) for r in rows if r["score"] is not None and r["kind"] != "identity")
+        if halving:
+            assert "10 encoder_candidate tasks for 4 candidates, 3 not run" in result.stages["train_encoder.candidates"].artifact
+            assert sorted(r.get("reached") for r in rows if r["kind"] != "identity") == [0.25, 0.5, 1.0]
+    assert kept[True] == kept[False]
+    assert steps[True] < steps[False]

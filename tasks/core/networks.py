@@ -182,24 +182,62 @@ def train(
     Raises:
         BudgetSpent: ``deadline`` had passed when the fit could start.
     """
-    import keras
-
-    streamed = isinstance(X_train, TableRows)
     n_features = X_val.shape[1]
     layout = layout or Layout("table", [n_features], "")
-    loss, metrics, targets = _objective(config, n_classes)
-    budget = step_budget(X_train, config)
     with seeded_keras(config.seed):
         _check_deadline(deadline)
         model = build_encoder(n_features, n_classes, config, layout)
         if resolve_architecture(config, layout)[0] == "identity":
             return model, {}
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        history = fit_keras(model, X_train, targets if streamed else targets(y_train), loss, budget["epochs"],
-                            config.batch_size, config.learning_rate, validation=(X_val, targets(y_val)),
-                            metrics=metrics, callbacks=[stop, *callbacks],
-                            steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
-    return model, history
+        return model, _early_stopped_fit(model, X_train, y_train, X_val, y_val, n_classes, config, callbacks)
+
+
+def _early_stopped_fit(model, X_train, y_train, X_val, y_val, n_classes: int, config: EncoderConfig,
+                       callbacks: tuple) -> dict[str, list[float]]:
+    """Fit ``model`` with the encoder's loss for `step_budget`, early stopping on val (call inside `seeded_keras`)."""
+    import keras
+
+    streamed = isinstance(X_train, TableRows)
+    loss, metrics, targets = _objective(config, n_classes)
+    budget = step_budget(X_train, config)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    return fit_keras(model, X_train, targets if streamed else targets(y_train), loss, budget["epochs"],
+                     config.batch_size, config.learning_rate, validation=(X_val, targets(y_val)),
+                     metrics=metrics, callbacks=[stop, *callbacks],
+                     steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
+
+
+def continue_training(
+    model, X_train: np.ndarray | TableRows, y_train: np.ndarray | None, X_val: np.ndarray, y_val: np.ndarray,
+    n_classes: int, config: EncoderConfig, callbacks: tuple = (), *, deadline: float | None = None,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Train ``model`` (an encoder with its head, built by `build_encoder` and already trained) further, as
+    `train` would (the same loss, early stopping on val, length `step_budget` of ``config``), with a fresh
+    optimizer. Used by successive halving, whose survivors continue from their weights.
+
+    Returns:
+        (model, history of this continuation).
+    Raises:
+        BudgetSpent: ``deadline`` had passed when the fit could start.
+    """
+    with seeded_keras(config.seed):
+        _check_deadline(deadline)
+        return model, _early_stopped_fit(model, X_train, y_train, X_val, y_val, n_classes, config, callbacks)
+
+
+def with_hinge_head(model, n_classes: int, seed: int):
+    """``model`` (an encoder with a softmax head) with a fresh linear head for one-vs-rest squared hinge on its
+    ``features`` layer: (batch, d) -> (batch, 1 or k). The layers below the head keep their trained weights."""
+    import keras
+
+    features = model.get_layer(FEATURE_LAYER).output
+    x = features
+    dropout = next((layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)
+                    and layer.input is features), None)
+    if dropout is not None:
+        x = dropout(x)
+    head = keras.layers.Dense(n_outputs(n_classes, "squared_hinge"), kernel_initializer=glorot(seed, 200), name="head")
+    return keras.Model(model.input, head(x), name="encoder")
 
 
 class Refitter:

@@ -120,16 +120,23 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: s
     return "\n".join(lines) + "\n"
 
 
+def _figure(**kwargs):
+    """A matplotlib ``Figure`` drawn by the Agg canvas: the object API, no pyplot and no global backend
+    switch, so plots from several threads never race on pyplot's module state."""
+    from tasks.store.progress import import_once
+
+    figure, agg = import_once("matplotlib.figure", "matplotlib.backends.backend_agg")
+    fig = figure.Figure(**kwargs)
+    agg.FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_approaches(metrics: dict[str, Any], path) -> None:
     """Horizontal bar chart of test accuracy per approach."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(metrics["approaches"])
     acc = [metrics["approaches"][n]["accuracy"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
+    fig = _figure(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
+    ax = fig.subplots()
     bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names])
     ax.bar_label(bars, labels=[f"{a:.4f}" for a in acc], padding=3)
     ax.set_xlim(0.0, 1.15)  # from zero: bar lengths are proportional to accuracy
@@ -139,19 +146,14 @@ def plot_approaches(metrics: dict[str, Any], path) -> None:
     ax.set_title(f"{metrics['source']}: approaches on {metrics['n_test']} test rows")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cm = np.asarray(confusion)
     k = len(classes)
     size = min(2.5 + 0.45 * k, 9)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    fig = _figure(figsize=(size, size), dpi=100)
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     if k <= 20:
         for i in range(k):
@@ -165,20 +167,15 @@ def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, p
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
 
 
 def plot_history(history: dict[str, list[float]], path, name: str = "encoder") -> None:
     """One Keras model's loss (and accuracy) per epoch, train and validation; with validation, a
     dashed line marks the epoch whose weights early stopping kept (lowest validation loss)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [m for m in ("loss", "accuracy") if m in history]
     best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), dpi=100, squeeze=False)
+    fig = _figure(figsize=(5 * len(panels), 3.5), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, m in zip(axes[0], panels, strict=True):
         epochs = range(1, len(history[m]) + 1)
         ax.plot(epochs, history[m], label="train")
@@ -191,7 +188,6 @@ def plot_history(history: dict[str, list[float]], path, name: str = "encoder") -
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
 
 
 def render_html(markdown: str, images: dict[str, bytes]) -> str:

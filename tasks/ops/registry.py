@@ -45,7 +45,7 @@ from pydantic import BaseModel
 from tasks import faults
 from tasks.config import changes, shown
 from tasks.errors import InputError
-from tasks.ops.bundle import Bundle, BundleError, bundle_identity, read_manifest, static_problem
+from tasks.ops.bundle import Bundle, BundleError, bundle_identity, read_manifest, static_problem, verify
 
 VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
@@ -276,17 +276,29 @@ class Registry:
     def register(self, bundle_dir: str | Path, run: dict[str, Any] | None = None) -> tuple[str, bool]:
         """Copy a bundle that loads fully in as the next version; returns (version, newly added).
 
+        A bundle whose identity is a version already is recognised from its hashes without loading it.
+
         The first version becomes champion. ``run`` (the registering flow run's id, name and
         report path) goes into the version's history line.
 
         Raises:
             BundleError: the bundle does not verify or load.
         """
-        identity = Bundle.load(bundle_dir).identity  # hashes, allowed types, safe loading: before anything is written
+        # A bundle already registered is recognised by its files' hashes (re-hashed against its manifest,
+        # nothing deserialised, no Keras import): a cached run does no model work. A new one loads
+        # fully (hashes, allowed types, safe loading) before anything is written.
+        identity = bundle_identity(verify(bundle_dir)["files"])
         with self._locked():
             self._recover()
             existing = self._find(identity)
             if existing:
+                return existing, False
+        if Bundle.load(bundle_dir).identity != identity:
+            raise BundleError(f"{bundle_dir}: changed while it was being registered")
+        with self._locked():
+            self._recover()
+            existing = self._find(identity)
+            if existing:  # registered by another process while this one loaded it
                 return existing, False
             staging = self.dir / ".staging"
             staging.mkdir(exist_ok=True)

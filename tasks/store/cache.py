@@ -27,15 +27,16 @@ returns a ``Completed`` state named ``Cached`` on a hit, so the dashboard still 
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
+import io
 import json
 import os
 import re
 import socket
 import tempfile
 import threading
+import tokenize
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,78 @@ def module_file(name: str, tasks_dir: Path = _TASKS_DIR) -> Path | None:
     return None
 
 
+def _logical_lines(source: str) -> list[list[tokenize.TokenInfo]]:
+    """The source's logical lines as token lists (comments, strings and line breaks inside brackets dropped)."""
+    lines, line = [], []
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            if line:
+                lines.append(line)
+            line = []
+        elif tok.type not in skip:
+            line.append(tok)
+    return lines
+
+
+def _dotted(tokens: list[tokenize.TokenInfo], i: int) -> tuple[str, int]:
+    """The dotted name starting at ``tokens[i]`` and the index after it."""
+    parts = []
+    while i < len(tokens) and tokens[i].type == tokenize.NAME and tokens[i].string not in ("as", "import"):
+        parts.append(tokens[i].string)
+        i += 1
+        if i < len(tokens) and tokens[i].string == ".":
+            i += 1
+        else:
+            break
+    return ".".join(parts), i
+
+
 def _imported_names(module: str, source: str, is_package: bool) -> set[str]:
-    """Every dotted name an ``import`` statement of ``source`` may refer to (relative imports resolved)."""
+    """Every dotted name an ``import`` statement of ``source`` may refer to (relative imports resolved).
+
+    Read with `tokenize` (pure Python), not `ast`: building AST objects in several threads at once
+    can fail on CPython 3.11 (gh-106905, ``SystemError: AST constructor recursion depth mismatch``),
+    and Prefect and JAX parse source in the threads a run starts. Statements after ``;`` and imports
+    inside functions are found; an ``import`` word inside a string is not (strings are one token).
+    """
     package = module if is_package else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, base] if base else parts)
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)
+    for line in _logical_lines(source):
+        starts = [0] + [i + 1 for i, t in enumerate(line) if t.string in (";", ":")]
+        for start in starts:
+            if start >= len(line):
+                continue
+            word = line[start].string
+            if word == "import":
+                i = start + 1
+                while i < len(line):
+                    name, i = _dotted(line, i)
+                    names.add(name)
+                    while i < len(line) and line[i].string not in (",", ";"):
+                        i += 1  # "as alias"
+                    if i >= len(line) or line[i].string == ";":
+                        break
+                    i += 1
+            elif word == "from":
+                i, level = start + 1, 0
+                while i < len(line) and line[i].string in (".", "..."):
+                    level += len(line[i].string)
+                    i += 1
+                base, i = _dotted(line, i)
+                if i >= len(line) or line[i].string != "import":
+                    continue  # "yield from x", "raise ... from e"
+                if level:
+                    parts = package.split(".")
+                    parts = parts[: len(parts) - (level - 1)]
+                    base = ".".join([*parts, base] if base else parts)
+                names.add(base)
+                i += 1
+                while i < len(line) and line[i].string != ";":
+                    tok = line[i]
+                    if tok.type == tokenize.NAME and tok.string != "as" and line[i - 1].string != "as":
+                        names.add(f"{base}.{tok.string}")
+                    i += 1
     return names
 
 
@@ -122,9 +180,7 @@ def library_versions() -> dict[str, str]:
 
 
 _CODE_VERSIONS: dict[str, str] = {}
-# Stages run in threads; ast.parse is not thread-safe on CPython 3.11 before 3.11.8
-# ("AST constructor recursion depth mismatch"), so versions are computed one at a time.
-_CODE_LOCK = threading.Lock()
+_CODE_LOCK = threading.Lock()  # one computation per module per process, even when stages start together
 
 
 def code_version(module: str) -> str:
@@ -138,6 +194,13 @@ def code_version(module: str) -> str:
             lines += [f"{lib}=={v}" for lib, v in library_versions().items()]
             _CODE_VERSIONS[module] = sha256_text("\n".join(lines))
         return _CODE_VERSIONS[module]
+
+
+def warm_code_versions(modules: list[str]) -> None:
+    """Compute the code versions of ``modules`` now (one thread), so that stages started together in
+    threads only read them."""
+    for module in modules:
+        code_version(module)
 
 
 # --------------------------------------------------------------------------- keys and records

@@ -60,18 +60,33 @@ def waiting() -> Iterator[None]:
 SHARED_IMPORTS = ("keras", "sklearn.svm", "skops.io")
 
 
-def import_shared() -> None:
-    """Import `SHARED_IMPORTS` as waiting time: the first thread to need a library pays for its
-    import and the others block on Python's import lock meanwhile; neither is the stage's own work.
+_IMPORT_LOCK = threading.Lock()
+_IMPORTED: set[str] = set()
+
+
+def import_once(*names: str) -> list[Any]:
+    """The modules ``names``, imported one thread at a time in this process.
+
+    Python's per-module import locks do not stop a thread from seeing a half-initialised module
+    when two threads import packages that import each other (matplotlib's pyplot and a library
+    that imports it on the way): every import a stage starts from a worker thread goes through here.
+    The time spent here counts as waiting (`waiting`), not as the stage's own work.
     """
     import importlib
     import sys
 
-    missing = [m for m in SHARED_IMPORTS if m not in sys.modules]
-    if missing:
-        with waiting():
-            for name in missing:
-                importlib.import_module(name)
+    if _IMPORTED.issuperset(names):  # imported whole by an earlier call (sys.modules also holds half-made ones)
+        return [sys.modules[n] for n in names]
+    with waiting(), _IMPORT_LOCK:
+        modules = [importlib.import_module(n) for n in names]
+        _IMPORTED.update(names)
+        return modules
+
+
+def import_shared() -> None:
+    """Import `SHARED_IMPORTS` as waiting time: the first thread to need a library pays for its
+    import and the others wait meanwhile; neither is the stage's own work."""
+    import_once(*SHARED_IMPORTS)
 
 
 class OwnTime:
