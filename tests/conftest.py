@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "KERAS_BACKEND": "jax",
+        "MARGINFLOW_JAX_CACHE": str(home / "jax"),  # compiled XLA code, shared by the session's processes
     })
     os.environ.pop("MARGINFLOW_DATA_DIR", None)
     port = free_port()

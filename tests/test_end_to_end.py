@@ -54,7 +54,8 @@ def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
     proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert {s["status"] for s in out["stages"].values()} == {"cached"}
+    assert {s["status"] for s in out["stages"].values()} == {"cached"}, {k: s for k, s in out["stages"].items()
+                                                                         if s["status"] != "cached"}
     assert out["metrics"] == digits_cold["metrics"]
 
 

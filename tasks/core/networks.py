@@ -18,6 +18,7 @@ from tasks.core.layout import Layout
 from tasks.core.margin import (
     TableRows,
     fit_keras,
+    full_batches,
     glorot,
     hinge_targets,
     n_outputs,
@@ -271,8 +272,9 @@ class Refitter:
             for v in self.model.optimizer.variables:
                 if "learning_rate" not in v.path:
                     v.assign(np.zeros(v.shape, dtype=v.dtype))
-            self.model.fit(X.astype("float32"), targets(y), epochs=epochs, batch_size=config.batch_size,
-                           shuffle=True, verbose=0)
+            self.model.fit(full_batches(X.astype("float32"), targets(y), config.batch_size, config.seed),
+                           steps_per_epoch=len(X) // min(config.batch_size, len(X)), epochs=epochs, shuffle=False,
+                           verbose=0)
         return self.model
 
 
