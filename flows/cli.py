@@ -173,12 +173,23 @@ def _data_root(args: argparse.Namespace) -> None:
 
 def _preflight(config, args: argparse.Namespace) -> None:
     """Validate the data root, the data and the config against the data's shape before Prefect
-    starts, so that bad input writes nothing and fails fast."""
-    from tasks.core.dataset import check_source
+    starts, so that bad input writes nothing and fails fast.
+
+    A source that ``ingest`` already validated and stored for this data config (its cached ``dataset``
+    artifact, found by the stage's own cache key: the source's bytes, the ``data`` section, the code) is
+    not read again: its layout comes from that artifact.
+    """
+    from tasks.core.dataset import check_source, describe_source
+    from tasks.core.layout import Layout
     from tasks.core.networks import check_against_data
+    from tasks.ingest import ingest
+    from tasks.store.cache import lookup
+    from tasks.store.tables import read_meta
 
     _data_root(args)
-    check_against_data(config.encoder, check_source(config.data))
+    dataset = lookup(ingest, describe_source(config.data), config.data, root=os.path.abspath(args.data_dir))
+    layout = Layout.from_meta(read_meta(dataset)) if dataset is not None else check_source(config.data)
+    check_against_data(config.encoder, layout)
 
 
 @contextlib.contextmanager

@@ -72,6 +72,8 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
         before = read_json(start, "history.json")
         history = {k: before.get(k, []) + v for k, v in history.items()}
         info["train_seconds"] = round(info["train_seconds"] + read_json(start, "train.json")["train_seconds"], 3)
+    if rung is not None:  # what the report shows: epochs trained in all, over every rung (no folds follow)
+        info["epochs"] = len(history.get("loss", []))
     log.info("encoder candidate %s: trained %s%d epochs, %.1f s", candidate.name,
              "" if rung is None else f"to {100 * rung[1]:.0f}% of its step budget, ", len(history.get("loss", [])),
              info["train_seconds"])

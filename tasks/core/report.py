@@ -36,14 +36,23 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     rule = "" if best is None else (
         f" The best network, {best['candidate']}, is kept only when it beats identity by more than one standard "
         f"error on the same rows: here by {100 * best['advantage']:+.2f} ± {100 * best['standard_error']:.2f} points.")
+    rungs = max((len(r.get("rungs") or []) for r in rows), default=1)
+    halving = "" if rungs < 2 else (
+        f" Successive halving: the networks trained {', then '.join(f'{100 * 2.0 ** (k - rungs + 1):.0f} %' for k in range(rungs))}"
+        " of their step budget, the better half going on each time; the score at each rung is shown.")
     lines += [f"Encoder kept: **{chosen['candidate']}**, chosen by the validation accuracy of features + SVC "
-              f"({chosen['validation']}; test rows not used).{rule}", "",
-              "| candidate | kind | validation accuracy | epochs | seconds | kept |", "|:---|:---|---:|---:|---:|:---|"]
+              f"({chosen['validation']}; test rows not used).{rule}{halving}", "",
+              "| candidate | kind | validation accuracy | " + ("by rung | " if rungs > 1 else "")
+              + "epochs | seconds | kept |", "|:---|:---|---:|" + (":---|" if rungs > 1 else "") + "---:|---:|:---|"]
     for r in rows:
+        by_rung = ""
+        if rungs > 1:
+            by_rung = " → ".join(fmt.format(v) for v in r.get("rungs") or [] if v is not None) + " | "
         if r["score"] is None:
-            lines.append(f"| {r['candidate']} | {r['kind']} | not started (budget spent) | | | |")
+            lines.append(f"| {r['candidate']} | {r['kind']} | not started (budget spent) | " + ("| " if rungs > 1 else "")
+                         + "| | |")
         else:
-            lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {r['epochs']} | "
+            lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {by_rung}{r['epochs']} | "
                          f"{r['train_seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
     return [*lines, ""]
 

@@ -347,6 +347,20 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict,
     return ref, cached, took
 
 
+def lookup(task, *args: Any, **kwargs: Any) -> ArtifactRef | None:
+    """The artifact a `stage` task would return from its cache for these arguments, or None on a miss;
+    nothing runs and nothing is written (a damaged record is a miss)."""
+    fn = task.fn.__wrapped__
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    root = str(bound.arguments["root"])
+    inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
+    try:
+        return read_record(root, task.name, stage_key(task.name, fn.__module__, inputs))
+    except RecordProblem:
+        return None
+
+
 def _unshared(ref: ArtifactRef) -> ArtifactRef:
     """``ref`` without its data root and with a kind string of its own.
 
