@@ -27,10 +27,11 @@ from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, lo
 from tasks.core.search import rung_config, survivors, train_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
+from tasks.store.progress import import_shared
 from tasks.store.runlog import epoch_progress, stage_logger
 
 
-@stage("encoder_candidate")
+@stage("encoder_candidate", shared_imports=False)
 def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung: list[float] | None = None,
                       start: ArtifactRef | None = None, previous: list[ArtifactRef | None] | None = None,
                       position: int = 0, deadline: float | None = None) -> ArtifactRef | None:
@@ -54,6 +55,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
     if start is not None and read_json(start, "train.json").get("stopped_early"):
         log.info("encoder candidate %s: early stopping ended its last rung, it goes on as it is", candidate.name)
         return start
+    import_shared()
     X_train, y_train, val, meta = keras_rows(scaled, candidate.encoder)
     layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])

@@ -311,11 +311,13 @@ def where() -> str:
 
 
 def run_cached(name: str, fn, args: tuple, kwargs: dict,
-               refresh: bool = False) -> tuple[ArtifactRef | None, bool, OwnTime]:
+               refresh: bool = False, shared_imports: bool = True) -> tuple[ArtifactRef | None, bool, OwnTime]:
     """Call stage function ``fn`` unless a valid record for its key exists.
 
     A stage function may return None (it had nothing to do: a search candidate past its
-    budget); then no record is written and the next call runs it again.
+    budget, or stopped by successive halving); then no record is written and the next call runs it
+    again. Before a call the libraries most stages share are imported (`import_shared`, counted as
+    waiting), unless ``shared_imports`` is False.
 
     Returns:
         (artifact or None, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
@@ -337,7 +339,8 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict,
                 stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
         cached = ref is not None
         if ref is None:
-            import_shared()
+            if shared_imports:
+                import_shared()
             ref = fn(**inputs)
             faults.point(f"stage:{name}")
             if ref is not None:
@@ -373,13 +376,15 @@ def _unshared(ref: ArtifactRef) -> ArtifactRef:
     return ref.model_copy(update={"root": None, "kind": ref.kind.encode().decode()})
 
 
-def stage(name: str):
+def stage(name: str, shared_imports: bool = True):
     """Turn ``fn(..., root: str) -> ArtifactRef`` into a content-cached Prefect task named ``name``.
 
     Inside a Prefect run the task returns a ``Completed`` state (named ``Cached`` on a hit) whose
     message says what happened, how long it took and where it ran; `describe` reads it back.
     Called as ``task.fn(...)`` outside Prefect it returns the `ArtifactRef` itself (same cache).
     ``refresh_cache=True`` on the task (``task.with_options``) forces recomputation.
+    ``shared_imports=False``: the stage imports what it needs itself (`import_shared`), because it may
+    decide to do nothing (a candidate stopped by successive halving) and must then import no model library.
     """
 
     def wrap(fn):
@@ -392,7 +397,7 @@ def stage(name: str):
 
             ctx = TaskRunContext.get()
             refresh = bool(ctx and ctx.task.refresh_cache)
-            ref, cached, took = run_cached(name, fn, args, kwargs, refresh)
+            ref, cached, took = run_cached(name, fn, args, kwargs, refresh, shared_imports)
             if ctx is None:
                 return ref
             from prefect.states import Completed
