@@ -22,9 +22,10 @@ test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, one 
 	$(BIN)/ruff check flows tasks tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
-bench: $(STAMP)  ## accuracy, speed and predict benchmarks (each prints a table)
+bench: $(STAMP)  ## accuracy, loop, speed and predict benchmarks (each prints a table)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/predict.py
 

@@ -18,7 +18,7 @@ from tasks.store.cache import stage
 from tasks.store.tables import labels, read_meta
 
 
-@stage("bundle")
+@stage("bundle", imports=())
 def bundle(scaled: ArtifactRef, encoder: ArtifactRef, svc: ArtifactRef, config: dict[str, Any],
            root: str) -> ArtifactRef:
     """Assemble the bundle; ``config``: section name -> section, for `tasks.ops.bundle.IDENTITY_SECTIONS`."""

@@ -31,7 +31,7 @@ from tasks.store.progress import import_shared
 from tasks.store.runlog import epoch_progress, stage_logger
 
 
-@stage("encoder_candidate", shared_imports=False)
+@stage("encoder_candidate", imports=())
 def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung: list[float] | None = None,
                       start: ArtifactRef | None = None, previous: list[ArtifactRef | None] | None = None,
                       position: int = 0, deadline: float | None = None) -> ArtifactRef | None:

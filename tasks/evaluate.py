@@ -28,7 +28,7 @@ from tasks.store.outputs import read_model_outputs
 from tasks.store.tables import SPLITS, batch_rows_of, labels_and_splits, read_meta
 
 
-@stage("evaluate")
+@stage("evaluate", imports=())
 def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str, ArtifactRef | None],
              config: EvaluateConfig, root: str) -> ArtifactRef:
     """Score each approach's test predictions (``models``: approach -> its model artifact, None when the

@@ -19,7 +19,7 @@ from tasks.store.tables import table_file
 __all__ = ["describe_source", "ingest"]
 
 
-@stage("ingest")
+@stage("ingest", imports=())
 def ingest(source: ArtifactRef, config: DataConfig, root: str) -> ArtifactRef:
     """Validate, encode labels, split, and write the ``dataset`` artifact."""
     with ArtifactWriter(root, "dataset", {"source": source.sha256, "config": config.model_dump()}) as w:

@@ -54,7 +54,7 @@ def distances(metric: str, Q: dict[str, np.ndarray], R: dict[str, np.ndarray], b
     return dtw(Q["series"], R["series"], band)
 
 
-@stage("knn")
+@stage("knn", imports=())
 def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str) -> ArtifactRef | None:
     """Choose metric and k by leave-one-out on the train rows; predict val and test from the train rows.
 

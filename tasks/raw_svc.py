@@ -9,9 +9,10 @@ from tasks._svc_stage import fit_svc_artifact
 from tasks.config import SVCConfig
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
+from tasks.store.progress import SVC_IMPORTS
 
 
-@stage("raw_svc")
+@stage("raw_svc", imports=SVC_IMPORTS)
 def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
     """SVC on the scaled raw features, with the same settings (and search) as the features SVC."""
     return fit_svc_artifact(scaled, config, cv, root, "raw_svc")

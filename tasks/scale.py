@@ -15,7 +15,7 @@ from tasks.store.cache import stage
 from tasks.store.tables import batch_rows_of, iter_split, map_table, read_meta, table_file
 
 
-@stage("scale")
+@stage("scale", imports=())
 def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     """Write the ``scaled`` artifact from a ``dataset`` artifact."""
     meta = read_meta(dataset)

@@ -19,7 +19,7 @@ from tasks.store.cache import stage
 from tasks.store.runlog import stage_logger
 
 
-@stage("score_candidate", shared_imports=False)
+@stage("score_candidate", imports=())
 def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str) -> ArtifactRef | None:
     """``score.json`` of ``candidate``'s features under the SVC ``config``; None for no candidate."""
     if candidate is None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from tasks.core.svm import CVPoint, cv_row, resolve_solver
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
+from tasks.store.progress import SVC_IMPORTS
 from tasks.store.runlog import stage_logger
 from tasks.store.tables import batch_rows_of, load_split, read_meta
 
 
-@stage("svc_cv")
+@stage("svc_cv", imports=SVC_IMPORTS)
 def svc_cv(data: ArtifactRef, point: CVPoint, root: str) -> ArtifactRef:
     """Score ``point`` on ``data``'s (a ``features`` or ``scaled`` artifact) training rows."""
     meta = read_meta(data)

@@ -11,9 +11,10 @@ from tasks._svc_stage import fit_svc_artifact
 from tasks.config import SVCConfig
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
+from tasks.store.progress import SVC_IMPORTS
 
 
-@stage("train_svc")
+@stage("train_svc", imports=SVC_IMPORTS)
 def train_svc(features: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
     """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact.
 

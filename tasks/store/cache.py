@@ -45,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from tasks import faults
 from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
-from tasks.store.progress import OwnTime, emit, import_shared
+from tasks.store.progress import SHARED_IMPORTS, OwnTime, emit, import_once
 
 CACHE_DIR = "cache"
 RECORD_FORMAT = "marginflow-cache/1"
@@ -310,14 +310,13 @@ def where() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def run_cached(name: str, fn, args: tuple, kwargs: dict,
-               refresh: bool = False, shared_imports: bool = True) -> tuple[ArtifactRef | None, bool, OwnTime]:
+def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
+               imports: tuple[str, ...] = SHARED_IMPORTS) -> tuple[ArtifactRef | None, bool, OwnTime]:
     """Call stage function ``fn`` unless a valid record for its key exists.
 
     A stage function may return None (it had nothing to do: a search candidate past its
     budget, or stopped by successive halving); then no record is written and the next call runs it
-    again. Before a call the libraries most stages share are imported (`import_shared`, counted as
-    waiting), unless ``shared_imports`` is False.
+    again. Before a call the libraries ``imports`` are imported (`import_once`, counted as waiting).
 
     Returns:
         (artifact or None, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
@@ -339,8 +338,7 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict,
                 stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
         cached = ref is not None
         if ref is None:
-            if shared_imports:
-                import_shared()
+            import_once(*imports)
             ref = fn(**inputs)
             faults.point(f"stage:{name}")
             if ref is not None:
@@ -376,15 +374,17 @@ def _unshared(ref: ArtifactRef) -> ArtifactRef:
     return ref.model_copy(update={"root": None, "kind": ref.kind.encode().decode()})
 
 
-def stage(name: str, shared_imports: bool = True):
+def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS):
     """Turn ``fn(..., root: str) -> ArtifactRef`` into a content-cached Prefect task named ``name``.
 
     Inside a Prefect run the task returns a ``Completed`` state (named ``Cached`` on a hit) whose
     message says what happened, how long it took and where it ran; `describe` reads it back.
     Called as ``task.fn(...)`` outside Prefect it returns the `ArtifactRef` itself (same cache).
     ``refresh_cache=True`` on the task (``task.with_options``) forces recomputation.
-    ``shared_imports=False``: the stage imports what it needs itself (`import_shared`), because it may
-    decide to do nothing (a candidate stopped by successive halving) and must then import no model library.
+    ``imports``: the libraries imported before the stage function runs (not on a cache hit), their time
+    counted as waiting (`tasks.store.progress.import_once`): Keras, scikit-learn's SVM and skops by default;
+    stages that need fewer name them, and a stage that may decide to do nothing (a candidate stopped by
+    successive halving) names none and imports what it needs once it knows.
     """
 
     def wrap(fn):
@@ -397,7 +397,7 @@ def stage(name: str, shared_imports: bool = True):
 
             ctx = TaskRunContext.get()
             refresh = bool(ctx and ctx.task.refresh_cache)
-            ref, cached, took = run_cached(name, fn, args, kwargs, refresh, shared_imports)
+            ref, cached, took = run_cached(name, fn, args, kwargs, refresh, imports)
             if ctx is None:
                 return ref
             from prefect.states import Completed

@@ -58,6 +58,7 @@ def waiting() -> Iterator[None]:
 
 # Libraries most stages need, imported in the first minutes of a run by several threads at once.
 SHARED_IMPORTS = ("keras", "sklearn.svm", "skops.io")
+SVC_IMPORTS = ("sklearn.svm", "skops.io")  # stages that fit or save an SVC and never touch Keras
 
 
 _IMPORT_LOCK = threading.Lock()
