@@ -11,6 +11,10 @@ Rows (default config, 2 cores here), each against its target:
   (``--refresh train_svc`` / ``--refresh evaluate`` / none), half on threads and half on a local Dask
   cluster; counts the runs that ended in an internal error (exit 1).
 
+``--exe PATH`` measures another installation's ``marginflow`` the same way (an earlier version, say), and
+``--export-api`` hands the dashboard's address to the commands through ``PREFECT_API_URL`` instead of
+letting them find it (for versions that do not look for a running dashboard).
+
 Run: ``.venv/bin/python benchmarks/loop.py [--large] [--stress 50]`` (``make bench`` runs the default rows).
 """
 
@@ -28,13 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
-EXE = str(Path(sys.executable).parent / "marginflow")
+EXE = [str(Path(sys.executable).parent / "marginflow")]
 KERAS_STAGES = {"encoder_candidate", "train_encoder", "extract_features", "linear_hinge", "deep_hinge", "rff_svm"}
 
 
 def _cli(*args: str, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    proc = subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+    proc = subprocess.run([*EXE, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
     return time.perf_counter() - start, proc
 
 
@@ -48,7 +52,7 @@ def _start_dashboard(home: Path, port: int) -> subprocess.Popen:
 
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([EXE, "dashboard", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*EXE, "dashboard", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     wait_healthy(f"http://127.0.0.1:{port}/api", proc)
     return proc
@@ -58,7 +62,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="also a cold run of every approach on 10k x 784 images")
     parser.add_argument("--stress", type=int, default=0, metavar="N", help="N alternating runs (threads and dask)")
+    parser.add_argument("--exe", help="the marginflow command to measure (default: this environment's)")
+    parser.add_argument("--export-api", action="store_true", help="set PREFECT_API_URL to the dashboard's address")
     args = parser.parse_args()
+    if args.exe:
+        EXE[:] = [args.exe]
     from flows.server import free_port, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="marginflow-loop-"))
@@ -71,11 +79,15 @@ def main() -> None:
         rows.append((name, seconds, verdict, note))
         print(f"{name}: {seconds:.1f} s {verdict} {note}", file=sys.stderr, flush=True)
 
-    dashboard = _start_dashboard(home, free_port())
+    port = free_port()
+    dashboard = _start_dashboard(home, port)
+    env_found = env
+    if args.export_api:
+        env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     try:
         t, p = _cli("run", "--dataset", "iris", "--data-dir", str(work / "iris"), "--json", env=env)
         assert p.returncode == 0, p.stderr[-2000:]
-        assert "running dashboard" in p.stderr, p.stderr[-500:]
+        assert args.export_api or "running dashboard" in p.stderr, p.stderr[-500:]
         row("cold iris, dashboard running", t, 12)
         digits = ("run", "--dataset", "digits", "--data-dir", str(work / "digits"), "--json")
         t, cold = _cli(*digits, env=env)
@@ -118,12 +130,14 @@ def main() -> None:
                 print(f, file=sys.stderr)
     finally:
         stop_server(dashboard)
+    env = env_found
     t, p = _cli(*digits, env=env)
     assert p.returncode == 0 and not _ran(p), p.stderr[-2000:]
     started = next((line for line in p.stderr.splitlines() if "temporary server (" in line), "")
     row("cached digits, no server (a temporary one starts)", t, 12, started.split("Prefect API: ")[-1][:40])
 
-    print(f"\nmarginflow loop, {os.cpu_count()} cores, Python {platform.python_version()}, each a new process")
+    print(f"\nmarginflow loop ({EXE[0]}), {os.cpu_count()} cores, Python {platform.python_version()}, each a new "
+          "process")
     print(f"{'measurement':<56}{'seconds':>9}  {'target':<18}note")
     for name, secs, verdict, note in rows:
         print(f"{name:<56}{secs:>9.1f}  {verdict:<18}{note}")

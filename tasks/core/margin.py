@@ -148,8 +148,8 @@ def fit_keras(model, X_train, T_train, loss: str, epochs: int, batch_size: int, 
     if isinstance(X_train, TableRows):
         batches, steps = X_train.minibatches(batch_size, seed, T_train), steps_per_epoch
     else:
-        batches, steps = full_batches(X_train.astype("float32"), T_train, batch_size, seed), len(X_train) // \
-            min(batch_size, len(X_train))
+        batches = full_batches(X_train.astype("float32"), T_train, batch_size, seed)
+        steps = batches_per_pass(len(X_train), batch_size)
     hist = model.fit(batches, steps_per_epoch=steps, validation_data=val, validation_batch_size=val_batch,
                      epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
@@ -160,8 +160,9 @@ VAL_BATCH = 2048
 
 
 def full_batches(X: np.ndarray, T: np.ndarray, batch_size: int, seed: int):
-    """Endless ``(X, T)`` minibatches of exactly ``min(batch_size, n)`` rows, a new seeded shuffle per pass; the
-    rows past the last whole batch of a pass are left out of that pass (other rows next time).
+    """Endless ``(X, T)`` minibatches of exactly ``min(batch_size, n)`` rows from a stream of seeded
+    permutations of the rows: a pass's last short batch is filled from the next pass, so every row is seen
+    as often as Keras's own batching would show it and ``ceil(n / batch_size)`` steps make an epoch.
 
     Every step has one shape, so JAX compiles the training step once per model, not again for a last short
     batch (about 2 s for a small CNN here); the folds of a search, whose sizes differ, share that shape too.
@@ -169,11 +170,17 @@ def full_batches(X: np.ndarray, T: np.ndarray, batch_size: int, seed: int):
     n = len(X)
     size = min(batch_size, n)
     rng = np.random.default_rng(seed)
+    order = np.zeros(0, dtype=np.int64)
     while True:
-        order = rng.permutation(n)
-        for at in range(0, n - size + 1, size):
-            rows = order[at:at + size]
-            yield X[rows], T[rows]
+        while len(order) < size:
+            order = np.concatenate([order, rng.permutation(n)])
+        rows, order = order[:size], order[size:]
+        yield X[rows], T[rows]
+
+
+def batches_per_pass(n: int, batch_size: int) -> int:
+    """Steps of `full_batches` that make one pass over ``n`` rows."""
+    return max(math.ceil(n / batch_size), 1)
 
 
 class TableRows:
@@ -207,12 +214,12 @@ def step_budget(X_train, config) -> dict[str, Any]:
     """How long one Keras training on ``X_train`` (rows held in memory, or `TableRows`) runs:
     ``{"epochs", "steps_per_epoch", "max_steps", "how"}``.
 
-    In memory: ``epochs`` passes of ``n // batch_size`` whole batches, fewer when that would pass
+    In memory: ``epochs`` passes of ``ceil(n / batch_size)`` steps, fewer when that would pass
     ``max_steps``. Streamed: an "epoch" is a validation check every ``max_steps // 20`` steps (or one
     pass, if shorter), ``ceil(max_steps / steps_per_epoch)`` of them. Early stopping may end either sooner.
     """
     n_train, streamed = len(X_train), isinstance(X_train, TableRows)
-    per_pass = max(n_train // config.batch_size, 1)  # whole batches only (`full_batches`)
+    per_pass = batches_per_pass(n_train, config.batch_size)
     if streamed:
         per_epoch = min(per_pass, max(config.max_steps // 20, 1))
         epochs = max(math.ceil(config.max_steps / per_epoch), 1)

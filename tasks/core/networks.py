@@ -17,6 +17,7 @@ from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
 from tasks.core.margin import (
     TableRows,
+    batches_per_pass,
     fit_keras,
     full_batches,
     glorot,
@@ -273,7 +274,7 @@ class Refitter:
                 if "learning_rate" not in v.path:
                     v.assign(np.zeros(v.shape, dtype=v.dtype))
             self.model.fit(full_batches(X.astype("float32"), targets(y), config.batch_size, config.seed),
-                           steps_per_epoch=len(X) // min(config.batch_size, len(X)), epochs=epochs, shuffle=False,
+                           steps_per_epoch=batches_per_pass(len(X), config.batch_size), epochs=epochs, shuffle=False,
                            verbose=0)
         return self.model
 
