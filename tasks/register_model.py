@@ -18,7 +18,8 @@ def register_model(bundle: ArtifactRef, root: str, run: dict[str, Any] | None = 
 
     A bundle whose identity is already a version is recognised and not registered twice.
     ``run`` (flow run id and name, report path) is recorded with a new version. The registry
-    is published as the ``marginflow-models`` table artifact.
+    is published as the ``marginflow-models`` table artifact when it changed (a cached run leaves the table
+    as it was: listing it checks every version's files).
     """
     registry = Registry(root)
     version, new = registry.register(bundle.at(root).dir, run=run)
@@ -26,5 +27,6 @@ def register_model(bundle: ArtifactRef, root: str, run: dict[str, Any] | None = 
     if registry.repaired:
         log.warning("registry repaired: %s", "; ".join(registry.repaired))
     log.info("model %s %s", version, "registered" if new else "already registered (same model)")
-    publish_models(registry)
+    if new or registry.repaired:  # else the registry, and so the dashboard's table of it, is as it was
+        publish_models(registry)
     return version, new
