@@ -71,7 +71,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="marginflow-loop-"))
     home = work / "prefect"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": "", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # a new Prefect home and an empty JAX compilation cache: "cold" compiles every network afresh
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": "", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "MARGINFLOW_JAX_CACHE": str(work / "jax")}
     rows: list[tuple[str, float, str, str]] = []  # measurement, seconds, target, note
 
     def row(name: str, seconds: float, target: float | None, note: str = "") -> None:

@@ -165,10 +165,25 @@ def _load_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides, flags)
 
 
-def _data_root(args: argparse.Namespace) -> None:
-    """Refuse a data root that exists and is not a folder."""
-    if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+def _data_root(args: argparse.Namespace, write: bool = False) -> None:
+    """Refuse a data root that is not a folder, or lies under a file; with ``write``, also one where this
+    user cannot create files (a read-only or immutable folder, ``/proc``). The check leaves nothing behind."""
+    import tempfile
+
+    path = os.path.abspath(args.data_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"--data-dir {args.data_dir}: not a folder")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"--data-dir {args.data_dir}: {existing} is a file, not a folder")
+    if not write:
+        return
+    try:  # what the run will do first: make folders there and write into them
+        os.rmdir(tempfile.mkdtemp(prefix=".marginflow-probe-", dir=existing))
+    except OSError as e:
+        raise InputError(f"--data-dir {args.data_dir}: cannot write in {existing} ({e.strerror or e})") from None
 
 
 def _preflight(config, args: argparse.Namespace) -> None:
@@ -186,7 +201,7 @@ def _preflight(config, args: argparse.Namespace) -> None:
     from tasks.store.cache import lookup
     from tasks.store.tables import read_meta
 
-    _data_root(args)
+    _data_root(args, write=True)
     dataset = lookup(ingest, describe_source(config.data), config.data, root=os.path.abspath(args.data_dir))
     layout = Layout.from_meta(read_meta(dataset)) if dataset is not None else check_source(config.data)
     check_against_data(config.encoder, layout)
@@ -384,6 +399,14 @@ def _serve_command(args: argparse.Namespace) -> int:
     if config.data.input is not None:  # scheduled runs must not depend on the serving shell's directory
         config = config.model_copy(update={"data": config.data.model_copy(
             update={"input": os.path.abspath(config.data.input)})})
+    _data_root(args, write=True)
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(args.timezone)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError; a bad name a ValueError
+        raise InputError(f"--timezone {args.timezone}: not a time zone (an IANA name such as UTC or "
+                         "Europe/Berlin)") from None
     if not os.environ.get("PREFECT_API_URL"):
         from flows.server import profile_api_url, running_dashboard
 
@@ -503,6 +526,11 @@ def _predict_command(args: argparse.Namespace) -> int:
 
     if args.batch_rows < 1:
         raise InputError(f"--batch-rows {args.batch_rows}: must be at least 1")
+    output, root = os.path.realpath(args.output), os.path.realpath(args.data_dir)
+    for kept in ("artifacts", "models", "cache"):
+        if output.startswith(os.path.join(root, kept) + os.sep):
+            raise InputError(f"--output {args.output}: inside the data root's {kept}/ folder, which marginflow "
+                             "manages; write the predictions elsewhere")
     path = _registry(args).path(args.model)
     model = Bundle.load(path)
 

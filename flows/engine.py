@@ -106,14 +106,57 @@ def check_workers(results: dict[str, str | None]) -> None:
             raise InputError(f"Dask worker {worker}: {problem}")
 
 
-def _connect(address: str):
+def _reachable(address: str, timeout: float) -> None:
+    """A bounded TCP connect to ``address`` (``tcp://host:port``).
+
+    Raises:
+        InputError: the host does not resolve, or nothing accepts a connection there within ``timeout`` seconds.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (ValueError, OverflowError):
+        raise InputError(f"--dask-address {address}: not an address (tcp://host:port, port 1-65535)") from None
+    except socket.gaierror:
+        raise InputError(f"--dask-address {address}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise InputError(f"--dask-address {address}: no answer within {timeout:g} s "
+                         "(engine.connect_timeout_s)") from None
+    except OSError as e:
+        raise InputError(f"--dask-address {address}: cannot connect ({e.strerror or e})") from None
+
+
+def _connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
+    """A Dask client of the scheduler at ``address``, reached within ``timeout`` seconds.
+
+    The TCP connect is bounded (`_reachable`); so is Dask's handshake, which `distributed.Client` would wait
+    for forever on a port that accepts connections but is not a Dask scheduler: it runs in a thread that is
+    abandoned (a daemon) if it has not finished in time.
+    """
+    import threading
+
     import distributed
 
-    try:
-        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        reason = first_line(e)
-        raise InputError(f"--dask-address {address}: no Dask scheduler answers there ({reason})") from None
+    _reachable(address, timeout)
+    done: dict[str, object] = {}
+
+    def open_client() -> None:
+        try:
+            done["client"] = distributed.Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as e:  # noqa: BLE001  (reported below, in the caller's thread)
+            done["error"] = e
+
+    opener = threading.Thread(target=open_client, name="marginflow-dask-connect", daemon=True)
+    opener.start()
+    opener.join(timeout + 5)
+    if "client" not in done:
+        error = done.get("error")
+        reason = first_line(error) if error is not None else f"no Dask handshake within {timeout:g} s"
+        raise InputError(f"--dask-address {address}: no Dask scheduler answers there ({reason})")
+    client = done["client"]
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
     except (TimeoutError, OSError):
@@ -151,7 +194,7 @@ def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
                 n_workers=engine.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR))
             address = cluster.scheduler_address
-        client = _connect(address)
+        client = _connect(address, engine.connect_timeout_s)
         stack.callback(client.close)
         check_workers(client.run(probe_worker, root, api_url))
         yield DaskTaskRunner(address=address)

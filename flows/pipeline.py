@@ -169,6 +169,10 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
             searches[f"{stage.name}.cv"] = (f"{SEARCH_TASK} points", cv)
             kwargs["cv"] = cv
         if stage.candidates and config.encoder.kind == "auto":
+            futures[stage.inputs[0]].wait()
+            if not futures[stage.inputs[0]].state.is_completed():  # the search needs the rows' layout
+                for name in futures:  # in table order: the earliest stage's own error, as below
+                    futures[name].result()
             trained, scored = _submit_candidates(futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
             searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK} tasks for {len(trained)} candidates",
                                                     [f for rungs in trained for f in rungs])

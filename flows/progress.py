@@ -48,6 +48,31 @@ def console_handlers() -> list[logging.Handler]:
     return found
 
 
+class _OneLineInputErrors(logging.Formatter):
+    """A console handler's formatter that leaves out the traceback of bad input.
+
+    Prefect logs a failed task's or flow's exception with its traceback; for an `InputError`, which the CLI
+    reports as one line (exit 2), the console keeps the log line and drops the traceback. The Prefect API and
+    ``--log-file`` still get it whole (the record is put back as it was once formatted).
+    """
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        from tasks.errors import InputError
+
+        if not (record.exc_info and isinstance(record.exc_info[1], InputError)):
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 @contextlib.contextmanager
 def log_setup(log_file: str | None, console_level: int | None, keep_level: bool = False) -> Iterator[None]:
     """Send every run log line to ``log_file`` (appended; INFO and up) and, when ``console_level``
@@ -66,6 +91,11 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
     if log_file and level is None and loggers[0].getEffectiveLevel() > logging.INFO:
         level = loggers[0].getEffectiveLevel()
     handlers = console_handlers() if level is not None else []
+    consoles = console_handlers()
+    formatters = [h.formatter for h in consoles]
+    for h in consoles:
+        if not isinstance(h.formatter, _OneLineInputErrors):
+            h.setFormatter(_OneLineInputErrors(h.formatter))
     handler_levels = [h.level for h in handlers]
     logger_levels = [lg.level for lg in loggers]
     for h in handlers:
@@ -85,6 +115,8 @@ def log_setup(log_file: str | None, console_level: int | None, keep_level: bool 
         if not keep_level:
             for h, before in zip(handlers, handler_levels, strict=True):
                 h.setLevel(before)
+            for h, before in zip(consoles, formatters, strict=True):
+                h.setFormatter(before)
         if file_handler is not None:
             for lg, before in zip(loggers, logger_levels, strict=True):
                 lg.removeHandler(file_handler)

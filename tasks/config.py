@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,8 +22,24 @@ from tasks.errors import InputError
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 
+# what numpy's and scikit-learn's random states accept
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="a random seed, 0 to 2**32 - 1")]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section. Strict types, the one place the rules on values live: an integer key takes an integer
+    (not ``true``, not ``"5"``), a float key takes a number (not a boolean), every number is finite, and each
+    key's range is its ``Field``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="after")
+    def _finite(self):
+        for name, value in self:
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return self
 
 
 class DataConfig(_Section):
@@ -43,7 +61,7 @@ class DataConfig(_Section):
     split_column: str | None = None
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
     layout: Literal["auto", "table", "sequence", "image"] = Field(
         "auto", description="what a row is: inferred from the column names (auto), or as given")
     shape: list[int] | None = Field(
@@ -113,7 +131,7 @@ class EncoderConfig(_Section):
                                                    "epochs, whichever ends first")
     val_rows: int = Field(5000, ge=10, description="early stopping watches at most this many validation rows "
                                                    "(a seeded sample of a larger val split)")
-    seed: int = 0
+    seed: Seed = 0
     search_budget_s: float = Field(900.0, gt=0.0, description="kind = auto: no candidate starts after this many "
                                                               "seconds of search (one that runs finishes)")
     search_folds: int = Field(3, ge=2, description="kind = auto with few training rows: stratified folds ...")
@@ -179,7 +197,7 @@ class SVCConfig(_Section):
     C: float = Field(10.0, gt=0.0)
     gamma: Literal["scale", "auto"] | float = "scale"
     class_weight: Literal["balanced"] | None = None
-    seed: int = Field(0, description="SVC random_state and CV fold shuffling; a fixed one keeps libsvm "
+    seed: Seed = Field(0, description="SVC random_state and CV fold shuffling; a fixed one keeps libsvm "
                                      "off NumPy's global RNG, which Keras shuffles with")
     search: bool = False
     search_C: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
@@ -222,7 +240,7 @@ class LinearHingeConfig(_Section):
     learning_rate: float = Field(0.01, gt=0.0)
     max_steps: int = Field(4000, ge=1, description="the most optimisation steps (batches); with epochs, whichever "
                                                    "ends first")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class RFFConfig(_Section):
@@ -240,7 +258,7 @@ class RFFConfig(_Section):
     learning_rate: float = Field(0.005, gt=0.0)
     max_steps: int = Field(4000, ge=1, description="the most optimisation steps (batches); with epochs, whichever "
                                                    "ends first")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class KNNConfig(_Section):
@@ -259,7 +277,7 @@ class KNNConfig(_Section):
     dtw_window: float = Field(0.1, ge=0.0, le=1.0)
     dtw_max_cells: float = Field(2e10, gt=0)
     select_rows: int = Field(1000, ge=10)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _ks(self) -> KNNConfig:
@@ -294,6 +312,9 @@ class RetrainConfig(_Section):
     tolerance: float = Field(0.0, ge=0.0, le=1.0)
 
 
+_ADDRESS = re.compile(r"(?:(?:tcp|tls)://)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
 class EngineConfig(_Section):
     """Where the pipeline's tasks run; not part of any cache key or model identity.
 
@@ -305,13 +326,17 @@ class EngineConfig(_Section):
     """
 
     kind: Literal["threads", "dask"] = "threads"
-    address: str | None = None
-    workers: int | None = Field(None, ge=1)
+    address: str | None = Field(None, description="a Dask scheduler's address, tcp://host:port")
+    workers: int | None = Field(None, ge=1, le=1024)
+    connect_timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="the most seconds spent reaching the "
+                                     "scheduler at address (TCP connect, then Dask's handshake)")
 
     @model_validator(mode="after")
     def _dask_only(self) -> EngineConfig:
         if self.kind == "threads" and (self.address is not None or self.workers is not None):
             raise ValueError("engine.address and engine.workers need engine.kind = 'dask'")
+        if self.address is not None and not _ADDRESS.fullmatch(self.address):
+            raise ValueError(f"engine.address (--dask-address) must look like tcp://host:port, got {self.address!r}")
         if self.address is not None and self.workers is not None:
             raise ValueError("engine.workers sizes a local cluster; an existing cluster at engine.address has its own")
         return self
@@ -349,12 +374,24 @@ def _describe(err: ValidationError) -> str:
     return f"config key {key}: {msg}{shown}"
 
 
-def _parse_value(raw: str) -> Any:
-    """A ``--set`` value is read as a TOML value (numbers, booleans, lists); else as a string."""
+def _parse_value(key: str, raw: str) -> Any:
+    """A ``--set`` value is read as exactly one TOML value (numbers, booleans, lists, quoted strings); else, when it
+    is one line of printable text, as a string.
+
+    Raises:
+        InputError: more than one TOML value (a value that would set other keys), or control characters.
+    """
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        parsed = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
-        return raw
+        parsed = None
+    if parsed is not None:
+        if set(parsed) != {"v"}:
+            raise InputError(f"--set {key}: the value must be one TOML value, not {raw!r}")
+        return parsed["v"]
+    if not raw.isprintable():
+        raise InputError(f"--set {key}: the value must be one line of printable text, not {raw!r}")
+    return raw
 
 
 def _set_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -398,7 +435,7 @@ def load_config(
         if "=" not in item:
             raise InputError(f"--set {item}: expected section.key=value")
         key, raw = item.split("=", 1)
-        _set_key(tree, key.strip(), _parse_value(raw.strip()))
+        _set_key(tree, key.strip(), _parse_value(key.strip(), raw.strip()))
     for key, value in (flags or {}).items():
         _set_key(tree, key, value)
     data = tree.get("data")

@@ -131,11 +131,79 @@ CASES = {
     "dashboard: port out of range": (lambda t, d: ["dashboard", "--port", "70000"], "--port 70000: not a TCP port"),
     "dashboard: unknown host": (lambda t, d: ["dashboard", "--host", "no-such-host.invalid"],
                                 "--host no-such-host.invalid: not an address of this machine"),
+    # the wider probe's rows: each was an internal error, a traceback or a silent wrong result
+    "predict: parquet with duplicate column names": (
+        lambda t, d: ["predict", "--input", str(_duplicate_parquet(d)), "--output", str(d / "o.csv"),
+                      "--data-dir", str(t)], "dup.parquet: duplicate column name 'sepal_length'"),
+    "predict: a value beyond float32": (
+        lambda t, d: ["predict", "--input", str(_csv(d, "big.csv", _iris_rows(d).assign(
+            petal_width=lambda f: f.petal_width.where(f.index != 3, 1e39)))), "--output", str(d / "o.csv"),
+                      "--data-dir", str(t)], "big.csv: column 'petal_width' has a value beyond float32 (1e+39, row 4)"),
+    "predict: output is the input": (
+        lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))), "--output", str(d / "x.csv"),
+                      "--data-dir", str(t)], "x.csv: is the input file"),
+    "predict: output inside the registry": (
+        lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))), "--output",
+                      str(_root_copy(t, d) / "models" / "p.csv"), "--data-dir", str(d / "data")],
+        "inside the data root's models/ folder"),
+    "predict: output in a folder that cannot be written": (
+        lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))), "--output", "/proc/p.csv",
+                      "--data-dir", str(t)], "/proc/p.csv: cannot write in /proc"),
+    "run: data root under /proc": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", "/proc/marginflow-data"],
+                                   "--data-dir /proc/marginflow-data: cannot write in /proc"),
+    "run: data root under a regular file": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(_file_root(d) / "sub")],
+        "--data-dir {tmp}/datafile/sub: {tmp}/datafile is a file, not a folder"),
+    "models: data root under a regular file": (lambda t, d: ["models", "--data-dir", str(_file_root(d) / "sub")],
+                                               "is a file, not a folder"),
+    "run: learning rate inf": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                             "encoder.learning_rate=inf"],
+                               "config key encoder: learning_rate must be a finite number, got inf"),
+    "run: svc.C inf": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set", "svc.C=inf"],
+                       "config key svc: C must be a finite number"),
+    "run: svc.C nan": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set", "svc.C=nan"],
+                       "config key svc"),
+    "run: a negative encoder seed": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                                   "encoder.seed=-1"], "config key encoder.seed"),
+    "run: a negative svc seed": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                               "svc.seed=-1"], "config key svc.seed"),
+    "run: a seed past 2**32 - 1": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                                 "data.seed=4294967296"], "config key data.seed"),
+    "run: a boolean for a number": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                                  "encoder.epochs=true"], "config key encoder.epochs"),
+    "run: a number for a boolean": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                                                  "svc.search=1"], "config key svc.search"),
+    "run: one --set value carrying another section": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set",
+                      'svc.C=1\n[encoder]\nkind="cnn2d"'], "--set svc.C: the value must be one TOML value"),
+    "run: a dask address that is not one": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--dask-address", "not an address"],
+        "engine.address (--dask-address) must look like tcp://host:port, got 'not an address'"),
+    "run: a dask address of an unknown host": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--dask-address",
+                      "tcp://no-such-host.invalid:8786"], "--dask-address tcp://no-such-host.invalid:8786: unknown host"),
+    "run: a dask address that never answers": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--set", "engine.connect_timeout_s=1",
+                      "--dask-address", "tcp://10.255.255.1:8786"], "--dask-address tcp://10.255.255.1:8786: "),
+    "serve: an unknown time zone": (lambda t, d: ["serve", "--cron", "0 3 * * *", "--timezone", "Not/AZone",
+                                                  "--dataset", "iris", "--data-dir", str(d / "fresh")],
+                                    "--timezone Not/AZone: not a time zone"),
     "run: shifts on a table": (
         lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
                       "--set", "encoder.augment_shift=2"],
         "encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d'"),
 }
+
+
+def _duplicate_parquet(tmp: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _iris_rows(tmp)
+    table = pa.Table.from_arrays([pa.array(rows[c]) for c in rows.columns] + [pa.array(rows["sepal_length"])],
+                                 names=[*rows.columns, "sepal_length"])
+    pq.write_table(table, tmp / "dup.parquet")
+    return tmp / "dup.parquet"
 
 
 def _folder(path: Path) -> Path:
@@ -200,3 +268,37 @@ def test_an_interrupted_first_registration_is_repaired_by_any_registry_command(t
     events = [json.loads(x)["event"] for x in history.read_text().splitlines()]
     assert events == ["registered", "promoted"]
     assert os.path.exists(root / "models" / "champion.json")
+
+
+def test_a_csv_with_a_byte_order_mark_is_read_as_its_encoding(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the first column keeps its plain name."""
+    from tasks.config import DataConfig
+    from tasks.core.dataset import prepare
+    from tests.helpers import iris_csv
+
+    path = iris_csv(tmp_path / "plain.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    frame, meta = prepare(DataConfig(dataset=None, input=str(bom), label="species"))
+    assert meta["feature_names"][0] == "sepal_length" and len(frame) == 150
+    from tasks.ops.predict import _columns
+
+    assert _columns(bom)[0] == "sepal_length"
+
+
+def test_a_bad_value_deep_in_a_large_source_is_one_line_without_a_traceback(prefect_api, tmp_path):
+    """A source too large to read before the run is validated by ingest as it streams: exit 2, the error as
+    the last line, no traceback on the console, no artifact."""
+    from tests.conftest import run_cli
+    from tests.helpers import iris_csv
+
+    frame = pd.read_csv(iris_csv(tmp_path / "iris.csv")).astype({"petal_length": object})
+    frame.loc[140, "petal_length"] = "oops"
+    frame.to_csv(tmp_path / "deep.csv", index=False)
+    proc = run_cli("run", "--input", str(tmp_path / "deep.csv"), "--label", "species", "--data-dir",
+                   str(tmp_path / "data"), env={"MARGINFLOW_PREFLIGHT_BYTES": "100"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"marginflow: error: {tmp_path / 'deep.csv'}: column "
+                                                    "'petal_length' is not numeric (value 'oops' at row 141)")
+    assert not list((tmp_path / "data" / "artifacts").rglob("*.parquet"))

@@ -240,7 +240,7 @@ def _file_columns(p: Path) -> list[str]:
             names = pq.read_schema(p).names
         else:
             opener = gzip.open if name.endswith(".gz") else open
-            with opener(p, "rt", newline="") as f:
+            with opener(p, "rt", newline="", encoding="utf-8-sig") as f:  # a byte-order mark (Excel) is not a name
                 names = next(csv.reader(f, delimiter="\t" if ".tsv" in name else ","), [])
             if not names:
                 raise InputError(f"{p}: file is empty")
@@ -275,7 +275,8 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
         text = {label} | ({split_column} if split_column else set())
         types = {c: (pa.string() if c in text else pa.float64()) for c in names}
         reader = pacsv.open_csv(
-            p, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            # the names as `_file_columns` read them (a byte-order mark removed); the header line itself skipped
+            p, read_options=pacsv.ReadOptions(block_size=1 << 22, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in name else ","),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
         pending, held = [], 0
@@ -295,19 +296,20 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
         m = CSV_CONVERSION.search(str(e))
         if m:
             column = names[int(m.group(1))]
-            row = int(m.group(2)) if m.group(2) else _first_non_number(p, column, batch_rows)
+            row = int(m.group(2)) if m.group(2) else _first_non_number(p, names, column)
             at = f" at row {row}" if row else ""
             raise InputError(f"{p}: column {column!r} is not numeric (value {m.group(3)!r}{at})") from None
         raise _unreadable(p, e) from None
 
 
-def _first_non_number(p: Path, column: str, batch_rows: int) -> int | None:
+def _first_non_number(p: Path, names: list[str], column: str) -> int | None:
     """The data row (1-based) of the first value of a CSV column that is not a number (the error path only:
     pyarrow names the value but not its row). Reads that one column as text, a batch at a time."""
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
-    reader = pacsv.open_csv(p, parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in p.name.lower() else ","),
+    reader = pacsv.open_csv(p, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+                            parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in p.name.lower() else ","),
                             convert_options=pacsv.ConvertOptions(include_columns=[column],
                                                                  column_types={column: pa.string()}))
     row = 1
@@ -531,20 +533,28 @@ def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, An
 
 # Sources up to this size are read whole before a run starts (`check_source`), so any bad value fails
 # before anything is written; larger ones get their header checked, and their values in ingest.
-PREFLIGHT_FULL_BYTES = 256 * 2**20
+def preflight_full_bytes() -> int:
+    """Sources up to this size are read whole before a run (``MARGINFLOW_PREFLIGHT_BYTES``, default 256 MiB)."""
+    import os
+
+    try:
+        return int(os.environ.get("MARGINFLOW_PREFLIGHT_BYTES") or 256 * 2**20)
+    except ValueError:
+        raise InputError(f"MARGINFLOW_PREFLIGHT_BYTES={os.environ['MARGINFLOW_PREFLIGHT_BYTES']!r}: not a number "
+                         "of bytes") from None
 
 
 def check_source(config: DataConfig) -> Any:
     """Validate the source before a run; returns the rows' `tasks.core.layout.Layout`.
 
-    A built-in or a source of at most `PREFLIGHT_FULL_BYTES` is scanned whole (`scan`); a larger one
+    A built-in or a source of at most `preflight_full_bytes` is scanned whole (`scan`); a larger one
     has its columns checked (label, split column, layout, shape) and its values are validated by the
     ``ingest`` stage as it streams them, which fails the same way and leaves no artifact behind.
     """
     if config.input is not None:
         path = Path(config.input)
         files = landing_files(path) if path.is_dir() else [path]
-        if sum(f.stat().st_size for f in files if f.is_file()) > PREFLIGHT_FULL_BYTES:
+        if sum(f.stat().st_size for f in files if f.is_file()) > preflight_full_bytes():
             names = _file_columns(files[0])
             features = feature_columns(names, str(files[0]), config.label, config.split_column)
             return resolve_layout(features, config.layout, config.shape)

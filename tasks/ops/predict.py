@@ -34,13 +34,31 @@ def _columns(path: Path) -> list[str]:
         if name.endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 
-            return list(pq.read_schema(path).names)
-        if name.endswith((".csv", ".csv.gz")):
-            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+            names = [str(c) for c in pq.read_schema(path).names]
+        elif name.endswith((".csv", ".csv.gz")):
+            names = _csv_header(path)
+        else:
+            raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
+    except InputError:
+        raise
     except Exception as e:  # unreadable header: one line
         first = first_line(e)
         raise InputError(f"{path}: unreadable file ({first})") from None
-    raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
+    seen: set[str] = set()
+    dupes = [c for c in names if c in seen or seen.add(c)]
+    if dupes:
+        raise InputError(f"{path}: duplicate column name {dupes[0]!r}")
+    return names
+
+
+def _csv_header(path: Path) -> list[str]:
+    """A CSV's header as written (pandas would rename a duplicate ``a`` to ``a.1``), a byte-order mark removed."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
 
 
 def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
@@ -57,7 +75,7 @@ def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.Data
             chunks = (b.to_pandas() for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(
                 batch_size=batch_rows, columns=columns))
         else:
-            chunks = pd.read_csv(path, usecols=columns, chunksize=batch_rows)
+            chunks = pd.read_csv(path, usecols=columns, chunksize=batch_rows, encoding="utf-8-sig")
         for chunk in chunks:
             if len(chunk):
                 yield chunk
@@ -85,6 +103,11 @@ def output_frame(model: Bundle, rows: pd.DataFrame, where: str) -> pd.DataFrame:
         r, c = np.argwhere(~np.isfinite(X))[0]
         raise InputError(f"{where}: column {model.feature_names_in_[c]!r} has a missing or non-finite value "
                          f"(row {int(rows.index[r]) + 1})")
+    big = np.abs(X) > np.finfo(np.float32).max  # the model computes in float32, as ingest stores the features
+    if big.any():
+        r, c = np.argwhere(big)[0]
+        raise InputError(f"{where}: column {model.feature_names_in_[c]!r} has a value beyond float32 "
+                         f"({X[r, c]:.3g}, row {int(rows.index[r]) + 1})")
     F = model.features(X)
     out = pd.DataFrame({"prediction": model.classes_[model.svc.predict(F).astype(np.int64)]})
     scores = model.svc.decision_function(F)
@@ -113,10 +136,17 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
         raise InputError(f"{output_path}: is a folder")
     if not dest.parent.is_dir():
         raise InputError(f"{output_path}: folder {dest.parent} does not exist")
+    if dest.resolve() == src.resolve():
+        raise InputError(f"{output_path}: is the input file; write the predictions to another file")
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{output_path}: folder {dest.parent} is not writable")
     columns = _columns(src)
     allowed = (model.label,) if model.label else ()
     check_columns(columns, model.feature_names_in_, str(src), allowed_extra=allowed)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".tmp")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{output_path}: cannot write in {dest.parent} ({e.strerror or e})") from None
     os.close(fd)
     tmp, n, writer = Path(tmp_name), 0, None
     try:
