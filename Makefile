@@ -7,7 +7,7 @@ PORT   ?= 4200
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test bench bench-scale dashboard screenshots lint clean
+.PHONY: demo test fuzz bench bench-scale dashboard screenshots lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the
 test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, one per test file)
 	$(BIN)/ruff check flows tasks tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+fuzz: $(STAMP)  ## the property-based input tests with 2,000 generated inputs each (6,000 in all; make test runs 30 each)
+	MARGINFLOW_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 bench: $(STAMP)  ## accuracy, loop, speed and predict benchmarks (each prints a table)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"

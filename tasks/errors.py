@@ -8,4 +8,14 @@ def first_line(e: BaseException) -> str:
 
 
 class InputError(ValueError):
-    """Bad input data or config. The message is one line that names the file, column or key."""
+    """Bad input data or config. The message is one line that names the file, column or key.
+
+    A message that quotes what the user typed may carry line breaks or control characters (a ``--set`` key
+    with a newline, a column name): they are shown escaped, so the message stays one line.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        text = str(message)
+        if not text.isprintable():
+            text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+        super().__init__(text)
