@@ -136,7 +136,7 @@ def main() -> None:
     t, p = _cli(*digits, env=env)
     assert p.returncode == 0 and not _ran(p), p.stderr[-2000:]
     started = next((line for line in p.stderr.splitlines() if "temporary server (" in line), "")
-    row("cached digits, no server (a temporary one starts)", t, 12, started.split("Prefect API: ")[-1][:40])
+    row("cached digits, no server (a temporary one starts)", t, 12, started.split("(")[-1].split(")")[0])
 
     print(f"\nmarginflow loop ({EXE[0]}), {os.cpu_count()} cores, Python {platform.python_version()}, each a new "
           "process")

@@ -245,8 +245,8 @@ def _prefect_api(args: argparse.Namespace) -> Iterator[Any]:
         except RuntimeError as e:
             raise InputError(f"{e} (a busy machine?): start `marginflow dashboard` in another shell and rerun; "
                              "runs use its server") from None
-        say(f"Prefect API: a temporary server ({server.seconds:.1f} s to start); runs start faster with "
-            "`marginflow dashboard` running in another shell")
+        say(f"Prefect API: a temporary server, {server.api_url} ({server.seconds:.1f} s to start); runs start faster "
+            "with `marginflow dashboard` running in another shell")
 
     try:
         yield ready

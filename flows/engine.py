@@ -53,6 +53,7 @@ def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None
 
     from flows.server import drain_prefect_queues, free_port, start_server, stop_server, wait_healthy
 
+    own_home = home is None
     home = home or Path(tempfile.mkdtemp(prefix="marginflow-prefect-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -72,6 +73,10 @@ def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None
     finally:
         drain_prefect_queues()  # while the server is up
         stop_server(server)
+        if own_home:
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def probe_worker(root: str, api_url: str | None) -> str | None:

@@ -125,6 +125,20 @@ def profile_api_url(home: Path | None = None) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def die_with_parent() -> None:
+    """In a child process before it executes: ask Linux to send it SIGTERM when the process that started it dies
+    (a ``kill -9`` of the command leaves no server running). Elsewhere this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(0)
+
+
 class TemporaryServer:
     """A Prefect API server for one command, started at once in the background (as Prefect's own temporary
     server is: uvicorn on the API app, no UI, this Prefect home's database) so that it starts while the
@@ -144,7 +158,8 @@ class TemporaryServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
              "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=die_with_parent)
         self.seconds: float | None = None  # from start to answering, once `wait` returned
 
     def wait(self, timeout: float) -> None:

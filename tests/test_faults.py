@@ -167,3 +167,29 @@ def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tm
     assert json.loads(again.stdout)["stages"]["ingest"]["status"] == "cached"
     registry = _consistent(data)
     assert registry.names() == ["v0001"] and registry.champion() == "v0001"
+
+
+def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
+    """Without PREFECT_API_URL a run starts its own server; a kill -9 of the run takes that server down too."""
+    import re
+    import time
+
+    from flows.server import answers
+
+    exe = Path(sys.executable).parent / "marginflow"
+    env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([str(exe), *_run_args(csv, tmp_path / "data")], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = None
+    for line in proc.stderr:  # the line that says which server, once it answers
+        m = re.search(r"a temporary server, (http://\S+/api)", line)
+        if m:
+            url = m.group(1)
+            break
+    assert url and answers(url), "the run never said which server it uses"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while answers(url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not answers(url), f"the temporary server at {url} outlived its run"

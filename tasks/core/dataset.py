@@ -391,7 +391,8 @@ def check_batch(batch, where: str, first_row: int, features: list[str], label: s
         values = col.to_numpy(zero_copy_only=False)
         if values.dtype != np.float32:  # one column at a time: no float64 copy of the whole batch
             wide = values.astype(np.float64, copy=False)
-            values = wide.astype(np.float32)
+            with np.errstate(over="ignore"):  # values beyond float32 are found below and reported in one line
+                values = wide.astype(np.float32)
             overflow = np.flatnonzero(np.isfinite(wide) & ~np.isfinite(values))
         else:
             wide, overflow = values, np.zeros(0, dtype=np.int64)
