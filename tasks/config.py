@@ -520,3 +520,44 @@ def run_name(config: Config) -> str:
     """
     material = json.dumps(config.model_dump(mode="json", exclude={"engine"}), sort_keys=True)
     return f"{source_name(config.data)}-{hashlib.sha256(material.encode()).hexdigest()[:8]}"
+
+
+# --------------------------------------------------------------------------- the keys, as a table
+
+
+def _type_name(annotation: Any) -> str:
+    """A field's type in words: ``int``, ``float``, ``bool``, ``text``, ``list of int``, ``'a' | 'b'``, ``... or none``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in args if a is not type(None)]
+        return " \\| ".join(parts) + (" \\| none" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is Annotated:
+        return _type_name(args[0])
+    return {int: "int", float: "float", bool: "bool", str: "text"}.get(annotation, str(annotation))
+
+
+def key_table() -> str:
+    """Every config key with its type, default and range, as a markdown table (the README shows it; a test
+    keeps the two equal). The ranges are the fields' own constraints: this is where the rules live."""
+    lines = ["| key | type | default | range |", "|:---|:---|:---|:---|"]
+    for section, field in Config.model_fields.items():
+        for key, f in field.annotation.model_fields.items():
+            limits = []
+            for m in f.metadata:
+                for name, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                    value = getattr(m, name, None)
+                    if value is not None:
+                        limits.append(f"{sym} {value}" if isinstance(value, int) else f"{sym} {value:g}")
+            if f.annotation is float or "float" in _type_name(f.annotation):
+                limits.append("finite")
+            default = f.get_default(call_default_factory=True)
+            shown = "none" if default is None else json.dumps(default)
+            lines.append(f"| `{section}.{key}` | {_type_name(f.annotation)} | `{shown}` | {', '.join(limits)} |")
+    return "\n".join(lines)

@@ -77,3 +77,14 @@ def test_changes_are_what_was_set_not_a_built_in_datasets_own_defaults():
     a, b = (run_name(load_config(None, o, {"data.dataset": "iris"})) for o in ([], ["svc.C=3"]))
     assert a.startswith("iris-") and b.startswith("iris-") and a != b
     assert a == run_name(load_config(None, ["engine.kind='dask'"], {"data.dataset": "iris"}))  # not the engine
+
+
+def test_the_readmes_table_of_keys_is_the_configs_own():
+    """The README's table of every key, type, default and range is generated from the config's fields."""
+    from pathlib import Path
+
+    from tasks.config import key_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- config keys: begin -->\n", 1)[1].split("\n<!-- config keys: end -->", 1)[0]
+    assert shown == key_table(), "regenerate: python -c 'from tasks.config import key_table; print(key_table())'"
