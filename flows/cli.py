@@ -170,6 +170,8 @@ def _data_root(args: argparse.Namespace, write: bool = False) -> None:
     user cannot create files (a read-only or immutable folder, ``/proc``). The check leaves nothing behind."""
     import tempfile
 
+    if not args.data_dir.strip():
+        raise InputError("--data-dir is empty: name a folder (default ./data)")
     path = os.path.abspath(args.data_dir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"--data-dir {args.data_dir}: not a folder")

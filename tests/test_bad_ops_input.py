@@ -149,6 +149,7 @@ CASES = {
     "predict: output in a folder that cannot be written": (
         lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))), "--output", "/proc/p.csv",
                       "--data-dir", str(t)], "/proc/p.csv: cannot write in /proc"),
+    "run: an empty data root": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", ""], "--data-dir is empty"),
     "run: data root under /proc": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", "/proc/marginflow-data"],
                                    "--data-dir /proc/marginflow-data: cannot write in /proc"),
     "run: data root under a regular file": (
