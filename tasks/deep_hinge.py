@@ -16,7 +16,7 @@ from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.margin_models import keras_predictor
-from tasks.core.networks import continue_training, keras_rows, load_encoder, train, with_hinge_head
+from tasks.core.networks import continue_training, keras_rows, load_encoder, save_keras, train, with_hinge_head
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
@@ -65,5 +65,5 @@ def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig,
     budget = {**budget_used(X, cfg, history), "start": "scratch" if start is None else "trained network"}
     return write_model_artifact(root, "deep_hinge", {"scaled": scaled.sha256, "config": cfg.model_dump(),
                                                      "start": encoder.sha256 if start else None},
-                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled,
+                                lambda w: save_keras(model, w.path("model.keras")), keras_predictor(model), scaled,
                                 fit.seconds, extra={"history.json": history, "budget.json": budget})

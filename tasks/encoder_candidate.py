@@ -23,7 +23,7 @@ import numpy as np
 from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used, step_budget
-from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder
+from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder, save_keras
 from tasks.core.search import rung_config, survivors, train_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -82,7 +82,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
     params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "rung": rung,
               "start": None if start is None else start.sha256}
     with ArtifactWriter(root, "encoder_candidate", params) as w:
-        model.save(w.path("encoder.keras"))
+        save_keras(model, w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
                                                            info["epochs"]), "candidate": candidate.name,
                                      "rung": rung, "budget": budget_used(X_train, config, history)})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tasks.config import LinearHingeConfig
 from tasks.core.margin_models import build_linear_hinge, fit_keras_margin, keras_predictor
-from tasks.core.networks import keras_rows
+from tasks.core.networks import keras_rows, save_keras
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
@@ -23,5 +23,5 @@ def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> A
         lambda: build_linear_hinge(d, k, n, config), X, y, k, config.loss, config,
         callbacks=(epoch_progress("linear_hinge"),))
     return write_model_artifact(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()},
-                                lambda w: model.save(w.path("model.keras")), keras_predictor(model), scaled, fit_seconds,
+                                lambda w: save_keras(model, w.path("model.keras")), keras_predictor(model), scaled, fit_seconds,
                                 extra={"history.json": history, "budget.json": budget})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tasks.config import RFFConfig
 from tasks.core.margin import TableRows, rbf_gamma
 from tasks.core.margin_models import build_rff_svm, fit_keras_margin, keras_predictor
-from tasks.core.networks import keras_rows
+from tasks.core.networks import keras_rows, save_keras
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
 from tasks.store.outputs import write_model_artifact
@@ -30,6 +30,6 @@ def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
                                                            "squared_hinge", config,
                                                            callbacks=(epoch_progress("rff_svm"),))
     params = {"scaled": scaled.sha256, "config": config.model_dump(), "gamma": gamma}
-    return write_model_artifact(root, "rff_svm", params, lambda w: model.save(w.path("model.keras")),
+    return write_model_artifact(root, "rff_svm", params, lambda w: save_keras(model, w.path("model.keras")),
                                 keras_predictor(model), scaled, fit_seconds,
                                 extra={"history.json": history, "budget.json": budget})

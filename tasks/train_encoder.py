@@ -22,7 +22,7 @@ from tasks.config import EncoderConfig
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
-from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, train
+from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -132,7 +132,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                  len(history["loss"]), budget["steps"], budget["how"], best + 1,
                  history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best])
     with ArtifactWriter(root, "encoder", params) as w:
-        model.save(w.path("encoder.keras"))
+        save_keras(model, w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
                                      "budget": budget})
         w.write_json("history.json", history)

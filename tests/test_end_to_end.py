@@ -130,9 +130,12 @@ def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
 
 def test_two_runs_from_empty_data_dirs_give_identical_metrics(prefect_api, tmp_path):
     config = load_config(None, [*TINY, "encoder.dropout=0.2"], {"data.dataset": "wine"})
-    files = []
+    files, models = [], []
     for name in ("a", "b"):
         result = pipeline(config=config, data_dir=str(tmp_path / name))
         files.append(json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text()))
+        models.append(json.loads((Path(result.stages["bundle"].artifact) / "manifest.json").read_text()))
     assert without_timings(files[0]) == without_timings(files[1])
+    # the same model, byte for byte (Keras's save times and object ids fixed): the same registry identity
+    assert models[0]["files"]["encoder.keras"] == models[1]["files"]["encoder.keras"]
     assert files[0]["approaches"]["features_svc"]["accuracy"] > 0.5

@@ -331,6 +331,44 @@ def check_keras_layers(path: str | Path) -> None:
             stack.extend(node)
 
 
+def save_keras(model, path: str | Path) -> None:
+    """``model.save(path)`` with the same bytes for the same model: Keras writes the time it saved
+    (``metadata.json``, the zip entries' dates) and the memory address of shared objects (``shared_object_id``
+    in ``config.json``). Those are fixed here (dates to 1980-01-01, ids numbered in order of appearance), so a
+    retrained identical network has the same SHA-256 and a registered model is recognised as such."""
+    import json
+    import os
+    import re
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    fd, raw = tempfile.mkstemp(dir=path.parent, prefix=".raw-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(raw)
+        ids: dict[str, str] = {}
+
+        def number(m: re.Match) -> str:
+            return f'"shared_object_id": {ids.setdefault(m.group(1), str(len(ids) + 1))}'
+
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+            for name in sorted(src.namelist()):
+                data = src.read(name)
+                if name == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                elif name == "config.json":
+                    data = re.sub(r'"shared_object_id":\s*(\d+)', number, data.decode()).encode()
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                dst.writestr(info, data)
+    finally:
+        Path(raw).unlink(missing_ok=True)
+
+
 def load_encoder(path: str | Path):
     """A saved encoder with its head (``.keras``), loaded with ``safe_mode=True``: no lambdas."""
     import keras

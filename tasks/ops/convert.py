@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.estimator import SECTIONS, MarginClassifier
+from tasks.core.networks import save_keras
 from tasks.core.svm import save_svc
 from tasks.ops.bundle import Bundle, making_config, write_bundle
 
@@ -66,7 +67,7 @@ def export_bundle(model: MarginClassifier, directory: str | Path, metrics: dict[
     try:
         writer = _DirectoryWriter(tmp)
         sources = {"scaler.json": lambda p: p.write_text(json.dumps(_scaler_json(model.scaler_), indent=2, sort_keys=True) + "\n"),
-                   "encoder.keras": lambda p: model.encoder_.save(p), "svc.skops": lambda p: save_svc(model.svc_, p)}
+                   "encoder.keras": lambda p: save_keras(model.encoder_, p), "svc.skops": lambda p: save_svc(model.svc_, p)}
         write_bundle(writer, sources, {"label": None, "classes": classes}, names, config, metrics or {})
         os.rename(tmp, target)
     except BaseException:
