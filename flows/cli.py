@@ -471,15 +471,26 @@ def _models_command(args: argparse.Namespace) -> int:
           "config changes from defaults")
     for v in versions:
         m = v.metrics
-        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{str(m.get('source', ''))[-15:]:<16}"
-              f"{m.get('accuracy', float('nan')):>9.4f}{m.get('macro_f1', float('nan')):>10.4f}  "
-              f"{str(v.run.get('flow_run_name') or '-')[:19]:<20}{shown(v.changes)}"
+        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{_shown(m.get('source', ''))[-15:]:<16}"
+              f"{_number(m.get('accuracy')):>9.4f}{_number(m.get('macro_f1')):>10.4f}  "
+              f"{_shown(v.run.get('flow_run_name') or '-')[:19]:<20}{_shown(shown(v.changes))}"
               + ("  REFUSED: will not load" if v.problem else ""))
     print("* champion; `marginflow compare A B` shows two versions side by side")
     for v in versions:
         if v.problem:
-            print(f"{v.version}: {v.problem}")
+            print(f"{v.version}: {_shown(v.problem)}")
     return 0
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; NaN (shown as nan) for what a damaged file holds instead."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
+
+
+def _shown(value: Any) -> str:
+    """Text from a data root's files, safe for a terminal: control characters (escape sequences) escaped."""
+    text = str(value)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _promote_command(args: argparse.Namespace) -> int:

@@ -68,9 +68,40 @@ def _foreign_svc(path: Path) -> None:
     sio.dump(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, np.arange(30) % 3), path)
 
 
+def _function_claiming_str(path: Path) -> None:
+    """The SVC file with one plain string node turned into a function loader that still claims ``builtins.str``
+    (skops would import and return ``os.system`` there)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    schema = json.loads(parts["schema.json"])
+
+    def turn(node) -> bool:
+        if isinstance(node, dict):
+            if node.get("__loader__") == "JsonNode" and node.get("__class__") == "str":
+                node.update({"__loader__": "FunctionNode", "content": {"module_path": "os", "function": "system"}})
+                return True
+            return any(turn(v) for v in node.values())
+        return isinstance(node, list) and any(turn(v) for v in node)
+
+    assert turn(schema)
+    parts["schema.json"] = json.dumps(schema).encode()
+    path.unlink()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
+def _labels_without_classes(path: Path) -> None:
+    path.write_text(json.dumps({"label": "species"}))
+
+
 @pytest.mark.parametrize(("name", "write", "needle"), [
     ("encoder.keras", _lambda_encoder, "keras.layers.Lambda, not a layer marginflow builds"),
     ("svc.skops", _foreign_svc, "refusing to load untrusted type sklearn."),
+    ("svc.skops", _function_claiming_str, "refusing to load builtins.str rebuilt by skops's FunctionNode"),
+    ("labels.json", _labels_without_classes, "labels.json: not a marginflow labels file"),
 ])
 def test_a_forged_version_is_refused_everywhere(trained, tmp_path, capsys, name, write, needle):
     forged = _second_version(trained)
@@ -103,3 +134,12 @@ def test_retrain_with_an_unusable_champion_promotes_a_loadable_challenger(traine
     assert decision.reason.startswith("champion unusable:") and "untrusted type" in decision.reason
     logged = [e for e in Registry(trained).history() if e["event"] == "decision"]
     assert logged and logged[-1]["reason"] == decision.reason
+
+
+def test_models_lists_a_version_whose_metrics_are_not_numbers(trained, capsys):
+    metrics = trained / "models" / "v0001" / "metrics.json"
+    metrics.chmod(0o644)
+    metrics.write_text(json.dumps({"accuracy": "high", "macro_f1": None, "source": "\x1b[31mred\x1b[0m"}))
+    assert main(["models", "--data-dir", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "v0001" in out and "\x1b" not in out  # shown as missing, and no terminal escape reaches the screen

@@ -146,17 +146,25 @@ _NUMPY_NAMES = {"ndarray", "dtype", "bool_", "str_", "bytes_", "object_", "float
                 "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 
 
-def skops_types(path) -> set[str]:
-    """Every type a skops file names (``module.Class``), read from its schema without loading anything."""
+# How skops rebuilds a node (its ``__loader__``): the loaders of plain values, each with the types it may
+# carry. Every other node must be an object of an allowed type rebuilt by ObjectNode or ReduceNode; any other
+# loader (FunctionNode, MethodNode, OperatorFuncNode, ...) is refused, whatever type it claims.
+_PLAIN_LOADERS = {"JsonNode", "DictNode", "ListNode", "TupleNode", "SetNode", "NdArrayNode", "TypeNode",
+                  "SliceNode", "BytesNode", "BytearrayNode", "DTypeNode", "CachedNode"}
+_OBJECT_LOADERS = {"ObjectNode", "ReduceNode", "LossNode"}  # LossNode: a ReduceNode for SGD losses
+
+
+def skops_nodes(path) -> set[tuple[str, str]]:
+    """Every ``(loader, module.Class)`` a skops file's schema holds, read without loading anything."""
     import json
     import zipfile
 
-    found: set[str] = set()
+    found: set[tuple[str, str]] = set()
 
     def walk(node) -> None:
         if isinstance(node, dict):
             if "__class__" in node:
-                found.add(f"{node.get('__module__')}.{node['__class__']}")
+                found.add((str(node.get("__loader__")), f"{node.get('__module__')}.{node['__class__']}"))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -171,16 +179,26 @@ def skops_types(path) -> set[str]:
     return found
 
 
+def skops_types(path) -> set[str]:
+    """Every type a skops file names (``module.Class``), read from its schema without loading anything."""
+    return {kind for _, kind in skops_nodes(path)}
+
+
 def check_skops_types(path, objects: tuple[str, ...] | list[str]) -> None:
-    """Refuse a skops file that names any type but plain values, NumPy arrays and ``objects``.
+    """Refuse a skops file with any node but plain values and NumPy arrays (by a plain loader) and objects of
+    the types ``objects`` (by skops's object loaders). The loader is checked, not only the type a node claims:
+    a function loader that names ``builtins.str`` is refused.
 
     Raises:
-        ValueError: naming the first type that is not allowed (or an unreadable file).
+        ValueError: naming the first node that is not allowed (or an unreadable file).
     """
-    allowed = _PLAIN_TYPES | {f"numpy.{n}" for n in _NUMPY_NAMES} | set(objects)
-    refused = sorted(skops_types(path) - allowed)
-    if refused:
-        raise ValueError(f"{path}: refusing to load untrusted type {refused[0]}")
+    plain = _PLAIN_TYPES | {f"numpy.{n}" for n in _NUMPY_NAMES}
+    for loader, kind in sorted(skops_nodes(path)):
+        if loader in _PLAIN_LOADERS and kind in plain or loader in _OBJECT_LOADERS and kind in objects:
+            continue
+        if kind not in plain and kind not in objects:
+            raise ValueError(f"{path}: refusing to load untrusted type {kind}")
+        raise ValueError(f"{path}: refusing to load {kind} rebuilt by skops's {loader}")
 
 
 def skops_load(path, objects: tuple[str, ...] | list[str]):

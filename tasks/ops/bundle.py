@@ -151,9 +151,38 @@ def static_problem(path: str | Path) -> str | None:
 
 
 def _check_types(root: Path) -> None:
-    """Refuse model files that name types marginflow never writes (read from the files, nothing loaded)."""
+    """Refuse model files that name types marginflow never writes (read from the files, nothing loaded), and
+    JSON files that are not what marginflow writes there."""
     check_skops_types(root / "svc.skops", (*SVC_TYPES, *APPROX_TYPES))
     check_keras_layers(root / "encoder.keras")
+    _check_json_files(root)
+
+
+def _check_json_files(root: Path) -> None:
+    """``labels.json``: ``{"label": text or null, "classes": [2+ plain values]}``; ``features.json``: a list of
+    names; ``metrics.json`` and ``config.json``: objects.
+
+    Raises:
+        ValueError: naming the file and what is wrong.
+    """
+    def read(name: str):
+        try:
+            return json.loads((root / name).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{root / name}: unreadable ({first_line(e)})") from None
+
+    labels = read("labels.json")
+    classes = labels.get("classes") if isinstance(labels, dict) else None
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str | int | float | bool) for c in classes)
+            or not isinstance(labels.get("label"), str | None)):
+        raise ValueError(f"{root / 'labels.json'}: not a marginflow labels file (a label name and 2 or more classes)")
+    features = read("features.json")
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ValueError(f"{root / 'features.json'}: not a list of feature names")
+    for name in ("metrics.json", "config.json"):
+        if not isinstance(read(name), dict):
+            raise ValueError(f"{root / name}: not a JSON object")
 
 
 class Bundle:
