@@ -204,6 +204,9 @@ def _preflight(config, args: argparse.Namespace) -> None:
     from tasks.store.tables import read_meta
 
     _data_root(args, write=True)
+    from flows.engine import check_local_workers
+
+    check_local_workers(config.engine)
     dataset = lookup(ingest, describe_source(config.data), config.data, root=os.path.abspath(args.data_dir))
     layout = Layout.from_meta(read_meta(dataset)) if dataset is not None else check_source(config.data)
     check_against_data(config.encoder, layout)
@@ -561,14 +564,21 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 def port_free(host: str, port: int) -> bool:
     """True when a server could listen on ``host:port`` now. SO_REUSEADDR, as the server itself
-    uses: a port whose last server just stopped (its sockets in TIME_WAIT) is free."""
+    uses: a port whose last server just stopped (its sockets in TIME_WAIT) is free.
+
+    Raises:
+        InputError: ``host`` is not an address of this machine.
+    """
+    import errno
     import socket
 
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise InputError(f"--host {host}: not an address of this machine") from None
             return False
     return True
 

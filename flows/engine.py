@@ -24,6 +24,7 @@ from tasks.config import Config, EngineConfig
 from tasks.errors import InputError, first_line
 
 CONNECT_TIMEOUT_S = 10
+MAX_WORKERS_PER_CORE = 4  # a local cluster's worker processes; each holds a Python with Keras (about 0.5 GB)
 WORKER_WAIT_S = 60
 
 
@@ -171,6 +172,14 @@ def _connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
     return client
 
 
+def check_local_workers(engine: EngineConfig) -> None:
+    """Refuse more local worker processes than `MAX_WORKERS_PER_CORE` per core of this machine (one line)."""
+    cores = os.cpu_count() or 1
+    if engine.workers is not None and engine.workers > MAX_WORKERS_PER_CORE * cores:
+        raise InputError(f"--workers {engine.workers}: more than {MAX_WORKERS_PER_CORE} worker processes per core "
+                         f"on this {cores}-core machine (at most {MAX_WORKERS_PER_CORE * cores})")
+
+
 @contextlib.contextmanager
 def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
     """The task runner for ``engine`` (None: Prefect's default thread pool), checked and ready.
@@ -192,6 +201,7 @@ def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
     if api_url is None:
         raise InputError("engine dask needs PREFECT_API_URL: Dask workers must report to one Prefect API "
                          "(start `marginflow dashboard` and export the PREFECT_API_URL it prints)")
+    check_local_workers(engine)
     with contextlib.ExitStack() as stack:
         address = engine.address
         if address is None:

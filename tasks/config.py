@@ -327,7 +327,7 @@ class EngineConfig(_Section):
 
     kind: Literal["threads", "dask"] = "threads"
     address: str | None = Field(None, description="a Dask scheduler's address, tcp://host:port")
-    workers: int | None = Field(None, ge=1, le=1024)
+    workers: int | None = Field(None, ge=1)
     connect_timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="the most seconds spent reaching the "
                                      "scheduler at address (TCP connect, then Dask's handshake)")
 

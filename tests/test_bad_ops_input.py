@@ -149,6 +149,11 @@ CASES = {
     "predict: output in a folder that cannot be written": (
         lambda t, d: ["predict", "--input", str(_csv(d, "x.csv", _iris_rows(d))), "--output", "/proc/p.csv",
                       "--data-dir", str(t)], "/proc/p.csv: cannot write in /proc"),
+    "run: more local workers than the machine holds": (
+        lambda t, d: ["run", "--dataset", "iris", "--data-dir", str(d / "fresh"), "--workers", "100000"],
+        "--workers 100000: more than 4 worker processes per core"),
+    "dashboard: an address of another machine": (lambda t, d: ["dashboard", "--host", "192.0.2.7", "--port", "4999"],
+                                                 "--host 192.0.2.7: not an address of this machine"),
     "run: an empty data root": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", ""], "--data-dir is empty"),
     "run: data root under /proc": (lambda t, d: ["run", "--dataset", "iris", "--data-dir", "/proc/marginflow-data"],
                                    "--data-dir /proc/marginflow-data: cannot write in /proc"),

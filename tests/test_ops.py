@@ -208,3 +208,39 @@ def test_concurrent_registrations_give_distinct_versions_and_no_duplicates(train
     assert {v.problem for v in registry.versions()} == {None}
     assert registry.champion() == "v0001"
     assert not list((fresh / "models" / ".staging").iterdir())
+
+
+def test_retrain_decides_against_the_champion_of_the_moment_and_never_overwrites_a_promotion(
+        prefect_api, csv, tmp_path, monkeypatch):
+    """A version promoted by hand while a retrain runs is the one its challenger must beat; and a promotion made
+    while the retrain scores is not overwritten: the decision is made again against it."""
+    from flows.pipeline import pipeline
+    from tasks.config import RetrainConfig
+    from tasks.ops import promotion
+
+    data = str(tmp_path / "data")
+    bad = pipeline(config=tiny_config(csv, *BAD), data_dir=data)  # v0001, champion
+    good = pipeline(config=tiny_config(csv, *GOOD), data_dir=data)  # v0002
+    third = pipeline(config=tiny_config(csv, *BAD, "svc.seed=1"), data_dir=data)  # v0003, the challenger
+    assert (bad.model, good.model, third.model) == ("v0001", "v0002", "v0003")
+    Registry(data).promote("v0002")  # by hand, after the retrain "began" with v0001 as champion
+    decision = promotion.choose(third.artifacts["ingest"], "v0003", "v0001", RetrainConfig(), data)
+    assert decision.champion_before == "v0002" and not decision.promoted and decision.champion_after == "v0002"
+    assert "promoted meanwhile" in decision.reason
+
+    scored = promotion.score_models
+    calls = []
+
+    def score_while_someone_promotes(dataset, models, metric):
+        calls.append(dict(models))
+        if len(calls) == 1:  # another process promotes v0001 while this decision scores against v0002
+            Registry(data).promote("v0001")
+        return scored(dataset, models, metric)
+
+    monkeypatch.setattr(promotion, "score_models", score_while_someone_promotes)
+    Registry(data).promote("v0002")
+    decision = promotion.choose(good.artifacts["ingest"], "v0003", "v0002", RetrainConfig(tolerance=1.0), data)
+    assert len(calls) == 2 and calls[1]["champion"].endswith("v0001")  # decided again against the new champion
+    assert decision.champion_before == "v0001" and decision.promoted and Registry(data).champion() == "v0003"
+    history = [e for e in Registry(data).history() if e.get("event") == "promoted"]
+    assert [e["version"] for e in history[-2:]] == ["v0001", "v0003"] and history[-1]["previous"] == "v0001"

@@ -15,7 +15,7 @@ from tasks.config import RetrainConfig
 from tasks.core.metrics import metric_value
 from tasks.errors import InputError
 from tasks.ops.bundle import Bundle
-from tasks.ops.registry import Registry
+from tasks.ops.registry import ChampionChanged, Registry
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.tables import batch_rows_of, iter_split, labels, read_meta
 
@@ -79,42 +79,63 @@ def decide(challenger_score: float, champion_score: float, tolerance: float) -> 
 
 def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, config: RetrainConfig,
            root: str) -> Decision:
-    """Promote ``challenger`` over ``before`` (the champion when the run began) if it scores well enough.
+    """Promote ``challenger`` over the champion of the moment if it scores well enough.
+
+    The challenger is compared with the champion when the decision is made (not when the run began: a version
+    promoted by hand meanwhile is the one to beat), and promoted only if that version is still champion,
+    checked under the registry lock; if another process changed the champion in between, the decision is made
+    again against the new one (`CHAMPION_RETRIES` times at most).
 
     Args:
         dataset: the run's ``dataset`` artifact; both models are scored on its test rows.
-        challenger: the run's registered version; before: the champion before the run (None: none yet).
+        challenger: the run's registered version; before: the champion when the run began (None: none yet).
     """
     registry = Registry(root)
     metric, tol = config.metric, config.tolerance
-    common = {"challenger": challenger, "champion_before": before, "metric": metric, "tolerance": tol}
-    if before is None:
-        decision = Decision(**common, champion_after=registry.champion(), promoted=True,
-                            reason="No champion yet: the first model is promoted.")
-    elif challenger == before:
-        stored = registry.version(before).metrics  # scored when it was made; this run's rows are the same
-        value = stored.get(metric)
-        value = float(value) if isinstance(value, int | float) else None
-        decision = Decision(**common, champion_after=before, promoted=False, challenger_score=value,
-                            champion_score=value, n_rows=int(stored.get("n_test") or 0),
-                            reason="Nothing new: this run's model is the champion's bundle (the stages came from "
-                                   "the cache); the scores shown are the champion's stored test scores.")
-    else:
-        scores = score_models(dataset, {"challenger": str(registry.path(challenger)),
-                                        "champion": str(registry.path(before))}, metric)
-        if isinstance(scores["challenger"], str):
-            raise InputError(f"model {challenger}: {scores['challenger']}")
-        ch, champ = scores["challenger"], scores["champion"]
-        if isinstance(champ, str):
-            promote, champ_score = True, None
-            reason = f"champion unusable: {champ.removeprefix('cannot score: ')}; the challenger is promoted."
+    for _ in range(CHAMPION_RETRIES):
+        current = registry.champion()
+        common = {"challenger": challenger, "champion_before": current, "metric": metric, "tolerance": tol}
+        if before is None and current == challenger:
+            decision = Decision(**common, champion_after=current, promoted=True,
+                                reason="No champion yet: the first model is promoted.")
+        elif challenger == current:
+            stored = registry.version(current).metrics  # scored when it was made; this run's rows are the same
+            value = stored.get(metric)
+            value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+            decision = Decision(**common, champion_after=current, promoted=False, challenger_score=value,
+                                champion_score=value, n_rows=int(stored.get("n_test") or 0)
+                                if isinstance(stored.get("n_test"), int) else 0,
+                                reason="Nothing new: this run's model is the champion's bundle (the stages came from "
+                                       "the cache); the scores shown are the champion's stored test scores.")
         else:
-            promote, champ_score = decide(ch, champ, tol), champ
-            reason = (f"Challenger {metric} {ch:.4f} vs champion {champ:.4f}: "
-                      + ("at least as good within tolerance, promoted." if promote else "worse, not promoted."))
-        if promote:
-            registry.promote(challenger, reason=f"retrain: {reason}")
-        decision = Decision(**common, champion_after=registry.champion(), promoted=promote,
-                            challenger_score=ch, champion_score=champ_score, n_rows=scores["n_rows"], reason=reason)
-    registry.log_decision(decision.model_dump())
-    return decision
+            roles = {"challenger": str(registry.path(challenger))}
+            if current is not None:
+                roles["champion"] = str(registry.path(current))
+            scores = score_models(dataset, roles, metric)
+            if isinstance(scores["challenger"], str):
+                raise InputError(f"model {challenger}: {scores['challenger']}")
+            ch, champ = scores["challenger"], scores.get("champion", "cannot score: no champion")
+            if isinstance(champ, str):
+                promote, champ_score = True, None
+                reason = f"champion unusable: {champ.removeprefix('cannot score: ')}; the challenger is promoted."
+            else:
+                promote, champ_score = decide(ch, champ, tol), champ
+                reason = (f"Challenger {metric} {ch:.4f} vs champion {champ:.4f}: "
+                          + ("at least as good within tolerance, promoted." if promote else "worse, not promoted."))
+            if current != before:
+                reason += f" (The champion was {before} when this run began; {current} was promoted meanwhile.)"
+            if promote:
+                try:
+                    registry.promote(challenger, reason=f"retrain: {reason}", expected=current)
+                except ChampionChanged:
+                    continue  # decided against a champion that is not champion any more: decide again
+            decision = Decision(**common, champion_after=registry.champion(), promoted=promote,
+                                challenger_score=ch, champion_score=champ_score, n_rows=scores["n_rows"],
+                                reason=reason)
+        registry.log_decision(decision.model_dump())
+        return decision
+    raise InputError(f"{registry.dir}: the champion changed {CHAMPION_RETRIES} times while this retrain decided; "
+                     "run it again")
+
+
+CHAMPION_RETRIES = 3

@@ -56,6 +56,10 @@ class RegistryError(InputError):
     """The registry itself is damaged or missing (one line naming the file)."""
 
 
+class ChampionChanged(Exception):
+    """Another process changed the champion since a decision read it; ``args[0]``: the champion now."""
+
+
 class Version(BaseModel):
     version: str
     path: str
@@ -325,15 +329,23 @@ class Registry:
                 self._set_champion(name, "first model")
             return name, True
 
-    def promote(self, spec: str, reason: str = "promoted by hand") -> str:
+    def promote(self, spec: str, reason: str = "promoted by hand", expected: str | None | object = ...) -> str:
         """Make ``spec`` the champion (also for rollback, and to repair a damaged pointer); returns its name.
 
+        ``expected``: promote only if the champion is still this version (None: no champion), checked under the
+        registry lock, so a decision made against one champion never replaces another one promoted meanwhile.
+
         Raises:
-            InputError: no registry, or unknown version; BundleError: the version does not verify or load.
+            InputError: no registry, or unknown version; BundleError: the version does not verify or load;
+            ChampionChanged: the champion is not ``expected`` any more.
         """
         with self._locked(create=False):
             self._recover()
             name = self.resolve(spec)
+            if expected is not ...:
+                current = self.champion()
+                if current != expected:
+                    raise ChampionChanged(current)
             Bundle.load(self.dir / name)
             self._set_champion(name, reason)
             return name
