@@ -199,3 +199,38 @@ def test_a_finished_task_that_dask_runs_again_is_a_cache_hit(prefect_api, tmp_pa
     with get_client(sync_client=True) as client:
         states = [s.name for s in client.read_task_run_states(task_run_id)]
     assert states.count("Running") == 2 and states[-1] == "Cached", states  # ran once, then a hit
+
+
+@pytest.mark.parametrize("listener", ["prefect", "silent"])
+def test_a_dask_address_that_is_not_a_dask_scheduler_is_refused_within_its_timeout(prefect_api, listener, tmp_path,
+                                                                                  capsys):
+    """A live port that is not Dask (the Prefect server's HTTP port; a socket that accepts and never speaks):
+    one line, exit 2, within the connect timeout plus a few seconds; nothing written."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    from flows.cli import main
+
+    server = None
+    if listener == "prefect":
+        port = urlparse(prefect_api).port
+    else:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        threading.Thread(target=lambda: [server.accept() for _ in range(8)], daemon=True).start()
+    try:
+        start = time.monotonic()
+        code = main(["run", "--dataset", "iris", "--data-dir", str(tmp_path / "data"), "--dask-address",
+                     f"tcp://127.0.0.1:{port}", "--set", "engine.connect_timeout_s=2"])
+        took = time.monotonic() - start
+    finally:
+        if server is not None:
+            server.close()
+    err = capsys.readouterr().err
+    assert code == 2 and f"--dask-address tcp://127.0.0.1:{port}: no Dask scheduler answers there" in err, err
+    assert err.strip().splitlines()[-1].startswith("marginflow: error:") and took < 30
+    assert not (tmp_path / "data" / "artifacts").exists()

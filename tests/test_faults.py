@@ -193,3 +193,17 @@ def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
     while answers(url) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not answers(url), f"the temporary server at {url} outlived its run"
+
+
+def test_two_identical_runs_started_together_register_one_version(csv, tmp_path):
+    """Both train (neither finds the other's cache yet) and write byte-identical models: the registry, under its
+    lock, recognises the second as the first and keeps one version."""
+    exe = Path(sys.executable).parent / "marginflow"
+    data = tmp_path / "data"
+    procs = [subprocess.Popen([str(exe), *_run_args(csv, data)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    models = {json.loads(out)["model"] for out, _ in outs}
+    assert models == {"v0001"} and Registry(data).names() == ["v0001"]
+    _consistent(data)

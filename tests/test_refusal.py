@@ -143,3 +143,42 @@ def test_models_lists_a_version_whose_metrics_are_not_numbers(trained, capsys):
     assert main(["models", "--data-dir", str(trained)]) == 0
     out = capsys.readouterr().out
     assert "v0001" in out and "\x1b" not in out  # shown as missing, and no terminal escape reaches the screen
+
+
+def test_signed_bundles_round_trip_and_a_resealed_file_is_refused(prefect_api, csv, tmp_path, monkeypatch, capsys):
+    """With MARGINFLOW_SIGNING_KEY_FILE the registry signs what it admits; a file edited and its manifest
+    recomputed (what write access to the registry allows) is refused by promote and predict; an unsigned
+    version is refused too; without the key, hashes only."""
+    import pandas as pd
+
+    from flows.pipeline import pipeline
+
+    key = tmp_path / "key"
+    key.write_text("a secret kept outside the data root\n")
+    monkeypatch.setenv("MARGINFLOW_SIGNING_KEY_FILE", str(key))
+    data = tmp_path / "data"
+    pipeline(config=tiny_config(csv, *GOOD), data_dir=str(data))
+    v1 = data / "models" / "v0001"
+    assert (v1 / "signature.json").is_file()
+    Bundle.load(v1)  # signed with this key: loads
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(csv).drop(columns=["species"]).to_csv(rows, index=False)
+    assert main(["predict", "--input", str(rows), "--output", str(tmp_path / "p.csv"), "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+
+    forged = _second_version(data)
+    _forge(forged, "labels.json", lambda p: p.write_text(json.dumps({"label": "species",
+                                                                     "classes": ["c", "b", "a"]})))
+    Registry(data).recover()
+    assert main(["promote", "v0002", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "signature.json: does not match this signing key" in err and err.count("\n") == 1
+    assert main(["predict", "--input", str(rows), "--output", str(tmp_path / "q.csv"), "--model", "v0002",
+                 "--data-dir", str(data)]) == 2
+    assert not (tmp_path / "q.csv").exists()
+    (forged / "signature.json").chmod(0o644)
+    (forged / "signature.json").unlink()
+    assert main(["promote", "v0002", "--data-dir", str(data)]) == 2
+    assert "not signed" in capsys.readouterr().err
+    monkeypatch.delenv("MARGINFLOW_SIGNING_KEY_FILE")
+    Bundle.load(forged)  # without a key only the hashes are checked, and the forger recomputed them

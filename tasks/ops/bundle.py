@@ -135,16 +135,77 @@ def verify(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def static_problem(path: str | Path) -> str | None:
+SIGNATURE = "signature.json"
+SIGNING_KEY_ENV = "MARGINFLOW_SIGNING_KEY_FILE"
+
+
+def signing_key() -> bytes | None:
+    """The key of ``$MARGINFLOW_SIGNING_KEY_FILE`` (kept outside the data root), or None when it is not set.
+
+    Raises:
+        InputError: the variable names a file that cannot be read, or an empty one.
+    """
+    import os
+
+    where = os.environ.get(SIGNING_KEY_ENV)
+    if not where:
+        return None
+    try:
+        key = Path(where).read_bytes().strip()
+    except OSError as e:
+        raise InputError(f"{SIGNING_KEY_ENV}={where}: cannot read the signing key ({e.strerror or e})") from None
+    if not key:
+        raise InputError(f"{SIGNING_KEY_ENV}={where}: the signing key file is empty")
+    return key
+
+
+def _mac(key: bytes, root: Path) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, (root / MANIFEST).read_bytes(), hashlib.sha256).hexdigest()
+
+
+def sign(root: str | Path, key: bytes) -> None:
+    """Write ``signature.json``: an HMAC-SHA256 of the manifest (which lists every file's SHA-256) under ``key``."""
+    root = Path(root)
+    (root / SIGNATURE).write_text(json.dumps({"hmac_sha256": _mac(key, root)}))
+
+
+def check_signature(root: str | Path, key: bytes | None) -> None:
+    """With a signing key, the version must carry that key's signature of its manifest; without one, nothing.
+
+    Raises:
+        BundleError: unsigned, or signed with another key, or altered after it was signed.
+    """
+    import hmac
+
+    if key is None:
+        return
+    root = Path(root)
+    try:
+        stored = json.loads((root / SIGNATURE).read_text()).get("hmac_sha256")
+    except (OSError, ValueError, AttributeError):
+        raise BundleError(f"{root}: not signed ({SIGNATURE} missing or unreadable) while "
+                          f"{SIGNING_KEY_ENV} is set; refusing it") from None
+    if not isinstance(stored, str) or not hmac.compare_digest(stored, _mac(key, root)):
+        raise BundleError(f"{root / SIGNATURE}: does not match this signing key (altered, or signed with another "
+                          "key); refusing it")
+
+
+def static_problem(path: str | Path, signed: bool = False) -> str | None:
     """Why a bundle would be refused, found without deserialising anything; None when it would load.
 
     Checks the hashes (`verify`), that ``svc.skops`` names only the types an SVC is made of,
     and that ``encoder.keras`` holds only layers marginflow builds (no ``Lambda``, no other
-    custom class). Fast enough for ``marginflow models`` on every version.
+    custom class); with ``signed`` (a registered version), its signature when a signing key is set.
+    Fast enough for ``marginflow models`` on every version.
     """
     try:
         verify(path)
         _check_types(Path(path))
+        if signed:
+            check_signature(path, signing_key())
     except ValueError as e:  # BundleError is one
         return str(e)
     return None
@@ -195,9 +256,11 @@ class Bundle:
         metrics: the test metrics recorded when the model was trained.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, signed: bool = True):
         self.path = Path(path)
         self.manifest = verify(self.path)
+        if signed:  # a registered version; a run's own bundle artifact is signed when it is registered
+            check_signature(self.path, signing_key())
         try:
             _check_types(self.path)
         except ValueError as e:
@@ -227,8 +290,9 @@ class Bundle:
             raise BundleError(f"{self.path / 'scaler.json'}: not a scaler for this model ({first_line(e)})") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
-        return cls(path)
+    def load(cls, path: str | Path, signed: bool = True) -> Bundle:
+        """A bundle, loaded fully; ``signed``: it must carry the signing key's signature (when a key is set)."""
+        return cls(path, signed)
 
     @property
     def n_features_in_(self) -> int:

@@ -45,7 +45,17 @@ from pydantic import BaseModel
 from tasks import faults
 from tasks.config import changes, shown
 from tasks.errors import InputError
-from tasks.ops.bundle import Bundle, BundleError, bundle_identity, read_manifest, static_problem, verify
+from tasks.ops.bundle import (
+    SIGNATURE,
+    Bundle,
+    BundleError,
+    bundle_identity,
+    read_manifest,
+    sign,
+    signing_key,
+    static_problem,
+    verify,
+)
 
 VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
@@ -174,7 +184,7 @@ class Registry:
         config = json_object(d / "config.json")
         created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
         return Version(version=name, path=str(d), created=created, metrics=json_object(d / "metrics.json"),
-                       champion=name == champion, problem=static_problem(d),
+                       champion=name == champion, problem=static_problem(d, signed=True),
                        changes=changes(config) if config else {}, run=runs.get(name, {}))
 
     def history(self) -> list[dict[str, Any]]:
@@ -259,7 +269,7 @@ class Registry:
             return done  # damaged: reported by the commands that read it; promote repairs it
         promoted = [e.get("version") for e in history if e.get("event") == "promoted"]
         if champion is None and names:
-            usable = [n for n in names if static_problem(self.dir / n) is None]
+            usable = [n for n in names if static_problem(self.dir / n, signed=True) is None]
             earlier = [v for v in promoted if v in usable]
             choice = earlier[-1] if earlier else (usable[0] if usable else None)
             if choice is not None:
@@ -297,7 +307,8 @@ class Registry:
             existing = self._find(identity)
             if existing:
                 return existing, False
-        if Bundle.load(bundle_dir).identity != identity:
+        key = signing_key()
+        if Bundle.load(bundle_dir, signed=False).identity != identity:
             raise BundleError(f"{bundle_dir}: changed while it was being registered")
         with self._locked():
             self._recover()
@@ -309,8 +320,12 @@ class Registry:
             tmp = Path(tempfile.mkdtemp(dir=staging))
             try:
                 for f in Path(bundle_dir).iterdir():
-                    shutil.copyfile(f, tmp / f.name)
-                    os.chmod(tmp / f.name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                    if f.name != SIGNATURE:  # the registry signs what it admits, with its own key
+                        shutil.copyfile(f, tmp / f.name)
+                if key is not None:
+                    sign(tmp, key)
+                for f in tmp.iterdir():
+                    os.chmod(f, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
                 names = self.names()
                 name = f"v{(int(names[-1][1:]) + 1) if names else 1:04d}"
                 faults.point("register:staged")
