@@ -176,8 +176,11 @@ def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
 
     from flows.server import answers
 
+    import tempfile
+
     exe = Path(sys.executable).parent / "marginflow"
     env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "home")}
+    folders = set(Path(tempfile.gettempdir()).glob("marginflow-prefect-*"))
     proc = subprocess.Popen([str(exe), *_run_args(csv, tmp_path / "data")], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = None
@@ -193,6 +196,7 @@ def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
     while answers(url) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not answers(url), f"the temporary server at {url} outlived its run"
+    assert set(Path(tempfile.gettempdir()).glob("marginflow-prefect-*")) <= folders  # no server folder left
 
 
 def test_two_identical_runs_started_together_register_one_version(csv, tmp_path):
