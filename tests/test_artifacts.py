@@ -59,3 +59,40 @@ def test_cache_key_depends_on_content_and_config_not_paths(tmp_path):
     c = _write(tmp_path / "three", "changed")
     assert key != stage_key("train_svc", "tasks.train_svc", {"features": c, "config": SVCConfig(), "root": "/x"})
     assert key != stage_key("evaluate", "tasks.train_svc", {"features": a, "config": SVCConfig(), "root": "/x"})
+
+
+def test_the_same_model_is_saved_with_the_same_bytes(tmp_path):
+    """Keras and skops stamp save times and memory addresses into their files; marginflow's saves fix both, so
+    a model trained again identically keeps its SHA-256 (its cache entry and registry version), and still loads."""
+    import os
+    import time
+
+    import numpy as np
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    from tasks.config import EncoderConfig
+    from tasks.core.layout import Layout
+    from tasks.core.networks import build_encoder, load_encoder, save_keras
+    from tasks.core.svm import check_skops_types, save_svc, skops_load
+    from tasks.store.artifacts import sha256_file
+
+    X = np.random.default_rng(0).normal(size=(40, 64)).astype("float32")
+    y = np.arange(40) % 3
+    paths = []
+    for i in range(2):  # two separate builds and fits, a second apart
+        svc = make_pipeline(StandardScaler(), SVC()).fit(X, y)
+        net = build_encoder(64, 3, EncoderConfig(kind="cnn2d", filters=[4], hidden=[8], batch_norm=True),
+                            Layout("image", [8, 8, 1], ""))
+        save_svc(svc, tmp_path / f"s{i}.skops")
+        save_keras(net, tmp_path / f"k{i}.keras")
+        paths.append((tmp_path / f"s{i}.skops", tmp_path / f"k{i}.keras"))
+        time.sleep(1.1)
+    assert sha256_file(paths[0][0]) == sha256_file(paths[1][0])
+    assert sha256_file(paths[0][1]) == sha256_file(paths[1][1])
+    types = ("sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler", "sklearn.svm._classes.SVC")
+    check_skops_types(paths[1][0], types)
+    assert np.allclose(skops_load(paths[1][0], types).decision_function(X), svc.decision_function(X))
+    assert np.allclose(np.asarray(load_encoder(paths[1][1]).predict_on_batch(X)), np.asarray(net.predict_on_batch(X)))

@@ -334,37 +334,28 @@ def check_keras_layers(path: str | Path) -> None:
 def save_keras(model, path: str | Path) -> None:
     """``model.save(path)`` with the same bytes for the same model: Keras writes the time it saved
     (``metadata.json``, the zip entries' dates) and the memory address of shared objects (``shared_object_id``
-    in ``config.json``). Those are fixed here (dates to 1980-01-01, ids numbered in order of appearance), so a
-    retrained identical network has the same SHA-256 and a registered model is recognised as such."""
+    in ``config.json``). Those are fixed here (`tasks.core.stablezip`: dates to 1980-01-01, ids numbered in
+    order of appearance), so a retrained identical network has the same SHA-256 and a registered model is
+    recognised as such."""
     import json
-    import os
-    import re
-    import tempfile
-    import zipfile
 
-    path = Path(path)
-    fd, raw = tempfile.mkstemp(dir=path.parent, prefix=".raw-", suffix=".keras")
-    os.close(fd)
+    from tasks.core.stablezip import numbering, restamp, temporary_beside
+
+    raw = temporary_beside(path, ".keras")
+    renumber = numbering(r'"shared_object_id":\s*(\d+)', '"shared_object_id": {}')
+
+    def clean(name: str, data: bytes) -> tuple[str, bytes]:
+        if name == "metadata.json":
+            meta = json.loads(data)
+            meta.pop("date_saved", None)
+            return name, json.dumps(meta, sort_keys=True).encode()
+        if name == "config.json":
+            return name, renumber(data.decode()).encode()
+        return name, data
+
     try:
         model.save(raw)
-        ids: dict[str, str] = {}
-
-        def number(m: re.Match) -> str:
-            return f'"shared_object_id": {ids.setdefault(m.group(1), str(len(ids) + 1))}'
-
-        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
-            for name in sorted(src.namelist()):
-                data = src.read(name)
-                if name == "metadata.json":
-                    meta = json.loads(data)
-                    meta.pop("date_saved", None)
-                    data = json.dumps(meta, sort_keys=True).encode()
-                elif name == "config.json":
-                    data = re.sub(r'"shared_object_id":\s*(\d+)', number, data.decode()).encode()
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                dst.writestr(info, data)
+        restamp(raw, path, clean)
     finally:
         Path(raw).unlink(missing_ok=True)
 
