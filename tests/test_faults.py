@@ -172,11 +172,10 @@ def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tm
 def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
     """Without PREFECT_API_URL a run starts its own server; a kill -9 of the run takes that server down too."""
     import re
+    import tempfile
     import time
 
     from flows.server import answers
-
-    import tempfile
 
     exe = Path(sys.executable).parent / "marginflow"
     env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "home")}
