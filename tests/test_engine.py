@@ -165,7 +165,7 @@ def test_an_unreachable_cluster_is_one_line_and_nothing_written(prefect_api, tmp
     proc = run_cli("run", "--dataset", "iris", "--data-dir", str(tmp_path / "d"), "--dask-address", address)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"marginflow: error: --dask-address {address}: no Dask scheduler")
+    assert len(lines) == 1 and lines[0].startswith(f"marginflow: error: --dask-address {address}: cannot connect")
     assert not (tmp_path / "d").exists()
 
 
