@@ -100,12 +100,14 @@ def _dotted(tokens: list[tokenize.TokenInfo], i: int) -> tuple[str, int]:
     return ".".join(parts), i
 
 
-def _imported_names(module: str, source: str, is_package: bool) -> set[str]:
+@functools.lru_cache(maxsize=512)
+def _imported_names(module: str, source: str, is_package: bool) -> frozenset[str]:
     """Every dotted name an ``import`` statement of ``source`` may refer to (relative imports resolved).
 
     Read with `tokenize` (pure Python), not `ast`: building AST objects in several threads at once
     can fail on CPython 3.11 (gh-106905, ``SystemError: AST constructor recursion depth mismatch``),
-    and Prefect and JAX parse source in the threads a run starts. Statements after ``;`` and imports
+    and Prefect and JAX parse source in the threads a run starts. Memoised by source text: each file of
+    the package is read once per process, however many stages reach it. Statements after ``;`` and imports
     inside functions are found; an ``import`` word inside a string is not (strings are one token).
     """
     package = module if is_package else module.rpartition(".")[0]
@@ -145,7 +147,7 @@ def _imported_names(module: str, source: str, is_package: bool) -> set[str]:
                     if tok.type == tokenize.NAME and tok.string != "as" and line[i - 1].string != "as":
                         names.add(f"{base}.{tok.string}")
                     i += 1
-    return names
+    return frozenset(names)
 
 
 def code_modules(module: str, tasks_dir: Path = _TASKS_DIR) -> dict[str, Path]:
