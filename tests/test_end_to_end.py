@@ -90,11 +90,18 @@ def test_a_cached_run_imports_no_model_library_and_loads_no_bundle(digits_cold, 
 def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_dir):
     """With the default encoder.kind = "auto": the search scores candidates with its own SVC, so svc.C
     reruns exactly the two SVCs, evaluate and bundle (the README's list); no Keras fit."""
-    proc = run_cli("run", *DIGITS, "--set", "svc.C=3", "--data-dir", str(digits_dir), "--json")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "run", *DIGITS, "--set", "svc.C=3", "--data-dir",
+                           str(digits_dir), "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
+    out = json.loads(proc.stdout[:proc.stdout.index("PROBE ")])
     ran = {name for name, s in out["stages"].items() if s["status"] == "ran"}
     assert ran == {"train_svc", "raw_svc", "evaluate", "bundle"}, ran
+    probe = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))[6:])
+    # the new version's encoder is byte-identical to a registered one: its SVC loads, Keras is not imported
+    assert probe["heavy"] == ["skops"] and len(probe["bundle_loads"]) == 1, probe
 
 
 def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digits_cold, digits_dir):

@@ -256,7 +256,9 @@ class Bundle:
         metrics: the test metrics recorded when the model was trained.
     """
 
-    def __init__(self, path: str | Path, signed: bool = True):
+    def __init__(self, path: str | Path, signed: bool = True, encoder: bool = True):
+        """``encoder=False``: every check but deserialising ``encoder.keras`` (registration does this for an
+        encoder file byte-identical to one a registered version already loaded); ``encoder`` is then None."""
         self.path = Path(path)
         self.manifest = verify(self.path)
         if signed:  # a registered version; a run's own bundle artifact is signed when it is registered
@@ -272,9 +274,11 @@ class Bundle:
         self.scaler = json.loads((self.path / "scaler.json").read_text())
         self.config = read_config(self.path / "config.json")
         self.metrics = json.loads((self.path / "metrics.json").read_text())
+        self.encoder = self.feature_model = None
         try:
-            self.encoder = load_encoder(self.path / "encoder.keras")
-            self.feature_model = cut_at_features(self.encoder)
+            if encoder:
+                self.encoder = load_encoder(self.path / "encoder.keras")
+                self.feature_model = cut_at_features(self.encoder)
         except Exception as e:  # Keras raises many types for a file it will not load
             raise BundleError(f"{self.path / 'encoder.keras'}: cannot load ({first_line(e)})") from None
         try:

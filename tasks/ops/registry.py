@@ -229,6 +229,13 @@ class Registry:
         except BundleError:
             return None
 
+    def _encoder_hash(self, name: str) -> str | None:
+        """The SHA-256 of a version's ``encoder.keras`` as its manifest lists it (None when unreadable)."""
+        try:
+            return read_manifest(self.dir / name)["files"]["encoder.keras"]
+        except BundleError:
+            return None
+
     def _find(self, identity: str) -> str | None:
         return next((name for name in self.names() if self._identity(name) == identity), None)
 
@@ -308,7 +315,11 @@ class Registry:
             if existing:
                 return existing, False
         key = signing_key()
-        if Bundle.load(bundle_dir, signed=False).identity != identity:
+        # an encoder byte-identical to a registered version's was loaded when that version was: only the
+        # other files need loading then (a change of svc settings imports no Keras)
+        encoder = read_manifest(bundle_dir)["files"]["encoder.keras"]
+        known = {self._encoder_hash(name) for name in self.names()}
+        if Bundle(bundle_dir, signed=False, encoder=encoder not in known).identity != identity:
             raise BundleError(f"{bundle_dir}: changed while it was being registered")
         with self._locked():
             self._recover()
