@@ -139,7 +139,7 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
     if dest.resolve() == src.resolve():
         raise InputError(f"{output_path}: is the input file; write the predictions to another file")
     if not os.access(dest.parent, os.W_OK | os.X_OK):
-        raise InputError(f"{output_path}: folder {dest.parent} is not writable")
+        raise InputError(f"{output_path}: cannot write in {dest.parent} (not writable)")
     columns = _columns(src)
     allowed = (model.label,) if model.label else ()
     check_columns(columns, model.feature_names_in_, str(src), allowed_extra=allowed)
