@@ -37,10 +37,10 @@ from pathlib import Path
 
 
 def _search_direct(scaled, config, root: str) -> dict:
-    """The encoder search as the flow runs it (`flows.pipeline._submit_candidates`), called without Prefect."""
+    """The encoder search as the flow lays it out (`tasks.core.search.search_graph`), called without Prefect."""
     from tasks.core.candidates import candidate_set
     from tasks.core.layout import Layout
-    from tasks.core.search import search_rungs, selection_svc
+    from tasks.core.search import search_graph, search_rungs, selection_svc
     from tasks.encoder_candidate import encoder_candidate
     from tasks.score_candidate import score_candidate
     from tasks.store.tables import batch_rows_of, read_meta
@@ -49,17 +49,10 @@ def _search_direct(scaled, config, root: str) -> dict:
     specs = candidate_set(Layout.from_meta(meta), config.encoder)
     n_train = int(meta["split_sizes"]["train"])
     rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
-    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
     svc = selection_svc(config.encoder)
-    trained = [[encoder_candidate.fn(scaled, c, root=root, rung=[0.0, rungs[0]] if rungs and i in networks else None)]
-               for i, c in enumerate(specs)]
-    scored = [[score_candidate.fn(t[0], svc, root=root)] for t in trained]
-    for r in range(1, len(rungs or [])):
-        previous = [scored[i][-1] for i in networks]
-        for position, i in enumerate(networks):
-            trained[i].append(encoder_candidate.fn(scaled, specs[i], root=root, rung=[rungs[r - 1], rungs[r]],
-                                                   start=trained[i][-1], previous=previous, position=position))
-            scored[i].append(score_candidate.fn(trained[i][-1], svc, root=root))
+    trained, scored = search_graph(specs, rungs, lambda i, spec, **rung: encoder_candidate.fn(scaled, spec, root=root,
+                                                                                               **rung),
+                                   lambda t: score_candidate.fn(t, svc, root=root))
     return {"candidates": trained, "scores": scored}
 
 

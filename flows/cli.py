@@ -17,7 +17,7 @@ from typing import Any
 
 from flows.plan import CHOICES, STAGES, stage_name
 from tasks.config import BUILTIN_DATASETS
-from tasks.errors import InputError, first_line
+from tasks.errors import InputError, first_line, printable
 
 EPHEMERAL_TIMEOUT_S = 90
 
@@ -196,6 +196,7 @@ def _preflight(config, args: argparse.Namespace) -> None:
     artifact, found by the stage's own cache key: the source's bytes, the ``data`` section, the code) is
     not read again: its layout comes from that artifact.
     """
+    from flows.engine import check_local_workers
     from tasks.core.dataset import check_source, describe_source
     from tasks.core.layout import Layout
     from tasks.core.networks import check_against_data
@@ -204,8 +205,6 @@ def _preflight(config, args: argparse.Namespace) -> None:
     from tasks.store.tables import read_meta
 
     _data_root(args, write=True)
-    from flows.engine import check_local_workers
-
     check_local_workers(config.engine)
     dataset = lookup(ingest, describe_source(config.data), config.data, root=os.path.abspath(args.data_dir))
     layout = Layout.from_meta(read_meta(dataset)) if dataset is not None else check_source(config.data)
@@ -221,20 +220,18 @@ def _prefect_api(args: argparse.Namespace) -> Iterator[Any]:
     started now in the background so that it comes up while the input is checked, and stopped on exit.
     ``ready()`` says which in one line (on stderr, not with ``--quiet``) and waits for the temporary server.
     """
-    from flows.server import TemporaryServer, drain_prefect_queues, profile_api_url, running_dashboard
-
-    quiet = getattr(args, "quiet", False)
+    from flows.server import TemporaryServer, drain_prefect_queues, known_api
 
     def say(line: str) -> None:
-        if not quiet:
+        if not args.quiet:
             print(f"marginflow: {line}", file=sys.stderr, flush=True)
 
-    given = os.environ.get("PREFECT_API_URL") or profile_api_url()
-    if given:
+    found = known_api()
+    if found and found[1] != "dashboard":
         yield lambda: None
         return
-    url = running_dashboard()
-    if url:
+    if found:
+        url = found[0]
         os.environ["PREFECT_API_URL"] = url
         try:
             yield lambda: say(f"Prefect API: the running dashboard's server, {url}")
@@ -334,17 +331,18 @@ def _pipeline_command(args: argparse.Namespace) -> int:
         _preflight(config, args)
 
         from flows.engine import prefect_api, run_pipeline
-        from tasks.store.artifacts import read_json
 
         ready()
         with prefect_api(config.engine), _terminal(args):
             result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
-        _report_result(args, config, result, read_json)
+        _report_result(args, config, result)
     return 0
 
 
-def _report_result(args: argparse.Namespace, config, result, read_json) -> None:
+def _report_result(args: argparse.Namespace, config, result) -> None:
     """What ``run`` and ``stage`` print: the JSON object, or the summary (one line with ``--quiet``)."""
+    from tasks.store.artifacts import read_json
+
     report = result.artifacts.get("evaluate")
     metrics = read_json(report, "metrics.json") if report else None
     if args.json:
@@ -412,14 +410,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError; a bad name a ValueError
         raise InputError(f"--timezone {args.timezone}: not a time zone (an IANA name such as UTC or "
                          "Europe/Berlin)") from None
-    if not os.environ.get("PREFECT_API_URL"):
-        from flows.server import profile_api_url, running_dashboard
+    from flows.server import known_api
 
-        url = profile_api_url() or running_dashboard()
-        if url is None:
-            raise InputError("PREFECT_API_URL is not set and no `marginflow dashboard` is running for this "
-                             "Prefect home: start the server with `marginflow dashboard`")
-        os.environ["PREFECT_API_URL"] = url
+    found = known_api()
+    if found is None:
+        raise InputError("PREFECT_API_URL is not set and no `marginflow dashboard` is running for this "
+                         "Prefect home: start the server with `marginflow dashboard`")
+    os.environ["PREFECT_API_URL"] = found[0]
     from prefect.schedules import Cron
 
     try:
@@ -474,14 +471,14 @@ def _models_command(args: argparse.Namespace) -> int:
           "config changes from defaults")
     for v in versions:
         m = v.metrics
-        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{_shown(m.get('source', ''))[-15:]:<16}"
+        print(f"{'*' if v.champion else ' '} {v.version:<9}{v.created:<27}{printable(m.get('source', ''))[-15:]:<16}"
               f"{_number(m.get('accuracy')):>9.4f}{_number(m.get('macro_f1')):>10.4f}  "
-              f"{_shown(v.run.get('flow_run_name') or '-')[:19]:<20}{_shown(shown(v.changes))}"
+              f"{printable(v.run.get('flow_run_name') or '-')[:19]:<20}{printable(shown(v.changes))}"
               + ("  REFUSED: will not load" if v.problem else ""))
     print("* champion; `marginflow compare A B` shows two versions side by side")
     for v in versions:
         if v.problem:
-            print(f"{v.version}: {_shown(v.problem)}")
+            print(f"{v.version}: {printable(v.problem)}")
     return 0
 
 
@@ -490,15 +487,10 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
 
 
-def _shown(value: Any) -> str:
-    """Text from a data root's files, safe for a terminal: control characters (escape sequences) escaped."""
-    text = str(value)
-    return text if text.isprintable() else "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
 def _promote_command(args: argparse.Namespace) -> int:
     import logging
 
+    from flows.server import known_api
     from tasks.ops.registry import RegistryError
 
     registry = _registry(args)
@@ -508,13 +500,9 @@ def _promote_command(args: argparse.Namespace) -> int:
         before = "a damaged pointer"
     name = registry.promote(args.version, reason="promoted by hand (marginflow promote)")
     print(f"champion: {name} (was {before})")
-    if not os.environ.get("PREFECT_API_URL"):
-        from flows.server import running_dashboard
-
-        url = running_dashboard()
-        if url:
-            os.environ["PREFECT_API_URL"] = url
-    if os.environ.get("PREFECT_API_URL"):  # keep the dashboard's models table current
+    found = known_api()
+    if found:  # keep the dashboard's models table current
+        os.environ["PREFECT_API_URL"] = found[0]
         from flows.progress import log_setup
         from flows.promote import promoted
 

@@ -32,7 +32,7 @@ from tasks.config import Config, changes, run_name, source_name
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
 from tasks.core.report import render_stages
-from tasks.core.search import search_rungs, selection_svc
+from tasks.core.search import search_graph, search_rungs, selection_svc
 from tasks.core.svm import grid
 from tasks.encoder_candidate import encoder_candidate
 from tasks.ingest import describe_source
@@ -123,29 +123,17 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
     runs and none starts after ``encoder.search_budget_s``.
     """
     meta = read_meta(scaled.result().at(root))
-    layout = Layout.from_meta(meta)
-    specs = candidate_set(layout, config.encoder)
+    specs = candidate_set(Layout.from_meta(meta), config.encoder)
     n_train = int(meta["split_sizes"]["train"])
-    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
-    halving = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
-    rungs = halving or [1.0]
+    rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
     deadline = time.time() + config.encoder.search_budget_s
     train = encoder_candidate.with_options(refresh_cache=refresh)
     score = score_candidate.with_options(refresh_cache=refresh)
     svc = selection_svc(config.encoder)
-    trained: list[list[Any]] = [[] for _ in specs]
-    scored: list[list[Any]] = [[] for _ in specs]
-    for i, spec in enumerate(specs):
-        rung = [0.0, rungs[0]] if halving and i in networks else None
-        trained[i].append(train.submit(scaled, spec, root=root, rung=rung, deadline=None if i == 0 else deadline))
-        scored[i].append(score.submit(trained[i][-1], svc, root=root))
-    for r in range(1, len(rungs)):
-        previous = [scored[i][-1] for i in networks]
-        for position, i in enumerate(networks):
-            trained[i].append(train.submit(scaled, specs[i], root=root, rung=[rungs[r - 1], rungs[r]],
-                                           start=trained[i][-1], previous=previous, position=position))
-            scored[i].append(score.submit(trained[i][-1], svc, root=root))
-    return trained, scored
+    return search_graph(
+        specs, rungs,
+        lambda i, spec, **rung: train.submit(scaled, spec, root=root, deadline=None if i == 0 else deadline, **rung),
+        lambda trained: score.submit(trained, svc, root=root))
 
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:

@@ -32,18 +32,16 @@ def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.P
         )
 
 
-def wait_healthy(api_url: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
-    """Block until ``{api_url}/health`` answers 200; raise if the server (when ``proc`` is ours) dies or times out."""
+def wait_healthy(api_url: str, proc: subprocess.Popen | None, timeout: float = 120.0, poll: float = 0.5) -> None:
+    """Block until ``{api_url}/health`` answers 200 (asked every ``poll`` seconds); raise if the server (when
+    ``proc`` is ours) dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"Prefect server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
+        if answers(api_url, timeout=2):
+            return
+        time.sleep(poll)
     raise RuntimeError(f"Prefect server at {api_url} not healthy after {timeout:.0f}s")
 
 
@@ -125,6 +123,19 @@ def profile_api_url(home: Path | None = None) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def known_api() -> tuple[str, str] | None:
+    """``(url, where)`` of a Prefect API a command can use without starting a server, in order:
+    ``PREFECT_API_URL`` (``environment``), the active profile's (``profile``), a running ``marginflow
+    dashboard`` of this Prefect home (``dashboard``); None when there is none."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"], "environment"
+    for where, find in (("profile", profile_api_url), ("dashboard", running_dashboard)):
+        url = find()
+        if url:
+            return url, where
+    return None
+
+
 def die_with_parent() -> None:
     """In a child process before it executes: ask Linux to send it SIGTERM when the process that started it dies
     (a ``kill -9`` of the command leaves no server running). Elsewhere this does nothing."""
@@ -149,16 +160,19 @@ class TemporaryServer:
     """
 
     def __init__(self) -> None:
+        import tempfile
+
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.started = time.monotonic()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
+        self.log = tempfile.TemporaryFile()  # what the server says, for a failed start (a pipe could fill up)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
              "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True,
             preexec_fn=die_with_parent)
         self.seconds: float | None = None  # from start to answering, once `wait` returned
 
@@ -166,31 +180,21 @@ class TemporaryServer:
         """Block until the server answers.
 
         Raises:
-            RuntimeError: it exited, or did not answer within ``timeout`` seconds.
+            RuntimeError: it exited (with its last line of output), or did not answer within ``timeout`` seconds.
         """
-        while time.monotonic() - self.started < timeout:
-            if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
-                raise RuntimeError(f"the temporary Prefect server exited with code {self.proc.returncode}"
-                                   + (f": {err[-1]}" if err else ""))
-            if answers(self.api_url, timeout=0.5):
-                self.seconds = time.monotonic() - self.started
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"the temporary Prefect server did not start within {timeout:.0f} s")
+        try:
+            wait_healthy(self.api_url, self.proc, timeout - (time.monotonic() - self.started), poll=0.05)
+        except RuntimeError as e:
+            self.log.seek(0)
+            said = self.log.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"the temporary Prefect server did not start: {e}"
+                               + (f" ({said[-1]})" if said else "")) from None
+        self.seconds = time.monotonic() - self.started
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        """`stop_server`; its output is dropped."""
+        stop_server(self.proc)
+        self.log.close()
 
 
 def drain_prefect_queues(timeout: float = 5.0) -> None:

@@ -26,6 +26,12 @@ BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "mnist1d")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="a random seed, 0 to 2**32 - 1")]
 
 
+def _check_gamma(key: str, value: Any) -> None:
+    """An RBF gamma: ``"scale"``, ``"auto"`` or a positive number."""
+    if isinstance(value, float) and value <= 0:
+        raise ValueError(f"{key} must be > 0, 'scale' or 'auto', got {value}")
+
+
 class _Section(BaseModel):
     """A config section. Strict types, the one place the rules on values live: an integer key takes an integer
     (not ``true``, not ``"5"``), a float key takes a number (not a boolean), every number is finite, and each
@@ -156,8 +162,7 @@ class EncoderConfig(_Section):
 
     @model_validator(mode="after")
     def _search_gamma(self) -> EncoderConfig:
-        if isinstance(self.search_svc_gamma, float) and self.search_svc_gamma <= 0:
-            raise ValueError(f"encoder.search_svc_gamma must be > 0, 'scale' or 'auto', got {self.search_svc_gamma}")
+        _check_gamma("encoder.search_svc_gamma", self.search_svc_gamma)
         return self
 
     @model_validator(mode="after")
@@ -215,8 +220,7 @@ class SVCConfig(_Section):
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:
-        if isinstance(self.gamma, float) and self.gamma <= 0:
-            raise ValueError(f"svc.gamma must be > 0, 'scale' or 'auto', got {self.gamma}")
+        _check_gamma("svc.gamma", self.gamma)
         for key in ("search_C", "search_gamma_factor"):
             values = getattr(self, key)
             if not values or min(values) <= 0:
@@ -555,7 +559,7 @@ def key_table() -> str:
                     value = getattr(m, name, None)
                     if value is not None:
                         limits.append(f"{sym} {value}" if isinstance(value, int) else f"{sym} {value:g}")
-            if f.annotation is float or "float" in _type_name(f.annotation):
+            if "float" in _type_name(f.annotation):
                 limits.append("finite")
             default = f.get_default(call_default_factory=True)
             shown = "none" if default is None else json.dumps(default)

@@ -27,7 +27,7 @@ from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, lo
 from tasks.core.search import rung_config, survivors, train_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
-from tasks.store.progress import import_shared
+from tasks.store.progress import SHARED_IMPORTS, import_once
 from tasks.store.runlog import epoch_progress, stage_logger
 
 
@@ -52,10 +52,11 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
             log.info("encoder candidate %s: stopped by successive halving after %.0f%% of its steps",
                      candidate.name, 100 * (rung or [0.0])[0])
             return None
-    if start is not None and read_json(start, "train.json").get("stopped_early"):
+    before = None if start is None else read_json(start, "train.json")
+    if before is not None and before.get("stopped_early"):
         log.info("encoder candidate %s: early stopping ended its last rung, it goes on as it is", candidate.name)
         return start
-    import_shared()
+    import_once(*SHARED_IMPORTS)
     X_train, y_train, val, meta = keras_rows(scaled, candidate.encoder)
     layout = Layout.from_meta(meta)
     n_classes = len(meta["classes"])
@@ -71,9 +72,9 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
         return None
     info["stopped_early"] = bool(history) and len(history["loss"]) < step_budget(X_train, config)["epochs"]
     if start is not None:  # the whole training so far
-        before = read_json(start, "history.json")
-        history = {k: before.get(k, []) + v for k, v in history.items()}
-        info["train_seconds"] = round(info["train_seconds"] + read_json(start, "train.json")["train_seconds"], 3)
+        earlier = read_json(start, "history.json")
+        history = {k: earlier.get(k, []) + v for k, v in history.items()}
+        info["train_seconds"] = round(info["train_seconds"] + before["train_seconds"], 3)
     if rung is not None:  # what the report shows: epochs trained in all, over every rung (no folds follow)
         info["epochs"] = len(history.get("loss", []))
     log.info("encoder candidate %s: trained %s%d epochs, %.1f s", candidate.name,

@@ -15,7 +15,11 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str = "") -> None:
-        text = str(message)
-        if not text.isprintable():
-            text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-        super().__init__(text)
+        super().__init__(printable(message))
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with control characters (line breaks, terminal escape sequences) shown escaped: one line
+    that a terminal prints as it is."""
+    text = str(value)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig
-from tasks.core.candidates import candidate_set
+from tasks.core.candidates import candidate_set, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
@@ -59,13 +59,13 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     rows, correct = [], {}
     for i, (spec, rungs) in enumerate(zip(candidate_set(layout, config), scores, strict=True)):
         row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
-        ref = _last(rungs)
-        if ref is not None:
-            score = read_json(ref, "score.json")
+        stored = [None if r is None else read_json(r, "score.json") for r in rungs]
+        if any(stored):
+            last = max(r for r, score in enumerate(stored) if score is not None)
+            score = stored[last]
             row.update({k: score[k] for k in ("score", "scores", "validation", "epochs", "train_seconds")})
-            last = max(r for r, ref in enumerate(rungs) if ref is not None)
-            row["reached"] = 2.0 ** (last - (len(rungs) - 1))  # the rungs' budgets double: ..., 1/4, 1/2, 1
-            row["rungs"] = [None if r is None else read_json(r, "score.json")["score"] for r in rungs]
+            row["reached"] = rung_fractions(len(rungs))[last]
+            row["rungs"] = [None if s is None else s["score"] for s in stored]
             correct[i] = np.asarray(score["correct"], dtype=np.float64)
         rows.append(row)
     if not correct:

@@ -76,3 +76,9 @@ def candidate_set(layout: Layout, base: EncoderConfig) -> list[Candidate]:
                 ("mlp-narrow", {"kind": "mlp", "hidden": [64, 32], "dropout": 0.3, **_SHORT})]
     rows.append(("identity", {"kind": "identity"}))
     return [Candidate(name=name, encoder=EncoderConfig(**{**keep, **values})) for name, values in rows]
+
+
+def rung_fractions(n_rungs: int) -> list[float]:
+    """The share of the step budget a candidate has trained at the end of each of ``n_rungs`` rungs of the
+    search (`tasks.core.search`): the budgets double up to the whole one (3 -> [1/4, 1/2, 1])."""
+    return [2.0 ** (r - n_rungs + 1) for r in range(n_rungs)]

@@ -224,7 +224,7 @@ def _unreadable(path, e: Exception) -> InputError:
     return InputError(f"{path}: unreadable file ({first_line(e)})")
 
 
-def _file_columns(p: Path) -> list[str]:
+def file_columns(p: Path) -> list[str]:
     """A file's column names, from the Parquet schema or the CSV header (duplicates refused)."""
     if not p.is_file():
         raise InputError(f"{p}: file not found")
@@ -275,7 +275,7 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
         text = {label} | ({split_column} if split_column else set())
         types = {c: (pa.string() if c in text else pa.float64()) for c in names}
         reader = pacsv.open_csv(
-            # the names as `_file_columns` read them (a byte-order mark removed); the header line itself skipped
+            # the names as `file_columns` read them (a byte-order mark removed); the header line itself skipped
             p, read_options=pacsv.ReadOptions(block_size=1 << 22, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in name else ","),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
@@ -345,7 +345,7 @@ def source_batches(config: DataConfig, batch_rows: int):
     files = landing_files(path) if path.is_dir() else [path]
     first = None
     for f in files:
-        names = _file_columns(f)
+        names = file_columns(f)
         if first is not None and names != first[1]:
             raise InputError(f"{f}: columns differ from {first[0].name} ({', '.join(names[:6])} ...)")
         first = first or (f, names)
@@ -556,7 +556,7 @@ def check_source(config: DataConfig) -> Any:
         path = Path(config.input)
         files = landing_files(path) if path.is_dir() else [path]
         if sum(f.stat().st_size for f in files if f.is_file()) > preflight_full_bytes():
-            names = _file_columns(files[0])
+            names = file_columns(files[0])
             features = feature_columns(names, str(files[0]), config.label, config.split_column)
             return resolve_layout(features, config.layout, config.shape)
     return scan(config).layout

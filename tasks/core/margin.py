@@ -8,6 +8,7 @@ integer class ids through silently; these helpers always convert explicitly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from typing import Any
@@ -77,9 +78,7 @@ def l2_for_svm(C: float, n_train: int, n_out: int) -> float:
     return 1.0 / (2.0 * C * n_train * n_out)
 
 
-_JAX_CACHE: list[str] = []
-
-
+@functools.cache
 def compilation_cache() -> str | None:
     """Point JAX's persistent compilation cache at ``$MARGINFLOW_JAX_CACHE`` (default
     ``${XDG_CACHE_HOME:-~/.cache}/marginflow/jax``; ``off`` disables it), once per process, and return it.
@@ -91,12 +90,9 @@ def compilation_cache() -> str | None:
     """
     import os
 
-    if _JAX_CACHE:
-        return _JAX_CACHE[0] or None
     where = os.environ.get("MARGINFLOW_JAX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "marginflow", "jax")
     if where == "off" or os.environ.get("KERAS_BACKEND", "jax") != "jax":
-        _JAX_CACHE.append("")
         return None
     import jax
 
@@ -105,9 +101,8 @@ def compilation_cache() -> str | None:
         jax.config.update("jax_compilation_cache_dir", where)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except (OSError, AttributeError):  # an unwritable cache folder costs speed, never a run
-        where = ""
-    _JAX_CACHE.append(where)
-    return where or None
+        return None
+    return where
 
 
 @contextlib.contextmanager

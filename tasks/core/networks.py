@@ -339,25 +339,20 @@ def save_keras(model, path: str | Path) -> None:
     recognised as such."""
     import json
 
-    from tasks.core.stablezip import numbering, restamp, temporary_beside
+    from tasks.core.stablezip import numbering, stable_save
 
-    raw = temporary_beside(path, ".keras")
     renumber = numbering(r'"shared_object_id":\s*(\d+)', '"shared_object_id": {}')
 
-    def clean(name: str, data: bytes) -> tuple[str, bytes]:
-        if name == "metadata.json":
-            meta = json.loads(data)
+    def clean(entries: dict[str, bytes]) -> dict[str, bytes]:
+        if "metadata.json" in entries:
+            meta = json.loads(entries["metadata.json"])
             meta.pop("date_saved", None)
-            return name, json.dumps(meta, sort_keys=True).encode()
-        if name == "config.json":
-            return name, renumber(data.decode()).encode()
-        return name, data
+            entries["metadata.json"] = json.dumps(meta, sort_keys=True).encode()
+        if "config.json" in entries:
+            entries["config.json"] = renumber(entries["config.json"].decode()).encode()
+        return entries
 
-    try:
-        model.save(raw)
-        restamp(raw, path, clean)
-    finally:
-        Path(raw).unlink(missing_ok=True)
+    stable_save(path, model.save, clean)
 
 
 def load_encoder(path: str | Path):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tasks.catalog import MAIN_APPROACH
+from tasks.core.candidates import rung_fractions
 
 
 def render_header(rows: list[tuple[str, str]]) -> str:
@@ -38,7 +39,7 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
         f"error on the same rows: here by {100 * best['advantage']:+.2f} ± {100 * best['standard_error']:.2f} points.")
     rungs = max((len(r.get("rungs") or []) for r in rows), default=1)
     halving = "" if rungs < 2 else (
-        f" Successive halving: the networks trained {', then '.join(f'{100 * 2.0 ** (k - rungs + 1):.0f} %' for k in range(rungs))}"
+        f" Successive halving: the networks trained {', then '.join(f'{100 * f:.0f} %' for f in rung_fractions(rungs))}"
         " of their step budget, the better half going on each time; the score at each rung is shown.")
     lines += [f"Encoder kept: **{chosen['candidate']}**, chosen by the validation accuracy of features + SVC "
               f"({chosen['validation']}; test rows not used).{rule}{halving}", "",

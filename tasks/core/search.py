@@ -22,15 +22,16 @@ rows that would rank noise) every network trains the whole budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tasks.config import EncoderConfig, SVCConfig
-from tasks.core.candidates import Candidate
+from tasks.core.candidates import Candidate, rung_fractions
 from tasks.core.layout import Layout
-from tasks.core.margin import TableRows
+from tasks.core.margin import TableRows, step_budget
 from tasks.core.networks import Refitter, best_epoch, continue_training, embed, train
 from tasks.core.svm import fit_svc
 from tasks.store.progress import OwnTime
@@ -78,8 +79,7 @@ def halving_rungs(n_networks: int) -> list[float]:
     """The fractions of the step budget a network has trained at the end of each rung of successive
     halving (η = 2): 3 networks -> [1/4, 1/2, 1], 2 -> [1/2, 1], 1 -> [1]. After rung r the better
     ``ceil(k / 2)`` of its k networks continue."""
-    rungs = max(math.ceil(math.log2(max(n_networks, 1))), 0)
-    return [2.0 ** (r - rungs) for r in range(rungs + 1)]
+    return rung_fractions(max(math.ceil(math.log2(max(n_networks, 1))), 0) + 1)
 
 
 def search_rungs(kinds: list[str], n_train: int, streamed: bool, config: EncoderConfig) -> list[float] | None:
@@ -92,6 +92,36 @@ def search_rungs(kinds: list[str], n_train: int, streamed: bool, config: Encoder
     return halving_rungs(networks)
 
 
+def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Callable[..., Any],
+                 score: Callable[[Any], Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Lay out the search: every training and scoring call of every candidate and rung, each after the calls
+    whose results it reads; returns (trained, scored), per candidate and rung.
+
+    ``train(i, spec, rung=[before, fraction] or None)`` trains candidate ``i`` (its first rung; ``rung`` None:
+    the whole budget, one rung), and for a later rung also gets ``start`` (its own previous training),
+    ``previous`` (every network's previous score) and ``position`` (its index among them); ``score(trained)``
+    scores one training. What a call is belongs to the caller: a Prefect task submitted (the flow, where a
+    later rung stops itself when it is not among the better half) or a stage function called directly.
+
+    Args:
+        rungs: `search_rungs`'s fractions, or None (no successive halving).
+    """
+    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
+    fractions = rungs or [1.0]
+    trained: list[list[Any]] = [[] for _ in specs]
+    scored: list[list[Any]] = [[] for _ in specs]
+    for i, spec in enumerate(specs):
+        trained[i].append(train(i, spec, rung=[0.0, fractions[0]] if rungs and i in networks else None))
+        scored[i].append(score(trained[i][-1]))
+    for r in range(1, len(fractions)):
+        previous = [scored[i][-1] for i in networks]
+        for position, i in enumerate(networks):
+            trained[i].append(train(i, specs[i], rung=[fractions[r - 1], fractions[r]], start=trained[i][-1],
+                                    previous=previous, position=position))
+            scored[i].append(score(trained[i][-1]))
+    return trained, scored
+
+
 def survivors(scores: list[float | None], keep: int) -> list[int]:
     """Indices of the ``keep`` best scores (ties: the earlier), skipping None."""
     ranked = sorted((i for i, s in enumerate(scores) if s is not None), key=lambda i: (-scores[i], i))
@@ -100,8 +130,6 @@ def survivors(scores: list[float | None], keep: int) -> list[int]:
 
 def rung_config(config: EncoderConfig, X_train, fraction: float, before: float) -> EncoderConfig:
     """``config`` limited to the steps between ``before`` and ``fraction`` of its full step budget."""
-    from tasks.core.margin import step_budget
-
     full = step_budget(X_train, config)
     total = min(config.max_steps, full["epochs"] * full["steps_per_epoch"])
     steps = max(round(total * fraction) - round(total * before), 1)

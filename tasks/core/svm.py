@@ -132,29 +132,18 @@ def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_clas
 def save_svc(model, path) -> None:
     """``skops.io.dump`` with the same bytes for the same model: skops names each array's file by a memory address
     and stamps the time; both are fixed (`tasks.core.stablezip`), the schema's references renamed with them."""
-    import zipfile
-    from pathlib import Path
-
     import skops.io as sio
 
-    from tasks.core.stablezip import numbering, restamp, temporary_beside
+    from tasks.core.stablezip import numbering, stable_save
 
-    raw = temporary_beside(path, ".skops")
-    renumber = numbering(r"\b(\d{6,})\.npy\b", "array-{}.npy")  # array files, and the schema's references
+    arrays = numbering(r"\b(\d{6,})\.npy\b", "array-{}.npy")  # array files, and the schema's references to them
     objects = numbering(r'"__id__":\s*(\d+)', '"__id__": {}')  # object ids (shared objects refer by them)
 
-    def clean(name: str, data: bytes) -> tuple[str, bytes]:
-        if name == "schema.json":
-            return name, objects(renumber(data.decode())).encode()
-        return renumber(name), data
+    def clean(entries: dict[str, bytes]) -> dict[str, bytes]:
+        schema = objects(arrays(entries.pop("schema.json").decode()))  # arrays numbered in the schema's order
+        return {"schema.json": schema.encode(), **{arrays(name): data for name, data in entries.items()}}
 
-    try:
-        sio.dump(model, raw)
-        with zipfile.ZipFile(raw) as z:  # number the arrays in the schema's order, before their files
-            renumber(z.read("schema.json").decode())
-        restamp(raw, path, clean)
-    finally:
-        Path(raw).unlink(missing_ok=True)
+    stable_save(path, lambda raw: sio.dump(model, raw), clean)
 
 
 SVC_TYPES = ("sklearn.svm._classes.SVC",)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.core.dataset import file_columns
 from tasks.errors import InputError, first_line
 from tasks.ops.bundle import Bundle, check_columns
 
@@ -29,36 +30,10 @@ OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 
 def _columns(path: Path) -> list[str]:
-    name = path.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            names = [str(c) for c in pq.read_schema(path).names]
-        elif name.endswith((".csv", ".csv.gz")):
-            names = _csv_header(path)
-        else:
-            raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
-    except InputError:
-        raise
-    except Exception as e:  # unreadable header: one line
-        first = first_line(e)
-        raise InputError(f"{path}: unreadable file ({first})") from None
-    seen: set[str] = set()
-    dupes = [c for c in names if c in seen or seen.add(c)]
-    if dupes:
-        raise InputError(f"{path}: duplicate column name {dupes[0]!r}")
-    return names
-
-
-def _csv_header(path: Path) -> list[str]:
-    """A CSV's header as written (pandas would rename a duplicate ``a`` to ``a.1``), a byte-order mark removed."""
-    import csv
-    import gzip
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
+    """The input's column names, read as ingest reads them (a byte-order mark removed, duplicates refused)."""
+    if not path.name.lower().endswith((".parquet", ".pq", ".csv", ".csv.gz")):
+        raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
+    return file_columns(path)
 
 
 def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:

@@ -103,8 +103,8 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
             value = stored.get(metric)
             value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
             decision = Decision(**common, champion_after=current, promoted=False, challenger_score=value,
-                                champion_score=value, n_rows=int(stored.get("n_test") or 0)
-                                if isinstance(stored.get("n_test"), int) else 0,
+                                champion_score=value,
+                                n_rows=stored["n_test"] if isinstance(stored.get("n_test"), int) else 0,
                                 reason="Nothing new: this run's model is the champion's bundle (the stages came from "
                                        "the cache); the scores shown are the champion's stored test scores.")
         else:

@@ -222,19 +222,17 @@ class Registry:
             f.flush()
             os.fsync(f.fileno())
 
-    def _identity(self, name: str) -> str | None:
-        """A version's identity from its manifest (None when unreadable); its files are checked on loading."""
+    def _files(self, name: str) -> dict[str, str]:
+        """A version's file hashes as its manifest lists them ({} when unreadable); checked on loading."""
         try:
-            return bundle_identity(read_manifest(self.dir / name)["files"])
+            return read_manifest(self.dir / name)["files"]
         except BundleError:
-            return None
+            return {}
 
-    def _encoder_hash(self, name: str) -> str | None:
-        """The SHA-256 of a version's ``encoder.keras`` as its manifest lists it (None when unreadable)."""
-        try:
-            return read_manifest(self.dir / name)["files"]["encoder.keras"]
-        except BundleError:
-            return None
+    def _identity(self, name: str) -> str | None:
+        """A version's identity from its manifest (None when unreadable)."""
+        files = self._files(name)
+        return bundle_identity(files) if files else None
 
     def _find(self, identity: str) -> str | None:
         return next((name for name in self.names() if self._identity(name) == identity), None)
@@ -308,7 +306,8 @@ class Registry:
         # A bundle already registered is recognised by its files' hashes (re-hashed against its manifest,
         # nothing deserialised, no Keras import): a cached run does no model work. A new one loads
         # fully (hashes, allowed types, safe loading) before anything is written.
-        identity = bundle_identity(verify(bundle_dir)["files"])
+        files = verify(bundle_dir)["files"]
+        identity = bundle_identity(files)
         with self._locked():
             self._recover()
             existing = self._find(identity)
@@ -317,9 +316,8 @@ class Registry:
         key = signing_key()
         # an encoder byte-identical to a registered version's was loaded when that version was: only the
         # other files need loading then (a change of svc settings imports no Keras)
-        encoder = read_manifest(bundle_dir)["files"]["encoder.keras"]
-        known = {self._encoder_hash(name) for name in self.names()}
-        if Bundle(bundle_dir, signed=False, encoder=encoder not in known).identity != identity:
+        known = {self._files(name).get("encoder.keras") for name in self.names()}
+        if Bundle(bundle_dir, signed=False, encoder=files["encoder.keras"] not in known).identity != identity:
             raise BundleError(f"{bundle_dir}: changed while it was being registered")
         with self._locked():
             self._recover()

@@ -327,11 +327,7 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
 
     emit("stage_start", stage=name)
     with OwnTime() as took:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-        bound.apply_defaults()
-        root = str(bound.arguments["root"])
-        inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
-        key = stage_key(name, fn.__module__, inputs)
+        root, inputs, key = _call(name, fn, args, kwargs)
         ref = None
         if not refresh:
             try:
@@ -350,16 +346,21 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
     return ref, cached, took
 
 
-def lookup(task, *args: Any, **kwargs: Any) -> ArtifactRef | None:
-    """The artifact a `stage` task would return from its cache for these arguments, or None on a miss;
-    nothing runs and nothing is written (a damaged record is a miss)."""
-    fn = task.fn.__wrapped__
+def _call(name: str, fn, args: tuple, kwargs: dict) -> tuple[str, dict[str, Any], str]:
+    """(data root, the call's arguments by name with artifacts resolved against it, cache key) of a stage call."""
     bound = inspect.signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     root = str(bound.arguments["root"])
     inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
+    return root, inputs, stage_key(name, fn.__module__, inputs)
+
+
+def lookup(task, *args: Any, **kwargs: Any) -> ArtifactRef | None:
+    """The artifact a `stage` task would return from its cache for these arguments, or None on a miss;
+    nothing runs and nothing is written (a damaged record is a miss)."""
+    root, _, key = _call(task.name, task.fn.__wrapped__, args, kwargs)
     try:
-        return read_record(root, task.name, stage_key(task.name, fn.__module__, inputs))
+        return read_record(root, task.name, key)
     except RecordProblem:
         return None
 

@@ -7,7 +7,7 @@ Two small, Prefect-free facilities:
   with no listener (a Dask worker, a test) an event costs one list lookup.
 * **Waiting time.** `waiting` measures time a thread spends blocked on a shared resource (the
   Keras fit lock, `tasks.core.margin.seeded_keras`, and the first import of the libraries the
-  stages share, `import_shared`); `OwnTime` measures a block's elapsed time less that waiting,
+  stages share, `import_once`); `OwnTime` measures a block's elapsed time less that waiting,
   so stage and fit seconds are the work's own and not the queue's.
 """
 
@@ -82,12 +82,6 @@ def import_once(*names: str) -> list[Any]:
         modules = [importlib.import_module(n) for n in names]
         _IMPORTED.update(names)
         return modules
-
-
-def import_shared() -> None:
-    """Import `SHARED_IMPORTS` as waiting time: the first thread to need a library pays for its
-    import and the others wait meanwhile; neither is the stage's own work."""
-    import_once(*SHARED_IMPORTS)
 
 
 class OwnTime:
