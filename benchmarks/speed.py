@@ -60,6 +60,7 @@ def _direct(config, root: str) -> None:
     """Every stage of `flows.plan` the flow runs for ``config``, called one after another without Prefect."""
     from flows.plan import load_task, stage_config, stages_needed
     from tasks.catalog import BY_NAME
+    from tasks.choose_solver import choose_solver
     from tasks.core.svm import grid
     from tasks.ingest import describe_source
     from tasks.svc_cv import svc_cv
@@ -70,8 +71,10 @@ def _direct(config, root: str) -> None:
         kwargs = {"config": stage_config(config, stage), "root": root}
         if stage.models:
             kwargs["models"] = {a: refs[BY_NAME[a].stage] for a in config.evaluate.approaches}
+        if stage.search:
+            kwargs["solver"] = choose_solver.fn(args[0], config.svc, root=root)
         if stage.search and config.svc.search:
-            kwargs["cv"] = [svc_cv.fn(args[0], point, root=root) for point in grid(config.svc)]
+            kwargs["cv"] = [svc_cv.fn(args[0], point, root=root, solver=kwargs["solver"]) for point in grid(config.svc)]
         if stage.candidates and config.encoder.kind == "auto":
             kwargs.update(_search_direct(args[0], config, root))
         refs[stage.name] = load_task(stage.name).fn(*args, **kwargs)

@@ -21,6 +21,7 @@ from flows.plan import (
     CANDIDATE_TASK,
     SCORE_TASK,
     SEARCH_TASK,
+    SOLVER_TASK,
     STAGES,
     load_task,
     stage_config,
@@ -28,6 +29,7 @@ from flows.plan import (
     stages_needed,
 )
 from tasks.catalog import BY_NAME
+from tasks.choose_solver import choose_solver
 from tasks.config import Config, changes, run_name, source_name
 from tasks.core.candidates import candidate_set
 from tasks.core.layout import Layout
@@ -138,10 +140,11 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
     """Submit the planned stages with the futures of their inputs; collect their states in table order."""
-    forced = {*STAGES, SEARCH_TASK, CANDIDATE_TASK, SCORE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
+    forced = {*STAGES, SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     # every code digest of the run's cache keys, here in the flow's thread before any task starts
-    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), SEARCH_TASK, CANDIDATE_TASK, SCORE_TASK)])
+    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK,
+                                                                SCORE_TASK)])
     futures: dict[str, Any] = {}
     searches: dict[str, tuple[str, list[Any]]] = {}  # "<stage>.cv" / "<stage>.candidates": (what, futures)
     emit("plan", stages=[stage.name for stage in plan])
@@ -151,9 +154,14 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         kwargs: dict[str, Any] = {"config": stage_config(config, stage), "root": root}
         if stage.models:
             kwargs["models"] = {a: futures[BY_NAME[a].stage] for a in config.evaluate.approaches}
+        if stage.search:  # an SVC stage: one solver decision for its fit and its search points
+            decided = choose_solver.with_options(refresh_cache=SOLVER_TASK in forced).submit(
+                futures[stage.inputs[0]], config.svc, root=root)
+            searches[f"{stage.name}.solver"] = (f"{SOLVER_TASK} decision", [decided])
+            kwargs["solver"] = decided
         if stage.search and config.svc.search:
             cv = svc_cv.with_options(refresh_cache=SEARCH_TASK in forced).map(
-                unmapped(futures[stage.inputs[0]]), grid(config.svc), root=unmapped(root))
+                unmapped(futures[stage.inputs[0]]), grid(config.svc), root=unmapped(root), solver=unmapped(decided))
             searches[f"{stage.name}.cv"] = (f"{SEARCH_TASK} points", cv)
             kwargs["cv"] = cv
         if stage.candidates and config.encoder.kind == "auto":

@@ -28,7 +28,8 @@ class Stage:
         inputs: the stages whose artifacts it reads, in argument order (ingest reads the source).
         config: the config sections it receives; one is passed as itself, several as ``{section: ...}``.
         models: ``evaluate`` only: it also reads ``{approach: model artifact}`` of the selected approaches.
-        search: with ``svc.search``, it also reads ``cv``: the ``svc_cv`` grid mapped over its first input.
+        search: an SVC stage: it also reads ``solver`` (``choose_solver`` on its first input: which SVM solver
+            fits) and, with ``svc.search``, ``cv``: the ``svc_cv`` grid mapped over its first input.
         candidates: with ``encoder.kind = "auto"``, it also reads ``candidates`` and ``scores``: per candidate of
             the first input's layout, one ``encoder_candidate`` and one ``score_candidate`` per rung of the
             search (given the ``encoder`` section only).
@@ -65,6 +66,7 @@ PIPELINE: tuple[Stage, ...] = (
 BY_STAGE: dict[str, Stage] = {s.name: s for s in PIPELINE}
 STAGES: tuple[str, ...] = tuple(BY_STAGE)
 SEARCH_TASK = "svc_cv"
+SOLVER_TASK = "choose_solver"
 CANDIDATE_TASK = "encoder_candidate"
 SCORE_TASK = "score_candidate"
 ALIASES: dict[str, str] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import tomllib
@@ -180,6 +181,12 @@ class FeaturesConfig(_Section):
     batch_size: int = Field(1024, ge=1)
 
 
+RETIRED_SVC_KEYS = {
+    "approx_above": "svc.solver = auto now decides by predicted cost (svc.auto_budget_s, svc.auto_exact_max_mb)",
+    "approx_epochs": "the approx solver is solved in closed form in one pass",
+}
+
+
 class SVCConfig(_Section):
     """scikit-learn SVC on the encoder features (``train_svc``) and on the raw features (``raw_svc``).
 
@@ -191,11 +198,12 @@ class SVCConfig(_Section):
     smaller C, then the factor nearest 1. Past ``data.batch_rows`` training rows the search
     scores a seeded sample of that many rows, with the solver the fit will use.
 
-    ``solver`` (`tasks.core.svm.resolve_solver`): ``exact`` is ``SVC``; ``approx`` maps rows
-    through a Nystroem approximation of the same kernel (``approx_components`` training rows
-    as its basis), standardises the mapped columns and trains a linear SVM (hinge loss,
-    ``alpha = 1 / (C n)``, averaged SGD) over ``approx_epochs`` passes of shuffled batches,
-    holding one batch at a time; ``auto`` takes ``exact`` up to ``approx_above`` training rows.
+    ``solver`` (`tasks.core.svm.resolve_solver`): ``exact`` is ``SVC``; ``approx`` is a kernel
+    expansion on ``approx_components`` Nystroem centres (seeded training rows) fitted in closed form with
+    the squared loss on one-vs-rest targets and ridge penalty ``1 / C`` (`tasks.core.nystroem`): one
+    streamed pass over the training rows, then the penalty swept on validation rows. ``auto`` decides by
+    cost: exact when a fit on a growing sample of training rows predicts that the exact fit takes at
+    most ``auto_budget_s`` seconds and holds at most ``auto_exact_max_mb`` of rows; else approx.
     """
 
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
@@ -210,13 +218,25 @@ class SVCConfig(_Section):
     search_folds: int = Field(5, ge=2)
     search_metric: Literal["accuracy", "macro_f1"] = "accuracy"
     solver: Literal["auto", "exact", "approx"] = Field(
-        "auto", description="exact: scikit-learn's SVC (time and memory grow as n^2); approx: a Nystroem kernel "
-                            "map + a linear SVM trained by minibatches from disk; auto: exact up to approx_above "
-                            "training rows, approx above")
-    approx_above: int = Field(20_000, ge=0, description="solver = auto: approx above this many training rows "
-                                                       "(measured: benchmarks/RESULTS.md, Large data)")
-    approx_components: int = Field(2000, ge=1, description="solver = approx: Nystroem components (kernel columns)")
-    approx_epochs: int = Field(5, ge=1, description="solver = approx: passes of the linear SVM over the training rows")
+        "auto", description="exact: scikit-learn's SVC (time grows between n^2 and n^3); approx: Nystroem "
+                            "centres + a closed-form fit streamed from disk; auto: exact when it is predicted to "
+                            "fit within auto_budget_s and auto_exact_max_mb, else approx")
+    auto_budget_s: float = Field(120.0, gt=0.0, description="solver = auto: the most seconds the exact fit may be "
+                                                            "predicted to take")
+    auto_exact_max_mb: float = Field(1024.0, gt=0.0, description="solver = auto: the most MB of training rows "
+                                                                 "(float64) the exact fit may hold")
+    approx_components: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="solver = approx: Nystroem centres; auto: 15 sqrt(n) within [500, 4000]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in RETIRED_SVC_KEYS.items():
+                if key in data:
+                    data = {k: v for k, v in data.items() if k != key}
+                    logging.getLogger("marginflow").warning("svc.%s is no longer used: %s", key, why)
+        return data
 
     @model_validator(mode="after")
     def _gamma(self) -> SVCConfig:

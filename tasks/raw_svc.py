@@ -13,6 +13,7 @@ from tasks.store.progress import SVC_IMPORTS
 
 
 @stage("raw_svc", imports=SVC_IMPORTS)
-def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
+def raw_svc(scaled: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None,
+            solver: ArtifactRef | None = None) -> ArtifactRef:
     """SVC on the scaled raw features, with the same settings (and search) as the features SVC."""
-    return fit_svc_artifact(scaled, config, cv, root, "raw_svc")
+    return fit_svc_artifact(scaled, config, cv, root, "raw_svc", solver)

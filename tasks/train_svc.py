@@ -15,9 +15,11 @@ from tasks.store.progress import SVC_IMPORTS
 
 
 @stage("train_svc", imports=SVC_IMPORTS)
-def train_svc(features: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None) -> ArtifactRef:
+def train_svc(features: ArtifactRef, config: SVCConfig, root: str, cv: list[ArtifactRef] | None = None,
+              solver: ArtifactRef | None = None) -> ArtifactRef:
     """Fit on the ``features`` artifact's train rows; write the ``svc`` artifact.
 
-    ``cv``: the ``svc_cv`` artifacts of a search over ``features`` (``svc.search``).
+    ``cv``: the ``svc_cv`` artifacts of a search over ``features`` (``svc.search``); ``solver``: the
+    ``choose_solver`` artifact of ``features`` (decided here when None).
     """
-    return fit_svc_artifact(features, config, cv, root, "svc")
+    return fit_svc_artifact(features, config, cv, root, "svc", solver)

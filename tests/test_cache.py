@@ -26,6 +26,7 @@ from tests.conftest import ROOT
 from tests.helpers import TINY, statuses, tiny_config
 
 ALL_CACHED = dict.fromkeys(STAGES, "cached")
+SOLVER_ROWS = ("train_svc.solver", "raw_svc.solver")  # each SVC stage's choose_solver task
 
 
 # ---------------------------------------------------------------- the code a key covers
@@ -77,13 +78,15 @@ def test_editing_a_helper_module_reruns_exactly_its_users(prefect_api, csv, tmp_
     with open(pkg / "tasks" / "core" / "margin_models.py", "a") as f:
         f.write("\n# an edit\n")
     rerun = {"linear_hinge", "deep_hinge", "rff_svm", "evaluate"}  # evaluate: its inputs changed
-    assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in STAGES if s != "knn"}
+    assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in (*STAGES, *SOLVER_ROWS)
+                                         if s != "knn"}
 
-    # core/svm.py is run by both SVC stages; the bundle holds train_svc's SVC
+    # core/svm.py is run by both SVC stages and their solver decisions; the bundle holds train_svc's SVC
     with open(pkg / "tasks" / "core" / "svm.py", "a") as f:
         f.write("\n# an edit\n")
-    rerun = {"train_svc", "raw_svc", "evaluate", "bundle"}
-    assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in STAGES if s != "knn"}
+    rerun = {"train_svc", "raw_svc", "evaluate", "bundle", *SOLVER_ROWS}
+    assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in (*STAGES, *SOLVER_ROWS)
+                                         if s != "knn"}
 
 
 # ---------------------------------------------------------------- records

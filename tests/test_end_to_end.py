@@ -89,7 +89,8 @@ def test_a_cached_run_imports_no_model_library_and_loads_no_bundle(digits_cold, 
 
 def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_dir):
     """With the default encoder.kind = "auto": the search scores candidates with its own SVC, so svc.C
-    reruns exactly the two SVCs, evaluate and bundle (the README's list); no Keras fit."""
+    reruns exactly the two SVCs (and their solver decisions), evaluate and bundle (the README's list); no Keras
+    fit."""
     import subprocess
     import sys
 
@@ -98,7 +99,7 @@ def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout[:proc.stdout.index("PROBE ")])
     ran = {name for name, s in out["stages"].items() if s["status"] == "ran"}
-    assert ran == {"train_svc", "raw_svc", "evaluate", "bundle"}, ran
+    assert ran == {"train_svc", "raw_svc", "evaluate", "bundle", "train_svc.solver", "raw_svc.solver"}, ran
     probe = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))[6:])
     # the new version's encoder is byte-identical to a registered one: its SVC loads, Keras is not imported
     assert probe["heavy"] == ["skops"] and len(probe["bundle_loads"]) == 1, probe
@@ -131,7 +132,7 @@ def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
     out = json.loads(proc.stdout)
     assert {k: v["status"] for k, v in out["stages"].items()} == {
         **dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_encoder.candidates": "cached", "train_encoder.scores": "cached",
-        "train_svc": "ran"}
+        "train_svc.solver": "cached", "train_svc": "ran"}
     assert out["metrics"] is None
 
 

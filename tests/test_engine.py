@@ -111,6 +111,47 @@ def cluster(prefect_api, tmp_path_factory):
             stop_server(p)
 
 
+def test_an_approx_fit_on_the_cluster_equals_the_thread_fit(cluster, tmp_path):
+    """The approx solver's sums are computed per row-group partition on every worker and added in partition
+    order: the model equals the one fitted in this process."""
+    import distributed
+    import numpy as np
+    import pandas as pd
+
+    from tasks._svc_stage import fit_streamed
+    from tasks.config import DataConfig, ScaleConfig, SVCConfig
+    from tasks.ingest import describe_source, ingest
+    from tasks.scale import scale
+    from tasks.store.tables import load_split
+
+    address, client = cluster
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 4000)
+    frame = pd.DataFrame(rng.normal(0, 1, (4000, 6)) + y[:, None], columns=[f"x{i}" for i in range(6)])
+    frame["kind"] = np.asarray(["ash", "birch", "cedar"])[y]
+    path = tmp_path / "rows.parquet"
+    frame.to_parquet(path, index=False)
+    data = DataConfig(dataset=None, input=str(path), label="kind", batch_rows=500)
+    root = str(tmp_path / "data")
+    scaled = scale.fn(ingest.fn(describe_source(data), data, root=root), ScaleConfig(), root=root)
+    meta = json.loads(scaled.file("meta.json").read_text())
+    config = SVCConfig(solver="approx", approx_components=120, class_weight="balanced")
+    n_train = meta["split_sizes"]["train"]
+    here, here_record = fit_streamed(scaled, config, n_train, 3, 500)
+    with distributed.get_task_stream(client) as stream:
+        there, there_record = client.submit(fit_streamed, scaled, config, n_train, 3, 500,
+                                            pure=False).result(timeout=300)
+    keys = {str(t["key"]).split("-")[0].strip("('\""): t["worker"] for t in stream.data}
+    assert "fit_streamed" in keys  # fitted in a worker
+    assert here_record["partitions"] == there_record["partitions"] > 1
+    ran = {t["worker"] for t in stream.data if "partition_moments" in str(t["key"])}
+    assert len(ran) == 2, stream.data  # the partitions' sums were computed on both workers
+    X, _ = load_split(scaled, "test")
+    np.testing.assert_allclose(there.coef_, here.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(there.decision_function(X), here.decision_function(X), rtol=1e-9, atol=1e-12)
+    assert np.array_equal(there.predict(X), here.predict(X)) and here_record == there_record
+
+
 def _tiny_cli_args(csv: Path, data: Path, *extra: str) -> list[str]:
     args = ["run", "--input", str(csv), "--label", "species", "--data-dir", str(data), "--json"]
     for item in [*TINY, *extra]:

@@ -14,8 +14,9 @@ from flows.plan import MAIN_PATH, STAGES
 from tasks.catalog import NAMES
 from tests.helpers import iris_csv, statuses, tiny_config, without_timings
 
-ALL_RAN = dict.fromkeys(STAGES, "ran")
-ALL_CACHED = dict.fromkeys(STAGES, "cached")
+SOLVER_ROWS = ("train_svc.solver", "raw_svc.solver")  # each SVC stage's choose_solver task
+ALL_RAN = dict.fromkeys((*STAGES, *SOLVER_ROWS), "ran")
+ALL_CACHED = dict.fromkeys((*STAGES, *SOLVER_ROWS), "cached")
 
 
 def _metrics(result) -> dict:
@@ -42,8 +43,10 @@ def test_second_identical_run_is_all_cached(first):
 def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
     _, data, _ = first
     result = pipeline(config=tiny_config(csv, "svc.C=0.5"), data_dir=str(data))
-    # raw_svc is the same SVC settings on the raw features, so it follows svc.C too
-    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "raw_svc": "ran", "evaluate": "ran", "bundle": "ran"}
+    # raw_svc is the same SVC settings on the raw features, so it follows svc.C too; so do their solver
+    # decisions (C is part of the exact fit's cost)
+    assert statuses(result) == {**ALL_CACHED, "train_svc": "ran", "raw_svc": "ran", "evaluate": "ran", "bundle": "ran",
+                                **dict.fromkeys(SOLVER_ROWS, "ran")}
 
 
 def test_changing_one_byte_of_the_input_reruns_everything(first, csv):
@@ -85,7 +88,8 @@ def test_refresh_forces_recomputation(first):
 def test_stage_reruns_one_stage_from_existing_artifacts(first):
     config, data, _ = first
     result = pipeline(config=config, data_dir=str(data), refresh=["train_svc"], until="train_svc")
-    assert statuses(result) == {**dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_svc": "ran"}
+    assert statuses(result) == {**dict.fromkeys((s.name for s in MAIN_PATH), "cached"), "train_svc.solver": "cached",
+                                "train_svc": "ran"}
 
 
 def test_side_approach_stage_runs_alone(first):
@@ -111,7 +115,8 @@ def test_every_approach_is_scored(first):
 def test_selected_approaches_only(prefect_api, csv, tmp_path):
     config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")
     result = pipeline(config=config, data_dir=str(tmp_path / "d"))
-    assert set(result.stages) == {*(s.name for s in MAIN_PATH), "train_svc", "raw_svc", "evaluate", "bundle"}
+    assert set(result.stages) == {*(s.name for s in MAIN_PATH), "train_svc", "raw_svc", "evaluate", "bundle",
+                                  *SOLVER_ROWS}
     assert set(_metrics(result)["approaches"]) == {"raw_svc", "features_svc"}
 
 

@@ -102,38 +102,18 @@ def test_approx_and_exact_agree_on_a_separable_problem():
     X, y = make_blobs(n_samples=1200, centers=3, n_features=8, cluster_std=2.0, random_state=0)
     train, test = slice(0, 800), slice(800, None)
     config = SVCConfig()
-    exact = fit_any(X[train], y[train], config, "exact", 3, batch_rows=256)
-    approx = fit_any(X[train], y[train], config, "approx", 3, batch_rows=256)
+    exact = fit_any(X[train], y[train], config, "exact", 3)
+    approx = fit_any(X[train], y[train], config, "approx", 3)
     agree = np.mean(exact.predict(X[test]) == approx.predict(X[test]))
     assert agree >= 0.95, agree
     assert approx.decision_function(X[test]).shape == (400, 3)
     # class weights: "balanced" resolves from the counts and still fits
-    weighted = fit_any(X[train], y[train], config.model_copy(update={"class_weight": "balanced"}), "approx", 3, 256)
+    weighted = fit_any(X[train], y[train], config.model_copy(update={"class_weight": "balanced"}), "approx", 3)
     assert np.mean(weighted.predict(X[test]) == y[test]) >= 0.9
 
 
-def test_auto_picks_each_side_of_the_threshold(tmp_path):
-    from tasks.core.svm import resolve_solver
-    from tasks.raw_svc import raw_svc
-    from tasks.store.outputs import read_model_outputs
-
-    assert resolve_solver(SVCConfig(approx_above=100), 100)[0] == "exact"
-    assert resolve_solver(SVCConfig(approx_above=100), 101)[0] == "approx"
-    assert resolve_solver(SVCConfig(solver="exact", approx_above=1), 10**6)[0] == "exact"
-    path = tmp_path / "rows.parquet"
-    _table(600).to_parquet(path, index=False)
-    scaled = scale.fn(_ingest(path, tmp_path, batch_rows=100), ScaleConfig(), root=str(tmp_path))
-    n_train = json.loads(scaled.file("meta.json").read_text())["split_sizes"]["train"]
-    chosen = {}
-    for above in (n_train - 1, n_train):
-        ref = raw_svc.fn(scaled, SVCConfig(approx_above=above), root=str(tmp_path))
-        solver = read_model_outputs(ref)["solver"]
-        chosen[above] = solver["solver"]
-        assert str(n_train) in solver["reason"]
-    assert chosen == {n_train - 1: "approx", n_train: "exact"}
-
-
 def test_the_search_scores_points_with_the_solver_the_fit_uses(tmp_path):
+    from tasks.choose_solver import choose_solver
     from tasks.core.svm import grid
     from tasks.raw_svc import raw_svc
     from tasks.store.outputs import read_model_outputs
@@ -143,11 +123,12 @@ def test_the_search_scores_points_with_the_solver_the_fit_uses(tmp_path):
     _table(600).to_parquet(path, index=False)
     scaled = scale.fn(_ingest(path, tmp_path, batch_rows=100), ScaleConfig(), root=str(tmp_path))
     config = SVCConfig(search=True, search_C=[0.01, 10.0], search_gamma_factor=[1.0], search_folds=3,
-                       approx_above=50, approx_components=64)
-    cv = [svc_cv.fn(scaled, point, root=str(tmp_path)) for point in grid(config)]
+                       solver="approx", approx_components=64)
+    decided = choose_solver.fn(scaled, config, root=str(tmp_path))
+    cv = [svc_cv.fn(scaled, point, root=str(tmp_path), solver=decided) for point in grid(config)]
     rows = [json.loads(ref.file("cv.json").read_text()) for ref in cv]
     assert {r["solver"] for r in rows} == {"approx"} and all(len(r["scores"]) == 3 for r in rows)
-    outputs = read_model_outputs(raw_svc.fn(scaled, config, root=str(tmp_path), cv=cv))
+    outputs = read_model_outputs(raw_svc.fn(scaled, config, root=str(tmp_path), cv=cv, solver=decided))
     best = max(rows, key=lambda r: r["mean"])
     assert outputs["solver"]["solver"] == "approx" and outputs["search"]["chosen"]["C"] == best["C"]
 
@@ -162,8 +143,8 @@ def test_rows_held_at_once_never_exceed_the_batch(prefect_api, tmp_path):
     batch = 200
     config = load_config(None, [
         f"data.batch_rows={batch}", "encoder.kind='mlp'", "encoder.hidden=[16]", "encoder.max_steps=60",
-        "linear_hinge.max_steps=30", "rff.max_steps=30", "rff.n_components=64", "svc.approx_above=100",
-        "svc.approx_components=50", "svc.approx_epochs=2",
+        "linear_hinge.max_steps=30", "rff.max_steps=30", "rff.n_components=64", "svc.solver='approx'",
+        "svc.approx_components=50",
     ], {"data.input": str(path), "data.label": "kind", "data.dataset": None})
     HELD.reset()
     result = pipeline(config=config, data_dir=str(tmp_path / "data"))

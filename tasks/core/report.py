@@ -58,6 +58,24 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     return [*lines, ""]
 
 
+def solver_detail(s: dict[str, Any]) -> str:
+    """What a ``solver.json`` record says ran: the solver's make-up and its fit time (and the prediction)."""
+    if s["solver"] == "approx":
+        if "lambda" in s:
+            detail = (f"{s['components']} Nystroem centres, closed-form fit (squared loss, one-vs-rest), "
+                      f"lambda {s['lambda']:.3g}" + (" chosen on validation rows" if s.get("sweep") else ""))
+        else:  # written before the closed-form solver
+            detail = f"Nystroem map with {s['components']} components, {s.get('epochs')} passes of a minibatch linear SVM"
+    else:
+        detail = "scikit-learn SVC, exact" + (f", {s['support_vectors']} support vectors" if "support_vectors" in s else "")
+    if "fit_s" in s:
+        detail += f"; fit {s['fit_s']:.1f} s"
+    predicted = (s.get("prediction") or {}).get("predicted_s")
+    if predicted is not None:
+        detail += f" (exact predicted {predicted:.1f} s)"
+    return detail
+
+
 def _solver_section(approaches: dict[str, Any], skipped: dict[str, str]) -> list[str]:
     """``## Solvers and budgets``: which SVM solver each SVC approach ran and why, the step budget of each
     Keras training, and the approaches that were skipped at this size."""
@@ -65,9 +83,7 @@ def _solver_section(approaches: dict[str, Any], skipped: dict[str, str]) -> list
     for name, a in approaches.items():
         s = a.get("solver")
         if s:
-            detail = (f"Nystroem map with {s['components']} components, {s['epochs']} passes of a minibatch linear SVM"
-                      if s["solver"] == "approx" else "scikit-learn SVC, exact")
-            lines.append(f"| {name} | {s['solver']} | {s['reason']}; {detail} |")
+            lines.append(f"| {name} | {s['solver']} | {s['reason']}; {solver_detail(s)} |")
         b = a.get("budget")
         if b:
             lines.append(f"| {name} | {b['steps']} of at most {b['max_steps']} steps | {b['how']} |")

@@ -30,17 +30,8 @@ def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_
     ).fit(X_train, y_train, sample_weight=sample_weight)
 
 
-# The approx solver maps, scales and fits this many rows at a time (a 4096 x 2000 float64 chunk is 66 MB).
-CHUNK_ROWS = 4096
-
-
-def resolve_solver(config: SVCConfig, n_train: int) -> tuple[str, str]:
-    """(``exact`` or ``approx``, why) for ``n_train`` training rows under ``svc.solver``."""
-    if config.solver != "auto":
-        return config.solver, f"svc.solver = {config.solver}"
-    if n_train > config.approx_above:
-        return "approx", f"auto: {n_train} training rows > svc.approx_above = {config.approx_above}"
-    return "exact", f"auto: {n_train} training rows <= svc.approx_above = {config.approx_above}"
+PROBE_ROWS = 5000  # auto: up to this many training rows, exact without a prediction (a fit of seconds)
+PROBE_MIN_SECONDS = 0.5  # auto: the sample fits double in size until one takes this long
 
 
 def approx_gamma(sample: np.ndarray, config: SVCConfig) -> float | None:
@@ -52,53 +43,35 @@ def approx_gamma(sample: np.ndarray, config: SVCConfig) -> float | None:
     return rbf_gamma(sample, config.gamma)
 
 
-def fit_approx(sample: np.ndarray, passes, counts: np.ndarray, config: SVCConfig):
-    """The ``approx`` solver: a Nystroem map of the kernel, standardised, and a linear SVM trained by minibatches.
+def kernel_map(sample: np.ndarray, n_train: int, config: SVCConfig):
+    """The approx solver's `tasks.core.nystroem.KernelMap`: centres drawn from ``sample`` (the training rows or a
+    seeded sample of them), as many as `tasks.core.nystroem.components_for` gives for ``n_train`` rows."""
+    from tasks.core.nystroem import KernelMap, components_for, pick_centres
 
-    Args:
-        sample: (m, d) training rows (all of them, or a seeded sample) to draw the Nystroem basis from and
-            resolve gamma on.
-        passes: ``passes(i)`` yields shuffled (X, y) batches of the training rows for pass ``i`` (pass 0
-            fits the standardisation; passes 1.. train the SVM), one batch held at a time, mapped and fitted
-            `CHUNK_ROWS` rows at a time.
-        counts: (k,) training rows per class: n = their sum makes the SVM's ``alpha = 1 / (C n)`` ``SVC``'s
-            C, and ``class_weight = "balanced"`` is resolved from them.
-    Returns:
-        a fitted scikit-learn ``Pipeline(map, scale, svm)`` with ``predict`` and ``decision_function``
-        (one-vs-rest scores; a single column for two classes).
-    """
-    from sklearn.kernel_approximation import Nystroem
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    steps = []
-    if config.kernel != "linear":
-        m = min(config.approx_components, len(sample))
-        basis = sample[np.sort(np.random.default_rng(config.seed).choice(len(sample), m, replace=False))]
-        steps.append(("map", Nystroem(kernel=config.kernel, gamma=approx_gamma(sample, config), degree=3, coef0=0.0,
-                                      n_components=m, random_state=config.seed).fit(basis)))
-    scaler = StandardScaler()
-    for X, _ in passes(0):
-        for at in range(0, len(X), CHUNK_ROWS):
-            chunk = X[at:at + CHUNK_ROWS]
-            scaler.partial_fit(steps[0][1].transform(chunk) if steps else chunk)
-    steps.append(("scale", scaler))
-    weights = balanced_weights(counts) if config.class_weight == "balanced" else None
-    svm = SGDClassifier(loss="hinge", alpha=1.0 / (config.C * max(int(counts.sum()), 1)), average=True,
-                        class_weight=weights, random_state=config.seed)
-    classes = np.arange(len(counts))
-    head = Pipeline(steps)
-    for i in range(1, config.approx_epochs + 1):
-        for X, y in passes(i):
-            for at in range(0, len(X), CHUNK_ROWS):  # the mapped rows, a chunk at a time
-                svm.partial_fit(head.transform(X[at:at + CHUNK_ROWS]), y[at:at + CHUNK_ROWS], classes=classes)
-    return Pipeline([*steps, ("svm", svm)])
+    if config.kernel == "linear":
+        return KernelMap("linear", None)
+    m = components_for(n_train, config.approx_components)
+    return KernelMap(config.kernel, pick_centres(sample, m, config.seed), approx_gamma(sample, config), 3, 0.0)
 
 
-def chunked_predict(model, chunk_rows: int = CHUNK_ROWS):
-    """``model.predict`` a chunk of rows at a time: the approx pipeline maps each row to
-    ``approx_components`` values, which for a whole batch would be the largest array of the stage."""
+def class_weights(config: SVCConfig, counts: np.ndarray) -> dict[int, float] | None:
+    return balanced_weights(counts) if config.class_weight == "balanced" else None
+
+
+def fit_approx(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_classes: int, val=None):
+    """The approx solver (`tasks.core.nystroem`) on rows held in memory; lambda ``1 / C``, or swept on ``val``
+    ((X, y) of validation rows). Returns (model, sweep table)."""
+    from tasks.core import nystroem
+
+    kmap = kernel_map(X, len(y), config)
+    m = nystroem.moments(nystroem.in_chunks(X, y), kmap, n_classes,
+                         class_weights(config, np.bincount(y, minlength=n_classes)))
+    return nystroem.fit(kmap, m, n_classes, config.C, None if val is None else nystroem.in_chunks(*val))
+
+
+def chunked_predict(model, chunk_rows: int = 4096):
+    """``model.predict`` a chunk of rows at a time (the approx model maps each row to up to 4,000 kernel
+    values, which for a whole batch would be the largest array of the stage)."""
     def predict(X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0, dtype=np.int64)
@@ -112,21 +85,73 @@ def balanced_weights(counts: np.ndarray) -> dict[int, float]:
     return {int(c): float(counts.sum() / (present.sum() * counts[c])) for c in np.flatnonzero(present)}
 
 
-def in_memory_passes(X: np.ndarray, y: np.ndarray, batch_rows: int, seed: int):
-    """`fit_approx`'s ``passes`` over rows held in memory: each pass a new seeded shuffle, in batches."""
-    def passes(i: int):
-        order = np.random.default_rng([seed, i]).permutation(len(y))
-        for at in range(0, len(y), batch_rows):
-            rows = order[at:at + batch_rows]
-            yield X[rows], y[rows]
-    return passes
-
-
-def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_classes: int, batch_rows: int):
-    """An SVC (``exact``) or the approx pipeline fitted on rows held in memory."""
+def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_classes: int):
+    """An SVC (``exact``) or the approx model (lambda ``1 / C``) fitted on rows held in memory."""
     if solver == "exact":
         return fit_svc(X, y, config)
-    return fit_approx(X, in_memory_passes(X, y, batch_rows, config.seed), np.bincount(y, minlength=n_classes), config)
+    return fit_approx(X, y, config, n_classes)[0]
+
+
+def exact_cost(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_train: int,
+               min_seconds: float = PROBE_MIN_SECONDS) -> dict[str, Any]:
+    """Predict the seconds an exact ``SVC`` fit on ``n_train`` rows takes, from fits on growing prefixes of
+    (X, y) (a seeded sample of the training rows, in random order).
+
+    libsvm's time grows between n and n^3 with the rows (about n^2 when a fixed share of them become support
+    vectors): the prefixes double from 1,000 rows until a fit takes ``min_seconds`` (or the sample is used
+    up), and the growth exponent between the last two, kept within [1, 3], extrapolates the last one.
+
+    Returns:
+        ``{"probe": [{"rows", "seconds", "support_vectors"}...], "exponent", "predicted_s"}``.
+    """
+    probe, s = [], min(1000, len(y))
+    while True:
+        start = time.perf_counter()
+        model = fit_svc(X[:s], y[:s], config)
+        probe.append({"rows": s, "seconds": round(time.perf_counter() - start, 4),
+                      "support_vectors": int(model.n_support_.sum())})
+        if probe[-1]["seconds"] >= min_seconds or s >= len(y):
+            break
+        s = min(2 * s, len(y))
+    last = probe[-1]
+    if len(probe) >= 2 and probe[-2]["seconds"] > 0:
+        a = probe[-2]
+        exponent = math.log(max(last["seconds"], 1e-4) / a["seconds"]) / math.log(last["rows"] / a["rows"])
+    else:
+        exponent = 2.0
+    exponent = min(max(exponent, 1.0), 3.0)
+    predicted = last["seconds"] * (n_train / last["rows"]) ** exponent
+    return {"probe": probe, "exponent": round(exponent, 3), "predicted_s": round(predicted, 2)}
+
+
+def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
+                   sample: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Which solver fits ``n_train`` training rows of ``n_features`` columns under ``svc.solver``, and why.
+
+    ``auto`` decides by cost: ``exact`` without a prediction up to `PROBE_ROWS` rows; ``approx`` when the
+    exact fit's float64 training matrix exceeds ``svc.auto_exact_max_mb``; otherwise `exact_cost` on
+    ``sample`` (needed then: a seeded sample of the training rows, shuffled) predicts the exact fit's
+    seconds, and ``exact`` is chosen when that is within ``svc.auto_budget_s``.
+
+    Returns:
+        ``{"solver", "reason"}``, with ``"prediction"`` (`exact_cost`'s record) when one was made.
+    """
+    if config.solver != "auto":
+        return {"solver": config.solver, "reason": f"svc.solver = {config.solver}"}
+    if n_train <= PROBE_ROWS:
+        return {"solver": "exact", "reason": f"auto: {n_train} training rows <= {PROBE_ROWS}, an exact fit of seconds"}
+    mb = n_train * n_features * 8 / 2**20
+    if mb > config.auto_exact_max_mb:
+        return {"solver": "approx", "reason": f"auto: the exact fit would hold {mb:,.0f} MB of training rows "
+                                              f"> svc.auto_exact_max_mb = {config.auto_exact_max_mb:g}"}
+    if sample is None:
+        raise ValueError("resolve_solver: auto above PROBE_ROWS rows needs a sample of the training rows")
+    cost = exact_cost(*sample, config, n_train)
+    within = cost["predicted_s"] <= config.auto_budget_s
+    return {"solver": "exact" if within else "approx", "prediction": cost,
+            "reason": f"auto: exact fit predicted {cost['predicted_s']:.0f} s on {n_train} rows (fits on up to "
+                      f"{cost['probe'][-1]['rows']} sampled rows, time ~ n^{cost['exponent']:.2f}) "
+                      f"{'<=' if within else '>'} svc.auto_budget_s = {config.auto_budget_s:g}"}
 
 
 def save_svc(model, path) -> None:
@@ -147,9 +172,11 @@ def save_svc(model, path) -> None:
 
 
 SVC_TYPES = ("sklearn.svm._classes.SVC",)
-APPROX_TYPES = ("sklearn.pipeline.Pipeline", "sklearn.kernel_approximation.Nystroem",
-                "sklearn.preprocessing._data.StandardScaler", "sklearn.linear_model._stochastic_gradient.SGDClassifier",
-                "sklearn.linear_model._sgd_fast.Hinge")
+APPROX_TYPES = ("tasks.core.nystroem.NystroemRidge",)
+# the approx pipeline of bundles written before the closed-form solver (Nystroem map, scaler, SGD): still loads
+SGD_APPROX_TYPES = ("sklearn.pipeline.Pipeline", "sklearn.kernel_approximation.Nystroem",
+                    "sklearn.preprocessing._data.StandardScaler",
+                    "sklearn.linear_model._stochastic_gradient.SGDClassifier", "sklearn.linear_model._sgd_fast.Hinge")
 # What skops writes for plain values: containers, strings, numbers and NumPy arrays and scalars.
 _PLAIN_TYPES = {f"builtins.{t}" for t in ("bytes", "bytearray", "dict", "list", "str", "tuple", "int", "float",
                                           "bool", "NoneType", "complex", "set", "frozenset", "slice")}
@@ -228,13 +255,15 @@ def skops_load(path, objects: tuple[str, ...] | list[str]):
 
 
 def load_svc(path):
-    """Load an ``.skops`` SVC (``exact``) or approx pipeline: only the types they are made of are accepted
-    (`skops_load`)."""
+    """Load an ``.skops`` SVC (``exact``) or approx model (`tasks.core.nystroem.NystroemRidge`, or the SGD
+    pipeline of earlier bundles): only the types they are made of are accepted (`skops_load`)."""
     from sklearn.pipeline import Pipeline
     from sklearn.svm import SVC
 
-    model = skops_load(path, (*SVC_TYPES, *APPROX_TYPES))
-    if type(model) is SVC:
+    from tasks.core.nystroem import NystroemRidge
+
+    model = skops_load(path, (*SVC_TYPES, *APPROX_TYPES, *SGD_APPROX_TYPES))
+    if type(model) in (SVC, NystroemRidge):
         return model
     if type(model) is Pipeline and [n for n, _ in model.steps][-2:] == ["scale", "svm"]:
         return model
@@ -242,7 +271,7 @@ def load_svc(path):
 
 
 def solver_of(model) -> str:
-    """``exact`` for an ``SVC``, ``approx`` for the pipeline of `fit_approx`."""
+    """``exact`` for an ``SVC``, ``approx`` for the model of `fit_approx` (or an earlier SGD pipeline)."""
     from sklearn.svm import SVC
 
     return "exact" if isinstance(model, SVC) else "approx"
@@ -273,26 +302,22 @@ class CVPoint(BaseModel):
     folds: int
     metric: str
     seed: int
-    solver: Literal["auto", "exact", "approx"] = "exact"
-    approx_above: int = SVCConfig.model_fields["approx_above"].default
-    approx_components: int = SVCConfig.model_fields["approx_components"].default
-    approx_epochs: int = SVCConfig.model_fields["approx_epochs"].default
+    approx_components: int | Literal["auto"] = "auto"  # what the approx solver fits with, when it is the one
 
     def svc_config(self, gamma: float | None = None) -> SVCConfig:
         """The ``svc`` settings this point stands for (``gamma`` as resolved on the data)."""
         return SVCConfig(kernel=self.kernel, C=self.C, gamma=gamma if gamma is not None else "scale",
-                         class_weight=self.class_weight, seed=self.seed, solver=self.solver,
-                         approx_above=self.approx_above, approx_components=self.approx_components,
-                         approx_epochs=self.approx_epochs)
+                         class_weight=self.class_weight, seed=self.seed, approx_components=self.approx_components)
 
 
 def grid(config: SVCConfig) -> list[CVPoint]:
-    """The C x gamma-factor points (C only for the linear kernel, which has no gamma), with the solver settings."""
+    """The C x gamma-factor points (C only for the linear kernel, which has no gamma). Which solver scores
+    them is the fit's decision (``choose_solver``), passed to each point's task."""
     factors = [1.0] if config.kernel == "linear" else config.search_gamma_factor
-    solver = {k: getattr(config, k) for k in ("solver", "approx_above", "approx_components", "approx_epochs")}
     return [
         CVPoint(kernel=config.kernel, C=c, gamma_factor=f, class_weight=config.class_weight,
-                folds=config.search_folds, metric=config.search_metric, seed=config.seed, **solver)
+                folds=config.search_folds, metric=config.search_metric, seed=config.seed,
+                approx_components=config.approx_components)
         for c in config.search_C for f in dict.fromkeys(factors)
     ]
 
@@ -310,8 +335,7 @@ def fold_count(y: np.ndarray, folds: int) -> int:
     return min(folds, smallest)
 
 
-def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
-              batch_rows: int = 20_000) -> tuple[float, list[float]]:
+def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact") -> tuple[float, list[float]]:
     """(gamma used, per-fold scores) at ``point`` on (X, y) with ``solver`` (``exact``: ``SVC``; or ``approx``)."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -320,15 +344,14 @@ def cv_scores(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact
     splitter = StratifiedKFold(n_splits=fold_count(y, point.folds), shuffle=True, random_state=point.seed)
     scores, k = [], int(y.max()) + 1
     for fit_rows, score_rows in splitter.split(X, y):
-        model = fit_any(X[fit_rows], y[fit_rows], config, solver, k, batch_rows)
+        model = fit_any(X[fit_rows], y[fit_rows], config, solver, k)
         scores.append(metric_value(point.metric, y[score_rows], model.predict(X[score_rows])))
     return gamma, scores
 
 
-def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact",
-           batch_rows: int = 20_000) -> dict[str, Any]:
+def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact") -> dict[str, Any]:
     """One scored grid point as ``cv.json`` holds it: the point, the solver and gamma used, fold scores, mean, std."""
-    gamma, scores = cv_scores(X, y, point, solver, batch_rows)
+    gamma, scores = cv_scores(X, y, point, solver)
     return {**point.model_dump(), "solver": solver, "gamma": gamma, "scores": scores,
             "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 

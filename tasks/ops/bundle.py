@@ -34,7 +34,7 @@ import numpy as np
 
 from tasks.core.networks import check_keras_layers, cut_at_features, embed, load_encoder
 from tasks.core.scaling import apply_scaler
-from tasks.core.svm import APPROX_TYPES, SVC_TYPES, check_skops_types, load_svc, solver_of
+from tasks.core.svm import APPROX_TYPES, SGD_APPROX_TYPES, SVC_TYPES, check_skops_types, load_svc, solver_of
 from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
 
@@ -214,7 +214,7 @@ def static_problem(path: str | Path, signed: bool = False) -> str | None:
 def _check_types(root: Path) -> None:
     """Refuse model files that name types marginflow never writes (read from the files, nothing loaded), and
     JSON files that are not what marginflow writes there."""
-    check_skops_types(root / "svc.skops", (*SVC_TYPES, *APPROX_TYPES))
+    check_skops_types(root / "svc.skops", (*SVC_TYPES, *APPROX_TYPES, *SGD_APPROX_TYPES))
     check_keras_layers(root / "encoder.keras")
     _check_json_files(root)
 

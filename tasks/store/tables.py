@@ -155,6 +155,34 @@ def iter_split(ref: ArtifactRef, split: str | None, batch_rows: int, dtype=np.fl
         yield matrix(batch, dtype), np.asarray(batch.column(LABEL).to_numpy(), dtype=np.int64)
 
 
+def row_group_parts(ref: ArtifactRef, parts: int = 8) -> list[tuple[int, int]]:
+    """The file's row groups as at most ``parts`` contiguous ranges ``(first, stop)``, fixed by the file alone
+    (not by the workers), so sums over them add up the same wherever they are computed."""
+    n = parquet(ref).num_row_groups
+    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def iter_row_groups(ref: ArtifactRef, split: str, first: int, stop: int, batch_rows: int,
+                    dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(X, y) of one split's rows in row groups ``first .. stop - 1``, in file order, at most ``batch_rows`` rows
+    at a time (a row group holds fewer: `row_group_rows`)."""
+    import pyarrow as pa
+
+    pf = parquet(ref)
+    want = SPLITS.index(split)
+    for g in range(first, stop):
+        group = pf.read_row_group(g, columns=[FEATURES, LABEL, SPLIT])
+        keep = _split_codes(group.column(SPLIT).combine_chunks()) == want
+        if not keep.any():
+            continue
+        group = group.filter(pa.array(keep))
+        for at in range(0, group.num_rows, batch_rows):
+            part = group.slice(at, batch_rows)
+            HELD.observe(part.num_rows)
+            yield matrix(part, dtype), np.asarray(part.column(LABEL).to_numpy(), dtype=np.int64)
+
+
 def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
                      dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One pass over a split in a seeded random order, holding at most ``batch_rows`` rows.
