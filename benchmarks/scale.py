@@ -167,10 +167,39 @@ def _sklearn_reference(X, y, m: int, gamma: float, C: float, seed: int = 0):
                          LinearSVC(C=C, random_state=seed)).fit(X, y)
 
 
-def _timed(fn):
+def _timed(fn, *args):
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - start
+
+
+def _accuracy(model, X, y) -> float:
+    return float(np.mean(model.predict(X) == y))
+
+
+def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -> list[str]:
+    """Part ``auto``: only what ``svc.solver = auto`` decides at each size and input, and its prediction of the
+    exact fit's seconds (compare with part ``solvers``' exact fit column), with the probe's own cost."""
+    from tasks.config import SVCConfig
+    from tasks.core.networks import embed
+    from tasks.core.svm import resolve_solver
+
+    feature_model, where = _encoder(work, runs, steps)
+    lines = [f"Features: {where}.", "", "| input | rows | auto | predicted exact s | exponent (floor) | probe rows "
+             "| probe s |", "|:---|---:|:---|---:|---:|---:|---:|"]
+    config = SVCConfig()
+    for n in sizes:
+        X, y, Xv, yv, Xt, yt = _matrices(work, n)
+        inputs = {"scaled pixels (raw_svc)": X, "encoder features (features_svc)": embed(feature_model, X, 1024)}
+        for name, A in inputs.items():
+            order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
+            decision, took = _timed(resolve_solver, config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
+            p = decision.get("prediction") or {}
+            lines.append(f"| {name} | {n:,} | {decision['solver']} | {p.get('predicted_s', '')} | "
+                         f"{p.get('exponent', '')} ({p.get('floor', '')}) | "
+                         f"{p['probe'][-1]['rows'] if p else ''} | {took:.1f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
 
 
 def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], references: bool) -> list[str]:
@@ -200,19 +229,19 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
                                                              for A in (X, Xv, Xt))
         for name, (A, Av, At) in inputs.items():
             m = components_for(n)
-            exact, ef = _timed(lambda: fit_svc(A.astype(np.float64), y, config))
-            ea, ep = _timed(lambda: float(np.mean(exact.predict(At.astype(np.float64)) == yt)))
-            (approx, _), af = _timed(lambda: fit_approx(A, y, config, 10, (Av, yv)))
-            aa, ap = _timed(lambda: float(np.mean(approx.predict(At) == yt)))
+            exact, ef = _timed(fit_svc, A.astype(np.float64), y, config)
+            ea, ep = _timed(_accuracy, exact, At.astype(np.float64), yt)
+            (approx, _), af = _timed(fit_approx, A, y, config, 10, (Av, yv))
+            aa, ap = _timed(_accuracy, approx, At, yt)
             order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
-            decision, _ = _timed(lambda: resolve_solver(config, n, A.shape[1], (A[order].astype(np.float64), y[order])))
+            decision = resolve_solver(config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
             predicted = (decision.get("prediction") or {}).get("predicted_s")
             auto = decision["solver"] + (f" ({predicted:.0f})" if predicted is not None else "")
             refs = ["", "", "", ""]
             if references:
                 gamma = rbf_gamma(A, "scale")
-                sgd, sf = _timed(lambda: _sgd_reference(A, y, min(2000, n), gamma, config.C))
-                sk, kf = _timed(lambda: _sklearn_reference(A, y, m, gamma, config.C))
+                sgd, sf = _timed(_sgd_reference, A, y, min(2000, n), gamma, config.C)
+                sk, kf = _timed(_sklearn_reference, A, y, m, gamma, config.C)
                 refs = [f"{np.mean(sgd.predict(At) == yt):.4f}", f"{sf:.1f}", f"{np.mean(sk.predict(At) == yt):.4f}",
                         f"{kf:.1f}"]
             lines.append(f"| {name} | {n:,} | {approx.n_components} | {ea:.4f} | {aa:.4f} | {100 * (aa - ea):+.2f} | "
@@ -224,7 +253,7 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    p.add_argument("--part", choices=["runs", "solvers", "all"], default="all")
+    p.add_argument("--part", choices=["runs", "solvers", "auto", "all"], default="all")
     p.add_argument("--work", default="/tmp/marginflow-scale")
     p.add_argument("--encoder-steps", type=int, default=2000)
     p.add_argument("--solver-sizes", type=int, nargs="+", default=[5_000, 10_000, 20_000, 50_000])
@@ -248,6 +277,9 @@ def main() -> None:
             a, b = big[100_000], big[1_000_000]
             print(f"\nRSS 1M / 100k = {b['rss_mb'] / a['rss_mb']:.2f} (target <= 1.3); "
                   f"time 1M / 100k = {b['wall_s'] / a['wall_s']:.1f} (target <= 12)")
+    if args.part == "auto":
+        print("\n## what auto decides\n")
+        print("\n".join(auto_decisions(work, runs, args.encoder_steps, args.solver_sizes)))
     if args.part in ("solvers", "all"):
         print("\n## exact vs approx\n")
         print("\n".join(solvers(work, runs, args.encoder_steps, args.solver_sizes, not args.no_references)))

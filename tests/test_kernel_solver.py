@@ -128,7 +128,7 @@ def test_auto_decides_by_the_predicted_exact_fit_time():
     assert quick["solver"] == "exact" and slow["solver"] == "approx"
     for decision in (quick, slow):
         p = decision["prediction"]
-        assert p["probe"][0]["rows"] == 1000 and 1.0 <= p["exponent"] <= 3.0 and p["predicted_s"] > 0
+        assert p["probe"][0]["rows"] == 1000 and 1.0 <= p["floor"] <= p["exponent"] <= 3.0 and p["predicted_s"] > 0
         assert "predicted" in decision["reason"]
     assert resolve_solver(SVCConfig(), PROBE_ROWS, 4)["solver"] == "exact"  # small: no prediction needed
     big = resolve_solver(SVCConfig(auto_exact_max_mb=1.0), 50_000, 4)  # 1.5 MB of rows: too big, no prediction

@@ -247,7 +247,7 @@ def choose_lambda(solution: Solution, kmap: KernelMap, n_classes: int, C: float,
             seen += len(y[at:at + CHUNK_ROWS])
     if not seen:
         return base, []
-    table = [{"lambda": lam, "factor": f, "val_accuracy": float(r / seen)} for lam, f, r in zip(lams, SWEEP, right)]
+    table = [{"lambda": lam, "factor": f, "val_accuracy": float(r / seen)} for lam, f, r in zip(lams, SWEEP, right, strict=True)]
     best = max(table, key=lambda r: (round(r["val_accuracy"], 12), -abs(math.log(r["factor"])), r["factor"]))
     return best["lambda"], table
 

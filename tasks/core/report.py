@@ -59,7 +59,7 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
 
 
 def solver_detail(s: dict[str, Any]) -> str:
-    """What a ``solver.json`` record says ran: the solver's make-up and its fit time (and the prediction)."""
+    """What a ``solver.json`` record says ran: the solver's make-up and its fit time."""
     if s["solver"] == "approx":
         if "lambda" in s:
             detail = (f"{s['components']} Nystroem centres, closed-form fit (squared loss, one-vs-rest), "
@@ -68,11 +68,8 @@ def solver_detail(s: dict[str, Any]) -> str:
             detail = f"Nystroem map with {s['components']} components, {s.get('epochs')} passes of a minibatch linear SVM"
     else:
         detail = "scikit-learn SVC, exact" + (f", {s['support_vectors']} support vectors" if "support_vectors" in s else "")
-    if "fit_s" in s:
+    if "fit_s" in s:  # the reason says what auto predicted for the exact fit, when it predicted
         detail += f"; fit {s['fit_s']:.1f} s"
-    predicted = (s.get("prediction") or {}).get("predicted_s")
-    if predicted is not None:
-        detail += f" (exact predicted {predicted:.1f} s)"
     return detail
 
 

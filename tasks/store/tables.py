@@ -160,7 +160,7 @@ def row_group_parts(ref: ArtifactRef, parts: int = 8) -> list[tuple[int, int]]:
     (not by the workers), so sums over them add up the same wherever they are computed."""
     n = parquet(ref).num_row_groups
     bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 def iter_row_groups(ref: ArtifactRef, split: str, first: int, stop: int, batch_rows: int,
@@ -233,16 +233,20 @@ def sample_positions(split_codes: np.ndarray, split: str, max_rows: int | None, 
     return np.sort(np.random.default_rng(seed).choice(where, size=max_rows, replace=False))
 
 
+LOAD_BATCH_ROWS = 16_384  # rows of the file `load_split` reads at a time
+
+
 def load_split(ref: ArtifactRef, split: str, max_rows: int | None = None, seed: int = 0,
                dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of one split: whole with at most ``max_rows`` rows, else a seeded sample of ``max_rows`` rows
-    (file order kept); read in batches, never holding more than the rows returned."""
+    (file order kept); read `LOAD_BATCH_ROWS` rows at a time into the array returned, so that reading adds
+    one such batch to the rows returned."""
     _, codes = labels_and_splits(ref)
     rows = sample_positions(codes, split, max_rows, seed)
     d = len(feature_names(ref))
     X, y, at = np.empty((len(rows), d), dtype=dtype), np.empty(len(rows), dtype=np.int64), 0
     HELD.observe(len(rows))
-    for Xb, yb in iter_split(ref, None, max(len(rows), 1), dtype=np.float32, rows=rows):
+    for Xb, yb in iter_split(ref, None, max(min(len(rows), LOAD_BATCH_ROWS), 1), dtype=np.float32, rows=rows):
         X[at:at + len(yb)], y[at:at + len(yb)] = Xb, yb
         at += len(yb)
     return X, y
