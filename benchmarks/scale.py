@@ -194,10 +194,10 @@ def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -
         for name, A in inputs.items():
             order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
             decision, took = _timed(resolve_solver, config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
-            p = decision.get("prediction") or {}
-            lines.append(f"| {name} | {n:,} | {decision['solver']} | {p.get('predicted_s', '')} | "
+            p = decision.get("probe_seconds") or {}
+            lines.append(f"| {name} | {n:,} | {decision['solver']} | {decision.get('predicted_seconds', '')} | "
                          f"{p.get('exponent', '')} ({p.get('floor', '')}) | "
-                         f"{p['probe'][-1]['rows'] if p else ''} | {took:.1f} |")
+                         f"{p['fits'][-1]['rows'] if p else ''} | {took:.1f} |")
             print(lines[-1], file=sys.stderr, flush=True)
     return lines
 
@@ -235,7 +235,7 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
             aa, ap = _timed(_accuracy, approx, At, yt)
             order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
             decision = resolve_solver(config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
-            predicted = (decision.get("prediction") or {}).get("predicted_s")
+            predicted = decision.get("predicted_seconds")
             auto = decision["solver"] + (f" ({predicted:.0f})" if predicted is not None else "")
             refs = ["", "", "", ""]
             if references:

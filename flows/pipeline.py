@@ -190,11 +190,13 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     for name, (what, mapped) in searches.items():
         runs = [describe(f.state) for f in mapped]
         skipped = sum(r["status"] == "skipped" for r in runs)
+        one = mapped[0].result() if len(mapped) == 1 else None  # a single task (the solver decision): its artifact
         result.stages[name] = StageRun(
             status=next((s for s in ("ran", "cached") if any(r["status"] == s for r in runs)), "skipped"),
             seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
-            artifact=f"{len(runs)} {what}" + (f", {skipped} not run (stopped by successive halving, or the "
-                                              "search budget spent)" if skipped else ""),
+            artifact=str(one.at(root).dir) if one is not None else
+            f"{len(runs)} {what}" + (f", {skipped} not run (stopped by successive halving, or the search budget "
+                                     "spent)" if skipped else ""),
             where=", ".join(sorted({r["where"] for r in runs})))
     result.flow_run_id, result.flow_run_name = current_flow_run()
     info = RunInfo(flow_run_id=result.flow_run_id, flow_run_name=result.flow_run_name,

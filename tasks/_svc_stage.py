@@ -132,10 +132,11 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
         log.info("%s: solver approx (%s): %d Nystroem centres, lambda %g, %d training rows in %d partitions",
                  kind, record["reason"], model.n_components, model.lambda_, n_train, details["partitions"])
     fit_seconds = time.perf_counter() - start
-    record["fit_s"] = round(fit_seconds, 3)
-    predicted = (record.get("prediction") or {}).get("predicted_s")
-    if predicted is not None and record["solver"] == "exact":
-        log.info("%s: the exact fit took %.1f s (predicted %.1f s)", kind, fit_seconds, predicted)
+    record["fit_seconds"] = round(fit_seconds, 3)
+    predicted = record.get("predicted_seconds")
+    if predicted is not None:
+        log.info("%s: the %s fit took %.1f s (the exact fit was predicted %.1f s)", kind, record["solver"],
+                 fit_seconds, predicted)
     params = {data_ref.kind: data_ref.sha256, "config": config.model_dump(), "cv": [r.sha256 for r in cv or []],
               "solver": solver.sha256 if solver is not None else None}
     return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")),

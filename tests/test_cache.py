@@ -25,8 +25,8 @@ from tasks.store.cache import RecordProblem, code_modules, read_record, record_p
 from tests.conftest import ROOT
 from tests.helpers import TINY, statuses, tiny_config
 
-ALL_CACHED = dict.fromkeys(STAGES, "cached")
 SOLVER_ROWS = ("train_svc.solver", "raw_svc.solver")  # each SVC stage's choose_solver task
+ALL_CACHED = dict.fromkeys((*STAGES, *SOLVER_ROWS), "cached")
 
 
 # ---------------------------------------------------------------- the code a key covers

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import pipeline, run_tags
-from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, stages_needed
+from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, SOLVER_TASK, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
 from tasks.catalog import BY_NAME
 from tasks.config import run_name
@@ -114,9 +114,12 @@ def _declared(config) -> dict[str, set[frozenset[str]]]:
         ups = set(stage.inputs)
         if stage.models:
             ups |= {BY_NAME[a].stage for a in config.evaluate.approaches}
+        if stage.search:  # an SVC stage: its solver decision, and with svc.search the grid (which reads it too)
+            ups.add(SOLVER_TASK)
+            declared.setdefault(SOLVER_TASK, set()).add(frozenset({stage.inputs[0]}))
         if stage.search and config.svc.search:
             ups.add(SEARCH_TASK)
-            declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0]}))
+            declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0], SOLVER_TASK}))
         if stage.candidates and config.encoder.kind == "auto":  # one rung: too few rows for successive halving
             ups |= {CANDIDATE_TASK, SCORE_TASK}
             declared[CANDIDATE_TASK] = {frozenset({stage.inputs[0]})}
@@ -156,7 +159,8 @@ def runs(prefect_api, tmp_path_factory):
 
 def test_the_flow_graph_is_the_declared_table_in_a_cold_and_a_cached_run(runs):
     declared = _declared(runs["config"])
-    assert declared[SEARCH_TASK] == {frozenset({"extract_features"}), frozenset({"scale"})}
+    assert declared[SEARCH_TASK] == {frozenset({"extract_features", SOLVER_TASK}), frozenset({"scale", SOLVER_TASK})}
+    assert declared[SOLVER_TASK] == {frozenset({"extract_features"}), frozenset({"scale"})}
     assert declared["train_encoder"] == {frozenset({"scale", CANDIDATE_TASK, SCORE_TASK})}
     assert next(iter(declared["evaluate"])) >= {"train_svc", "raw_svc", "deep_hinge"}
     for result in (runs["cold"], runs["cached"]):
@@ -242,7 +246,8 @@ def test_a_terminal_gets_a_live_display_and_a_pipe_gets_plain_log_lines(runs, tm
             *(f"--set={s}" for s in [*TINY, "svc.C=3"]), "--log-file", str(tmp_path / "run.log")]
     code, shown = _on_a_terminal(args)
     assert code == 0, shown[-2000:]
-    assert "stage 12 of 12" in shown and "✓ train_encoder" in shown and "cached" in shown
+    # the 12 stages, and one line for the two SVC stages' choose_solver tasks
+    assert "stage 13 of 13" in shown and "✓ train_encoder" in shown and "cached" in shown
     assert " | INFO " not in shown  # the log lines went to the dashboard and the file, not over the display
     logged = (tmp_path / "run.log").read_text()  # the full log is in --log-file
     assert "Beginning flow run" in logged and "register_model" in logged

@@ -127,9 +127,10 @@ def test_auto_decides_by_the_predicted_exact_fit_time():
     slow = resolve_solver(SVCConfig(auto_budget_s=1e-6), 50_000, 4, (X, y))
     assert quick["solver"] == "exact" and slow["solver"] == "approx"
     for decision in (quick, slow):
-        p = decision["prediction"]
-        assert p["probe"][0]["rows"] == 1000 and 1.0 <= p["floor"] <= p["exponent"] <= 3.0 and p["predicted_s"] > 0
-        assert "predicted" in decision["reason"]
+        p = decision["probe_seconds"]
+        assert p["fits"][0]["rows"] == 1000 and 1.0 <= p["floor"] <= p["exponent"] <= 3.0
+        assert decision["predicted_seconds"] > 0 and "predicted" in decision["reason"]
+    assert "within" in quick["reason"] and "beyond" in slow["reason"]
     assert resolve_solver(SVCConfig(), PROBE_ROWS, 4)["solver"] == "exact"  # small: no prediction needed
     big = resolve_solver(SVCConfig(auto_exact_max_mb=1.0), 50_000, 4)  # 1.5 MB of rows: too big, no prediction
     assert big["solver"] == "approx" and "auto_exact_max_mb" in big["reason"]
@@ -158,8 +159,8 @@ def test_choose_solver_stage_records_the_decision_and_the_fit_the_actual_time(tm
         decision = choose_solver.fn(scaled, config, root=str(tmp_path))
         record = json.loads(decision.file("solver.json").read_text())
         outputs = read_model_outputs(raw_svc.fn(scaled, config, root=str(tmp_path), solver=decision))
-        assert outputs["solver"]["solver"] == record["solver"] and outputs["solver"]["fit_s"] > 0
-        assert outputs["solver"]["prediction"] == record["prediction"]
+        assert outputs["solver"]["solver"] == record["solver"] and outputs["solver"]["fit_seconds"] > 0
+        assert outputs["solver"]["predicted_seconds"] == record["predicted_seconds"]
         chosen[budget] = record["solver"]
         if record["solver"] == "approx":  # streamed in partitions, lambda from the validation rows
             assert outputs["solver"]["partitions"] > 1 and len(outputs["solver"]["sweep"]) == len(nystroem.SWEEP)

@@ -148,7 +148,7 @@ def moments(batches: Iterable[tuple[np.ndarray, np.ndarray]], kmap: KernelMap, n
 
 
 class Solution:
-    """``solve``'s factorisation of the centred, whitened problem: coefficients for any lambda."""
+    """The centred, whitened problem of summed `Moments`, factorised once: coefficients for any lambda."""
 
     def __init__(self, m: Moments | None, gram: np.ndarray | None):
         from scipy.linalg import eigh

@@ -68,8 +68,10 @@ def solver_detail(s: dict[str, Any]) -> str:
             detail = f"Nystroem map with {s['components']} components, {s.get('epochs')} passes of a minibatch linear SVM"
     else:
         detail = "scikit-learn SVC, exact" + (f", {s['support_vectors']} support vectors" if "support_vectors" in s else "")
-    if "fit_s" in s:  # the reason says what auto predicted for the exact fit, when it predicted
-        detail += f"; fit {s['fit_s']:.1f} s"
+    if "fit_seconds" in s:
+        detail += f"; fit {s['fit_seconds']:.1f} s"
+    if s.get("predicted_seconds") is not None:
+        detail += f" (the exact fit predicted {s['predicted_seconds']:.1f} s)"
     return detail
 
 

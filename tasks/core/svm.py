@@ -147,7 +147,9 @@ def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
     seconds, and ``exact`` is chosen when that is within ``svc.auto_budget_s``.
 
     Returns:
-        ``{"solver", "reason"}``, with ``"prediction"`` (`exact_cost`'s record) when one was made.
+        ``{"solver", "reason"}`` and, when a prediction was made, ``"predicted_seconds"`` and
+        ``"probe_seconds"`` (`exact_cost`'s sample fits, exponent and floor). What was measured is named
+        ``*_seconds`` and kept out of ``reason``: the rest is a function of the data and config.
     """
     if config.solver != "auto":
         return {"solver": config.solver, "reason": f"svc.solver = {config.solver}"}
@@ -161,10 +163,10 @@ def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
         raise ValueError("resolve_solver: auto above PROBE_ROWS rows needs a sample of the training rows")
     cost = exact_cost(*sample, config, n_train)
     within = cost["predicted_s"] <= config.auto_budget_s
-    return {"solver": "exact" if within else "approx", "prediction": cost,
-            "reason": f"auto: exact fit predicted {cost['predicted_s']:.0f} s on {n_train} rows (fits on up to "
-                      f"{cost['probe'][-1]['rows']} sampled rows, time ~ n^{cost['exponent']:.2f}) "
-                      f"{'<=' if within else '>'} svc.auto_budget_s = {config.auto_budget_s:g}"}
+    return {"solver": "exact" if within else "approx", "predicted_seconds": cost["predicted_s"],
+            "probe_seconds": {"fits": cost["probe"], "exponent": cost["exponent"], "floor": cost["floor"]},
+            "reason": f"auto: the exact fit on {n_train} rows is predicted {'within' if within else 'beyond'} "
+                      f"svc.auto_budget_s = {config.auto_budget_s:g} s (by exact fits on a seeded sample)"}
 
 
 def save_svc(model, path) -> None:
