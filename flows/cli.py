@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from flows.plan import CHOICES, STAGES, stage_name
+from flows.plan import CHOICES, STAGES, refresh_name, stage_name
 from tasks.config import BUILTIN_DATASETS
 from tasks.errors import InputError, first_line, printable
 
@@ -49,7 +49,8 @@ def _common(p: argparse.ArgumentParser, refresh: bool = True, json_flag: bool = 
                      help="worker processes of the local Dask cluster (default: one per core); implies --engine dask")
     if refresh:
         p.add_argument("--refresh", nargs="?", const="all", metavar="STAGE",
-                       help="recompute instead of using the cache: every stage, or only STAGE")
+                       help="recompute instead of using the cache: every stage, or only STAGE (or one of the "
+                            "tasks inside stages: svc_cv, choose_solver, encoder_candidate, score_candidate)")
     if json_flag:
         p.add_argument("--json", action="store_true",
                        help="print one JSON object (per stage: ran or cached, seconds, artifact; and the metrics)")
@@ -323,7 +324,7 @@ def _pipeline_command(args: argparse.Namespace) -> int:
         refresh = sorted({*refresh, args.name})
     if args.refresh not in (None, "all"):
         try:
-            stage_name(args.refresh)
+            refresh_name(args.refresh)
         except ValueError as e:
             raise InputError(f"--refresh {args.refresh}: {e}, or all") from None
     with _prefect_api(args) as ready:

@@ -23,9 +23,10 @@ from flows.plan import (
     SEARCH_TASK,
     SOLVER_TASK,
     STAGES,
+    TASKS,
     load_task,
+    refresh_name,
     stage_config,
-    stage_name,
     stages_needed,
 )
 from tasks.catalog import BY_NAME
@@ -140,7 +141,7 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
     """Submit the planned stages with the futures of their inputs; collect their states in table order."""
-    forced = {*STAGES, SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK} if "all" in (refresh or []) else {stage_name(s) for s in refresh or []}
+    forced = {*STAGES, *TASKS} if "all" in (refresh or []) else {refresh_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     # every code digest of the run's cache keys, here in the flow's thread before any task starts
     warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK,

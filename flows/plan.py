@@ -69,6 +69,8 @@ SEARCH_TASK = "svc_cv"
 SOLVER_TASK = "choose_solver"
 CANDIDATE_TASK = "encoder_candidate"
 SCORE_TASK = "score_candidate"
+# the tasks inside stages (a search point, a solver decision, a candidate and its score): --refresh takes them too
+TASKS: tuple[str, ...] = (SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK)
 ALIASES: dict[str, str] = {
     **{s.artifact: s.name for s in PIPELINE if s.artifact != s.name},
     **{a.name: a.stage for a in APPROACHES if a.name != a.stage},
@@ -86,6 +88,21 @@ def stage_name(name: str) -> str:
     if name not in BY_STAGE:
         raise ValueError(f"unknown stage {name!r} (one of {', '.join(CHOICES)})")
     return name
+
+
+def refresh_name(name: str) -> str:
+    """What ``--refresh NAME`` recomputes: a stage (by name or alias, `stage_name`) or one of the `TASKS`
+    (``choose_solver``: decide the solver again, e.g. on a faster machine).
+
+    Raises:
+        ValueError: neither.
+    """
+    if name in TASKS:
+        return name
+    try:
+        return stage_name(name)
+    except ValueError:
+        raise ValueError(f"unknown stage or task {name!r} (one of {', '.join(CHOICES + TASKS)})") from None
 
 
 def _closure(name: str, approaches: list[str], out: set[str]) -> None:

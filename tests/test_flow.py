@@ -77,6 +77,16 @@ def test_altered_artifact_file_makes_its_stage_recompute(first):
     assert again.artifacts["extract_features"].is_intact()
 
 
+def test_refresh_choose_solver_decides_again_and_nothing_else_reruns(first):
+    """--refresh choose_solver (a task inside the SVC stages): the decisions run again; the same decision
+    writes the same artifact, so the fits are cache hits."""
+    config, data, _ = first
+    result = pipeline(config=config, data_dir=str(data), refresh=["choose_solver"])
+    assert statuses(result) == {**ALL_CACHED, **dict.fromkeys(SOLVER_ROWS, "ran")}
+    with pytest.raises(ValueError, match="unknown stage or task 'choose_solvers'"):
+        pipeline.fn(config=config, data_dir=str(data), refresh=["choose_solvers"])
+
+
 def test_refresh_forces_recomputation(first):
     config, data, _ = first
     assert statuses(pipeline(config=config, data_dir=str(data), refresh=["all"])) == ALL_RAN
