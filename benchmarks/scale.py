@@ -192,8 +192,7 @@ def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -
         X, y, Xv, yv, Xt, yt = _matrices(work, n)
         inputs = {"scaled pixels (raw_svc)": X, "encoder features (features_svc)": embed(feature_model, X, 1024)}
         for name, A in inputs.items():
-            order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
-            decision, took = _timed(resolve_solver, config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
+            decision, took = _timed(resolve_solver, config, n, A.shape[1], (A.astype(np.float64), y))
             p = decision.get("probe_seconds") or {}
             lines.append(f"| {name} | {n:,} | {decision['solver']} | {decision.get('predicted_seconds', '')} | "
                          f"{p.get('exponent', '')} ({p.get('floor', '')}) | "
@@ -233,8 +232,7 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
             ea, ep = _timed(_accuracy, exact, At.astype(np.float64), yt)
             (approx, _), af = _timed(fit_approx, A, y, config, 10, (Av, yv))
             aa, ap = _timed(_accuracy, approx, At, yt)
-            order = np.random.default_rng([config.seed, 11]).permutation(n)[:32_000]
-            decision = resolve_solver(config, n, A.shape[1], (A[order].astype(np.float64), y[order]))
+            decision = resolve_solver(config, n, A.shape[1], (A.astype(np.float64), y))
             predicted = decision.get("predicted_seconds")
             auto = decision["solver"] + (f" ({predicted:.0f})" if predicted is not None else "")
             refs = ["", "", "", ""]

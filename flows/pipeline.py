@@ -144,10 +144,11 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     forced = {*STAGES, *TASKS} if "all" in (refresh or []) else {refresh_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
     # every code digest of the run's cache keys, here in the flow's thread before any task starts
-    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK,
-                                                                SCORE_TASK)])
+    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), *TASKS)])
     futures: dict[str, Any] = {}
-    searches: dict[str, tuple[str, list[Any]]] = {}  # "<stage>.cv" / "<stage>.candidates": (what, futures)
+    # "<stage>.cv" / "<stage>.candidates" / "<stage>.solver": (what they are, futures); what None: one task, whose
+    # artifact its row shows
+    searches: dict[str, tuple[str | None, list[Any]]] = {}
     emit("plan", stages=[stage.name for stage in plan])
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
@@ -158,7 +159,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         if stage.search:  # an SVC stage: one solver decision for its fit and its search points
             decided = choose_solver.with_options(refresh_cache=SOLVER_TASK in forced).submit(
                 futures[stage.inputs[0]], config.svc, root=root)
-            searches[f"{stage.name}.solver"] = (f"{SOLVER_TASK} decision", [decided])
+            searches[f"{stage.name}.solver"] = (None, [decided])
             kwargs["solver"] = decided
         if stage.search and config.svc.search:
             cv = svc_cv.with_options(refresh_cache=SEARCH_TASK in forced).map(
@@ -191,11 +192,10 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     for name, (what, mapped) in searches.items():
         runs = [describe(f.state) for f in mapped]
         skipped = sum(r["status"] == "skipped" for r in runs)
-        one = mapped[0].result() if len(mapped) == 1 else None  # a single task (the solver decision): its artifact
         result.stages[name] = StageRun(
             status=next((s for s in ("ran", "cached") if any(r["status"] == s for r in runs)), "skipped"),
             seconds=round(sum(r["seconds"] for r in runs), 3), waited=round(sum(r["waited"] for r in runs), 3),
-            artifact=str(one.at(root).dir) if one is not None else
+            artifact=str(mapped[0].result().at(root).dir) if what is None else
             f"{len(runs)} {what}" + (f", {skipped} not run (stopped by successive halving, or the search budget "
                                      "spent)" if skipped else ""),
             where=", ".join(sorted({r["where"] for r in runs})))

@@ -8,6 +8,7 @@ Not a stage itself; only stage modules import it.
 from __future__ import annotations
 
 import functools
+import operator
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from tasks.config import SVCConfig
 from tasks.core import nystroem
 from tasks.core.svm import (
     PROBE_ROWS,
-    chunked_predict,
+    PROBE_SAMPLE,
     class_weights,
     fit_svc,
     kernel_map,
@@ -39,24 +40,17 @@ from tasks.store.tables import (
     row_group_parts,
 )
 
-PROBE_SAMPLE = 32_000  # auto: the most training rows the exact fit's cost is measured on
-
 
 def decide(data_ref: ArtifactRef, config: SVCConfig) -> dict[str, Any]:
     """`tasks.core.svm.resolve_solver` for the training rows of ``data_ref``; the exact fit's cost, when it
-    must be predicted, is measured on a seeded, shuffled sample of at most ``PROBE_SAMPLE`` (and
-    ``data.batch_rows``) training rows."""
+    must be predicted, is measured on a seeded sample of at most `PROBE_SAMPLE` (and ``data.batch_rows``)
+    training rows."""
     meta = read_meta(data_ref)
     n_train, d = int(meta["split_sizes"]["train"]), len(feature_names(data_ref))
     sample = None
     if config.solver == "auto" and n_train > PROBE_ROWS:
-        X, y = load_split(data_ref, "train", max_rows=min(batch_rows_of(meta), PROBE_SAMPLE), seed=config.seed)
-        order = np.random.default_rng([config.seed, 11]).permutation(len(y))
-        sample = (X[order], y[order])
-    try:
-        return {**resolve_solver(config, n_train, d, sample), "n_train": n_train}
-    finally:
-        del sample
+        sample = load_split(data_ref, "train", max_rows=min(batch_rows_of(meta), PROBE_SAMPLE), seed=config.seed)
+    return {**resolve_solver(config, n_train, d, sample), "n_train": n_train}
 
 
 def map_partitions(fn, parts: list) -> list:
@@ -79,10 +73,13 @@ def partition_moments(data_ref: ArtifactRef, kmap, n_classes: int, weights, batc
     return nystroem.moments(iter_row_groups(data_ref, "train", *part, batch), kmap, n_classes, weights)
 
 
-def fit_streamed(data_ref: ArtifactRef, config: SVCConfig, n_train: int, n_classes: int, batch: int):
+def fit_streamed(data_ref: ArtifactRef, config: SVCConfig):
     """The approx solver on ``data_ref``: centres from a seeded sample of ``data.batch_rows`` training rows, the
     sums streamed per row-group partition (on every Dask worker under the Dask engine) and added in partition
     order, lambda swept on the validation rows. Returns (model, record)."""
+    meta = read_meta(data_ref)
+    batch, n_classes = batch_rows_of(meta), len(meta["classes"])
+    n_train, n_val = int(meta["split_sizes"]["train"]), int(meta["split_sizes"].get("val", 0))
     sample, _ = load_split(data_ref, "train", max_rows=batch, seed=config.seed, dtype=np.float32)
     kmap = kernel_map(sample, n_train, config)
     sampled = len(sample)
@@ -91,8 +88,7 @@ def fit_streamed(data_ref: ArtifactRef, config: SVCConfig, n_train: int, n_class
     parts = row_group_parts(data_ref)
     sums = [m for m in map_partitions(functools.partial(partition_moments, data_ref, kmap, n_classes, weights,
                                                         batch), parts) if m is not None]
-    total = functools.reduce(lambda a, b: a + b, sums) if sums else None
-    n_val = int(read_meta(data_ref)["split_sizes"].get("val", 0))
+    total = functools.reduce(operator.add, sums) if sums else None
     model, sweep = nystroem.fit(kmap, total, n_classes, config.C, iter_split(data_ref, "val", batch) if n_val else None)
     return model, {"components": model.n_components, "gamma": kmap.gamma if kmap.width else None,
                    "lambda": model.lambda_, "sweep": sweep, "partitions": len(parts),
@@ -110,7 +106,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     """
     log = stage_logger()
     meta = read_meta(data_ref)
-    batch, n_train, k = batch_rows_of(meta), int(meta["split_sizes"]["train"]), len(meta["classes"])
+    batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
     fitted, search = searched_config(config, [read_json(ref, "cv.json") for ref in cv or []])
     if search:
         log.info("%s: search chose C=%g gamma=%s (CV %s %.4f)", kind, fitted.C, fitted.gamma,
@@ -119,7 +115,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     start = time.perf_counter()
     if record["solver"] == "exact":
         if n_train > batch:
-            log.warning("%s: svc.solver = exact holds all %d training rows (data.batch_rows = %d)", kind, n_train, batch)
+            log.warning("%s: the exact solver holds all %d training rows (data.batch_rows = %d)", kind, n_train, batch)
         X, y = load_split(data_ref, "train")
         model = fit_svc(X, y, fitted)
         del X
@@ -127,7 +123,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
         log.info("%s: solver exact (%s): %d support vectors on %d training rows", kind, record["reason"],
                  record["support_vectors"], n_train)
     else:
-        model, details = fit_streamed(data_ref, fitted, n_train, k, batch)
+        model, details = fit_streamed(data_ref, fitted)
         record = {**record, **details}
         log.info("%s: solver approx (%s): %d Nystroem centres, lambda %g, %d training rows in %d partitions",
                  kind, record["reason"], model.n_components, model.lambda_, n_train, details["partitions"])
@@ -140,6 +136,6 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     params = {data_ref.kind: data_ref.sha256, "config": config.model_dump(), "cv": [r.sha256 for r in cv or []],
               "solver": solver.sha256 if solver is not None else None}
     return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")),
-                                chunked_predict(model),
+                                model.predict,  # streamed a batch at a time; NystroemRidge maps it in chunks
                                 data_ref, fit_seconds, extra={"config.json": fitted.model_dump(), "search.json": search,
                                                               "solver.json": record})

@@ -134,15 +134,11 @@ def test_an_approx_fit_on_the_cluster_equals_the_thread_fit(cluster, tmp_path):
     data = DataConfig(dataset=None, input=str(path), label="kind", batch_rows=500)
     root = str(tmp_path / "data")
     scaled = scale.fn(ingest.fn(describe_source(data), data, root=root), ScaleConfig(), root=root)
-    meta = json.loads(scaled.file("meta.json").read_text())
     config = SVCConfig(solver="approx", approx_components=120, class_weight="balanced")
-    n_train = meta["split_sizes"]["train"]
-    here, here_record = fit_streamed(scaled, config, n_train, 3, 500)
+    here, here_record = fit_streamed(scaled, config)
     with distributed.get_task_stream(client) as stream:
-        there, there_record = client.submit(fit_streamed, scaled, config, n_train, 3, 500,
-                                            pure=False).result(timeout=300)
-    keys = {str(t["key"]).split("-")[0].strip("('\""): t["worker"] for t in stream.data}
-    assert "fit_streamed" in keys  # fitted in a worker
+        there, there_record = client.submit(fit_streamed, scaled, config, pure=False).result(timeout=300)
+    assert any("fit_streamed" in str(t["key"]) for t in stream.data)  # fitted in a worker
     assert here_record["partitions"] == there_record["partitions"] > 1
     ran = {t["worker"] for t in stream.data if "partition_moments" in str(t["key"])}
     assert len(ran) == 2, stream.data  # the partitions' sums were computed on both workers

@@ -26,7 +26,7 @@ The ``linear`` kernel needs no centres: the map is the identity and the fit is r
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,7 +169,6 @@ class Solution:
             keep = e > e.max() * RANK_TOL
             T = U[:, keep] / np.sqrt(e[keep])
             self.G, self.q, self._back = T.T @ Ac @ T, T.T @ bc, lambda w: T @ w
-            self.rank = int(keep.sum())
         self.G = (self.G + self.G.T) / 2
         self._eig = None
 
@@ -192,6 +191,12 @@ class Solution:
         return alpha, (self.h - self.g @ alpha) / self.n
 
 
+def vote(scores: np.ndarray) -> np.ndarray:
+    """Class indices from one-vs-rest scores (..., k): the largest, or for one column (two classes) 1 where
+    it is positive, as ``SVC`` decides."""
+    return (scores[..., 0] > 0).astype(np.int64) if scores.shape[-1] == 1 else scores.argmax(axis=-1)
+
+
 class NystroemRidge:
     """A fitted ``approx`` model: ``decision_function(X) = k(X, centres) @ coef_ + intercept_`` and
     ``predict``, as scikit-learn's ``SVC`` gives them (``classes_`` are the class indices)."""
@@ -212,27 +217,30 @@ class NystroemRidge:
     def n_components(self) -> int:
         return 0 if self.centres is None else len(self.centres)
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        """(n, k) scores, the rows mapped `CHUNK_ROWS` at a time."""
         kmap = self.kernel_map
         X = np.asarray(X)
         out = np.empty((len(X), self.coef_.shape[1]))
         for at in range(0, len(X), CHUNK_ROWS):
             out[at:at + CHUNK_ROWS] = kmap(X[at:at + CHUNK_ROWS]) @ self.coef_ + self.intercept_
+        return out
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        out = self._scores(X)
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
+        return self.classes_[vote(self._scores(X))]
 
 
-def choose_lambda(solution: Solution, kmap: KernelMap, n_classes: int, C: float,
-                  val: Iterable[tuple[np.ndarray, np.ndarray]] | None) -> tuple[float, list[dict]]:
-    """(lambda, sweep table): ``1 / C`` without validation rows; with them, the factor of `SWEEP` times
-    ``1 / C`` with the best validation accuracy (ties: the factor nearest 1, then the larger)."""
+def choose_lambda(solution: Solution, kmap: KernelMap, C: float, val: Iterable[tuple[np.ndarray, np.ndarray]] | None
+                  ) -> tuple[float, tuple[np.ndarray, np.ndarray], list[dict]]:
+    """(lambda, its (alpha, intercept), sweep table): ``1 / C`` without validation rows; with them, the factor
+    of `SWEEP` times ``1 / C`` with the best validation accuracy (ties: the factor nearest 1, then the larger)."""
     base = 1.0 / C
     if val is None:
-        return base, []
+        return base, solution.coefficients(base), []
     lams = [f * base for f in SWEEP]
     coefs = [solution.coefficients(lam) for lam in lams]
     W = np.concatenate([a for a, _ in coefs], axis=1)
@@ -242,22 +250,21 @@ def choose_lambda(solution: Solution, kmap: KernelMap, n_classes: int, C: float,
     for X, y in val:
         for at in range(0, len(y), CHUNK_ROWS):
             S = (kmap(X[at:at + CHUNK_ROWS]) @ W + B).reshape(-1, len(lams), k)
-            guess = (S[..., 0] > 0).astype(np.int64) if k == 1 else S.argmax(axis=2)
-            right += (guess == y[at:at + CHUNK_ROWS, None]).sum(axis=0)
-            seen += len(y[at:at + CHUNK_ROWS])
+            right += (vote(S) == y[at:at + CHUNK_ROWS, None]).sum(axis=0)
+            seen += len(S)
     if not seen:
-        return base, []
-    table = [{"lambda": lam, "factor": f, "val_accuracy": float(r / seen)} for lam, f, r in zip(lams, SWEEP, right, strict=True)]
-    best = max(table, key=lambda r: (round(r["val_accuracy"], 12), -abs(math.log(r["factor"])), r["factor"]))
-    return best["lambda"], table
+        return base, solution.coefficients(base), []
+    table = [{"lambda": lam, "factor": f, "val_accuracy": float(r / seen)}
+             for lam, f, r in zip(lams, SWEEP, right, strict=True)]
+    best = max(range(len(table)), key=lambda i: (round(table[i]["val_accuracy"], 12), -abs(math.log(SWEEP[i])),
+                                                SWEEP[i]))
+    return lams[best], coefs[best], table
 
 
 def fit(kmap: KernelMap, m: Moments | None, n_classes: int, C: float,
         val: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[NystroemRidge, list[dict]]:
     """The fitted model from the summed `Moments` (lambda swept on ``val`` rows when given), and the sweep."""
-    solution = Solution(m, kmap.gram())
-    lam, table = choose_lambda(solution, kmap, n_classes, C, val)
-    alpha, intercept = solution.coefficients(lam)
+    lam, (alpha, intercept), table = choose_lambda(Solution(m, kmap.gram()), kmap, C, val)
     return NystroemRidge(kmap, alpha, intercept, n_classes, lam), table
 
 
@@ -265,9 +272,3 @@ def pick_centres(sample: np.ndarray, m: int, seed: int) -> np.ndarray:
     """``m`` rows of ``sample`` (a seeded choice, in sample order) as float32 centres."""
     rows = np.sort(np.random.default_rng([seed, 7]).choice(len(sample), size=min(m, len(sample)), replace=False))
     return np.ascontiguousarray(sample[rows], dtype=np.float32)
-
-
-def in_chunks(X: np.ndarray, y: np.ndarray, rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(X, y) held in memory as batches, for `moments` and `choose_lambda`."""
-    for at in range(0, len(y), rows):
-        yield X[at:at + rows], y[at:at + rows]

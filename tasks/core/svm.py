@@ -32,6 +32,7 @@ def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_
 
 PROBE_ROWS = 5000  # auto: up to this many training rows, exact without a prediction (a fit of seconds)
 PROBE_MIN_SECONDS = 0.5  # auto: the sample fits double in size until one takes this long
+PROBE_SAMPLE = 32_000  # auto: the most training rows the exact fit's cost is measured on
 SV_SHARE_FOR_SQUARE = 0.2  # auto: from this share of support vectors per row, the exact fit grows at least as n^2
 
 
@@ -52,7 +53,7 @@ def kernel_map(sample: np.ndarray, n_train: int, config: SVCConfig):
     if config.kernel == "linear":
         return KernelMap("linear", None)
     m = components_for(n_train, config.approx_components)
-    return KernelMap(config.kernel, pick_centres(sample, m, config.seed), approx_gamma(sample, config), 3, 0.0)
+    return KernelMap(config.kernel, pick_centres(sample, m, config.seed), approx_gamma(sample, config))
 
 
 def class_weights(config: SVCConfig, counts: np.ndarray) -> dict[int, float] | None:
@@ -65,19 +66,8 @@ def fit_approx(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_classes: int, 
     from tasks.core import nystroem
 
     kmap = kernel_map(X, len(y), config)
-    m = nystroem.moments(nystroem.in_chunks(X, y), kmap, n_classes,
-                         class_weights(config, np.bincount(y, minlength=n_classes)))
-    return nystroem.fit(kmap, m, n_classes, config.C, None if val is None else nystroem.in_chunks(*val))
-
-
-def chunked_predict(model, chunk_rows: int = 4096):
-    """``model.predict`` a chunk of rows at a time (the approx model maps each row to up to 4,000 kernel
-    values, which for a whole batch would be the largest array of the stage)."""
-    def predict(X: np.ndarray) -> np.ndarray:
-        if len(X) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([model.predict(X[at:at + chunk_rows]) for at in range(0, len(X), chunk_rows)])
-    return predict
+    m = nystroem.moments([(X, y)], kmap, n_classes, class_weights(config, np.bincount(y, minlength=n_classes)))
+    return nystroem.fit(kmap, m, n_classes, config.C, None if val is None else [val])
 
 
 def balanced_weights(counts: np.ndarray) -> dict[int, float]:
@@ -94,9 +84,9 @@ def fit_any(X: np.ndarray, y: np.ndarray, config: SVCConfig, solver: str, n_clas
 
 
 def exact_cost(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_train: int,
-               min_seconds: float = PROBE_MIN_SECONDS) -> dict[str, Any]:
+               min_seconds: float = PROBE_MIN_SECONDS) -> tuple[float, dict[str, Any]]:
     """Predict the seconds an exact ``SVC`` fit on ``n_train`` rows takes, from fits on growing prefixes of
-    (X, y) (a seeded sample of the training rows, in random order).
+    (X, y) (training rows, or a seeded sample of them) shuffled by ``svc.seed``, at most `PROBE_SAMPLE` rows.
 
     The prefixes double from 1,000 rows until a fit takes ``min_seconds`` (or the sample is used up); the
     growth exponent between the last two extrapolates the last one (a fit under a second is timed twice
@@ -109,8 +99,10 @@ def exact_cost(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_train: int,
     (``share``: the last fit's support vectors per row) and at most 3.
 
     Returns:
-        ``{"probe": [{"rows", "seconds", "support_vectors"}...], "exponent", "floor", "predicted_s"}``.
+        (predicted seconds, ``{"fits": [{"rows", "seconds", "support_vectors"}...], "exponent", "floor"}``).
     """
+    order = np.random.default_rng([config.seed, 11]).permutation(len(y))[:PROBE_SAMPLE]
+    X, y = X[order], y[order]
     probe, s = [], min(1000, len(y))
     while True:
         seconds = math.inf
@@ -133,8 +125,7 @@ def exact_cost(X: np.ndarray, y: np.ndarray, config: SVCConfig, n_train: int,
         exponent = 2.0
     exponent = min(max(exponent, floor), 3.0)
     predicted = last["seconds"] * (n_train / last["rows"]) ** exponent
-    return {"probe": probe, "exponent": round(exponent, 3), "floor": round(floor, 3),
-            "predicted_s": round(predicted, 2)}
+    return round(predicted, 2), {"fits": probe, "exponent": round(exponent, 3), "floor": round(floor, 3)}
 
 
 def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
@@ -143,7 +134,7 @@ def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
 
     ``auto`` decides by cost: ``exact`` without a prediction up to `PROBE_ROWS` rows; ``approx`` when the
     exact fit's float64 training matrix exceeds ``svc.auto_exact_max_mb``; otherwise `exact_cost` on
-    ``sample`` (needed then: a seeded sample of the training rows, shuffled) predicts the exact fit's
+    ``sample`` (needed then: the training rows or a seeded sample of them) predicts the exact fit's
     seconds, and ``exact`` is chosen when that is within ``svc.auto_budget_s``.
 
     Returns:
@@ -161,10 +152,9 @@ def resolve_solver(config: SVCConfig, n_train: int, n_features: int,
                                               f"> svc.auto_exact_max_mb = {config.auto_exact_max_mb:g}"}
     if sample is None:
         raise ValueError("resolve_solver: auto above PROBE_ROWS rows needs a sample of the training rows")
-    cost = exact_cost(*sample, config, n_train)
-    within = cost["predicted_s"] <= config.auto_budget_s
-    return {"solver": "exact" if within else "approx", "predicted_seconds": cost["predicted_s"],
-            "probe_seconds": {"fits": cost["probe"], "exponent": cost["exponent"], "floor": cost["floor"]},
+    predicted, probe = exact_cost(*sample, config, n_train)
+    within = predicted <= config.auto_budget_s
+    return {"solver": "exact" if within else "approx", "predicted_seconds": predicted, "probe_seconds": probe,
             "reason": f"auto: the exact fit on {n_train} rows is predicted {'within' if within else 'beyond'} "
                       f"svc.auto_budget_s = {config.auto_budget_s:g} s (by exact fits on a seeded sample)"}
 

@@ -310,13 +310,14 @@ class Registry:
         identity = bundle_identity(files)
         with self._locked():
             self._recover()
-            existing = self._find(identity)
-            if existing:
-                return existing, False
+            registered = {name: self._files(name) for name in self.names()}
+        existing = next((name for name, f in registered.items() if f and bundle_identity(f) == identity), None)
+        if existing:
+            return existing, False
         key = signing_key()
         # an encoder byte-identical to a registered version's was loaded when that version was: only the
         # other files need loading then (a change of svc settings imports no Keras)
-        known = {self._files(name).get("encoder.keras") for name in self.names()}
+        known = {f.get("encoder.keras") for f in registered.values()}
         if Bundle(bundle_dir, signed=False, encoder=files["encoder.keras"] not in known).identity != identity:
             raise BundleError(f"{bundle_dir}: changed while it was being registered")
         with self._locked():

@@ -155,6 +155,15 @@ def iter_split(ref: ArtifactRef, split: str | None, batch_rows: int, dtype=np.fl
         yield matrix(batch, dtype), np.asarray(batch.column(LABEL).to_numpy(), dtype=np.int64)
 
 
+def _group_rows(pf, group: int, split: str):
+    """Row group ``group`` of a table file (features, label, split), only the rows of ``split``."""
+    import pyarrow as pa
+
+    table = pf.read_row_group(group, columns=[FEATURES, LABEL, SPLIT])
+    keep = _split_codes(table.column(SPLIT).combine_chunks()) == SPLITS.index(split)
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
 def row_group_parts(ref: ArtifactRef, parts: int = 8) -> list[tuple[int, int]]:
     """The file's row groups as at most ``parts`` contiguous ranges ``(first, stop)``, fixed by the file alone
     (not by the workers), so sums over them add up the same wherever they are computed."""
@@ -167,16 +176,9 @@ def iter_row_groups(ref: ArtifactRef, split: str, first: int, stop: int, batch_r
                     dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(X, y) of one split's rows in row groups ``first .. stop - 1``, in file order, at most ``batch_rows`` rows
     at a time (a row group holds fewer: `row_group_rows`)."""
-    import pyarrow as pa
-
     pf = parquet(ref)
-    want = SPLITS.index(split)
     for g in range(first, stop):
-        group = pf.read_row_group(g, columns=[FEATURES, LABEL, SPLIT])
-        keep = _split_codes(group.column(SPLIT).combine_chunks()) == want
-        if not keep.any():
-            continue
-        group = group.filter(pa.array(keep))
+        group = _group_rows(pf, g, split)
         for at in range(0, group.num_rows, batch_rows):
             part = group.slice(at, batch_rows)
             HELD.observe(part.num_rows)
@@ -196,7 +198,6 @@ def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
 
     pf = parquet(ref)
     rng = np.random.default_rng(seed)
-    want = SPLITS.index(split)
     pending: list = []
     held = 0
 
@@ -208,11 +209,7 @@ def shuffled_batches(ref: ArtifactRef, split: str, batch_rows: int, seed: int,
         return X, np.asarray(table.column(LABEL).to_numpy(), dtype=np.int64)[order]
 
     for g in rng.permutation(pf.num_row_groups):
-        group = pf.read_row_group(int(g), columns=[FEATURES, LABEL, SPLIT])
-        keep = _split_codes(group.column(SPLIT).combine_chunks()) == want
-        if not keep.any():
-            continue
-        group = group.filter(pa.array(keep))
+        group = _group_rows(pf, int(g), split)
         while group.num_rows:
             room = batch_rows - held
             pending.append(group.slice(0, room))
