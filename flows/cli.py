@@ -588,16 +588,18 @@ def _dashboard_command(args: argparse.Namespace) -> int:
     url = f"http://{public}:{args.port}"
     print(f"Prefect dashboard: {url}\nIn other shells:  export PREFECT_API_URL={url}/api\nCtrl-C stops the server.",
           flush=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    from flows.server import record_dashboard, server_env
+
+    env = {**os.environ, **server_env(),
            # the browser UI calls the API at this address: it must follow --host/--port (Prefect's default is :4200)
            "PREFECT_UI_API_URL": f"{url}/api"}
     env.pop("PREFECT_API_URL", None)
-    from flows.server import record_dashboard
 
     # runs, retrains and promotions of this Prefect home find this server without PREFECT_API_URL (the pid is
     # the server's: execve keeps it)
     record_dashboard(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else public}:{args.port}/api")
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
+    # --no-prompt: on a terminal `prefect server start` otherwise asks which profile to switch to, and waits
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "server", "start", "--host", args.host, "--port", str(args.port)]
     # replace this process, so Ctrl-C and kill reach the server itself and leave no orphan
     os.execve(sys.executable, cmd, env)
     return 0  # not reached

@@ -21,13 +21,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """What a Prefect server marginflow starts is told by environment, never by the user's profile: no
+    telemetry, and no interactive profile check (which on a terminal asks which profile to switch to, waits
+    for an answer, and then rewrites ``profiles.toml``)."""
+    return {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}
+
+
 def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.Popen:
     """``prefect server start`` on 127.0.0.1:port with its own PREFECT_HOME, in a new process group."""
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), **server_env()}
     env.pop("PREFECT_API_URL", None)
     with open(log or home / "server.log", "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "prefect", "--no-prompt", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -66,6 +66,49 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_re
         stop_server(again)
 
 
+def test_dashboard_on_a_terminal_never_prompts_and_leaves_the_prefect_profiles_alone(tmp_path):
+    """On a terminal, `prefect server start` asks which profile to switch to when the active one has no
+    PREFECT_API_URL and others name the server's address, and waits; then rewrites profiles.toml. The
+    dashboard, started on a pseudo-terminal nobody types into, answers /api/health and leaves the file be."""
+    port, home = free_port(), tmp_path / "home"
+    home.mkdir()
+    url = f"http://127.0.0.1:{port}/api"
+    profiles = home / "profiles.toml"
+    profiles.write_text('active = "ephemeral"\n\n[profiles.ephemeral]\nPREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "true"\n\n'
+                        f'[profiles.one]\nPREFECT_API_URL = "{url}"\n\n[profiles.two]\nPREFECT_API_URL = "{url}"\n')
+    before = profiles.read_bytes()
+    exe = Path(sys.executable).parent / "marginflow"
+    env = {**os.environ, "PREFECT_HOME": str(home), "TERM": "xterm"}
+    for key in ("PREFECT_API_URL", "PREFECT_CLI_PROMPT"):
+        env.pop(key, None)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(exe), "dashboard", "--port", str(port)], env=env, stdin=follower, stdout=follower,
+                            stderr=follower, start_new_session=True)
+    os.close(follower)
+    shown = bytearray()
+    stop = threading.Event()
+
+    def drain() -> None:  # keep reading the terminal, so the server never blocks on a full pty
+        while not stop.is_set():
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    shown.extend(os.read(leader, 4096))
+                except OSError:
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_healthy(url, proc, timeout=90)
+        assert b"How would you like" not in shown and b"Which profile" not in shown
+    finally:
+        stop_server(proc)
+        stop.set()
+        reader.join(5)
+        os.close(leader)
+    assert profiles.read_bytes() == before
+
+
 @pytest.mark.slow
 def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(tmp_path, csv):
     """Without PREFECT_API_URL, a run reports to the dashboard running for its Prefect home (recorded by
