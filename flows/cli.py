@@ -101,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
                                     "defaults, and the flow run that registered it.")
     _data_dir(ms)
     ms.add_argument("--json", action="store_true", help="print the versions as JSON")
+    rs = sub.add_parser("runs", help="every evaluated run of the data root: config changes, each approach's test "
+                                     "accuracy, wall time, model version",
+                        description="One row per run that evaluated (run and retrain; stage runs of a single stage "
+                                    "are not listed), newest first: the config keys that differ from the defaults, "
+                                    "each approach's test accuracy (* marks the bundled one), the wall time and the "
+                                    "model version it registered or found registered.")
+    _data_dir(rs)
+    rs.add_argument("--sort", default="date", metavar="KEY",
+                    help="date (newest first, the default), wall (fastest first) or an approach's name (its test "
+                         "accuracy, best first)")
+    rs.add_argument("--json", action="store_true", help="print the runs as JSON")
     cp = sub.add_parser("compare", help="two model versions side by side: metrics and config",
                         description="Print the test metrics of two versions and every config key of their models "
                                     "that differs (--all: every key), with the flow runs that registered them.")
@@ -115,11 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(pr)
     pd_ = sub.add_parser("predict", help="predict a CSV/Parquet file with a registered model",
                          description="Check the input's columns against the model's feature names, then write the "
-                                     "predicted labels (original values) and SVC decision scores, in batches.")
+                                     "predicted labels (original values) and SVC decision scores, in batches. The "
+                                     "label column the model was trained with may be present; it is ignored.")
     pd_.add_argument("--input", required=True, metavar="FILE", help="rows to predict: .csv, .csv.gz or .parquet")
     pd_.add_argument("--output", required=True, metavar="FILE", help="where to write: .parquet or .csv")
     pd_.add_argument("--model", default="champion", metavar="VERSION", help="a version (v0003) or champion (default)")
     pd_.add_argument("--batch-rows", type=int, default=10_000, metavar="N", help="rows per batch (default 10000)")
+    pd_.add_argument("--label", metavar="COL", help="a column of true labels: not read as a feature; the accuracy on it "
+                                                   "is printed (the model's own label column is always ignored)")
+    pd_.add_argument("--id", metavar="COL", help="a column copied to the output unchanged, as its first column")
     _data_dir(pd_)
     db = sub.add_parser("dashboard", help="start the Prefect server and dashboard (foreground)",
                         description="Start `prefect server` on HOST:PORT and print the dashboard URL and the "
@@ -516,6 +531,25 @@ def _promote_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_command(args: argparse.Namespace) -> int:
+    from tasks.ops.runs import SORT_KEYS, list_runs, render_runs, sort_runs
+
+    _data_root(args)
+    if args.sort not in SORT_KEYS:
+        raise InputError(f"--sort {args.sort}: one of {', '.join(SORT_KEYS)}")
+    rows = sort_runs(list_runs(args.data_dir), args.sort)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no evaluated runs in {os.path.abspath(args.data_dir)}/reports (run `marginflow run`)")
+    else:
+        print(render_runs(rows))
+        for r in rows:
+            if r["problem"]:
+                print(f"marginflow: warning: {printable(r['problem'])}", file=sys.stderr)
+    return 0
+
+
 def _compare_command(args: argparse.Namespace) -> int:
     from tasks.ops.compare import compare_versions, render_comparison
 
@@ -544,10 +578,14 @@ def _predict_command(args: argparse.Namespace) -> int:
     def progress(n: int) -> None:  # a counter that rewrites itself, on a terminal only
         print(f"\rpredicting: {n} rows so far", end="", file=sys.stderr, flush=True)
 
-    n = predict_file(model, args.input, args.output, args.batch_rows, progress=progress if tty else None)
+    done = predict_file(model, args.input, args.output, args.batch_rows, progress=progress if tty else None,
+                        label=args.label, id_column=args.id)
     if tty:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
-    print(f"{n} rows predicted with {path.name} -> {args.output}")
+    print(f"{done.rows} rows predicted with {path.name} -> {args.output}")
+    if args.label is not None:
+        print(f"accuracy {done.accuracy:.4f} on the {done.labelled} rows with a label in {args.label!r}"
+              if done.accuracy is not None else f"accuracy: no row has a value in {args.label!r}")
     return 0
 
 
@@ -607,7 +645,8 @@ def _dashboard_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _pipeline_command, "stage": _pipeline_command, "retrain": _retrain_command,
             "serve": _serve_command, "models": _models_command, "promote": _promote_command,
-            "predict": _predict_command, "dashboard": _dashboard_command, "compare": _compare_command}
+            "predict": _predict_command, "dashboard": _dashboard_command, "compare": _compare_command,
+            "runs": _runs_command}
 
 
 def _execute(args: argparse.Namespace) -> int:

@@ -40,12 +40,21 @@ from tasks.core.svm import grid
 from tasks.encoder_candidate import encoder_candidate
 from tasks.ingest import describe_source
 from tasks.ops.runreport import RunInfo, report_dir, write_run_report
+from tasks.ops.runs import list_runs, root_key, runs_table
 from tasks.register_model import register_model
 from tasks.score_candidate import score_candidate
 from tasks.store.artifacts import ArtifactRef, clean_staging
 from tasks.store.cache import describe, warm_code_versions
 from tasks.store.progress import emit
-from tasks.store.runlog import add_tags, current_flow_run, publish_markdown, publish_table, stage_logger, tracked_run
+from tasks.store.runlog import (
+    add_tags,
+    current_flow_run,
+    flow_run_link,
+    publish_markdown,
+    publish_table,
+    stage_logger,
+    tracked_run,
+)
 from tasks.store.tables import batch_rows_of, read_meta
 from tasks.svc_cv import svc_cv
 
@@ -106,13 +115,14 @@ def pipeline(
         refresh: stages to recompute even when cached (``["all"]`` for every stage).
         until: run only this stage and the stages it reads (used by ``marginflow stage``).
     """
+    started = time.monotonic()
     root = str(Path(data_dir).resolve())
     with tracked_run(root) as crashed:
         removed = clean_staging(root)
         if crashed or removed:
             stage_logger().info("marked %d flow run(s) of killed processes Crashed; removed %d staging folder(s) "
                                 "of killed writers", len(crashed), len(removed))
-        return _run(config, root, refresh, until)
+        return _run(config, root, refresh, until, started)
 
 
 def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tuple[list[list[Any]], list[list[Any]]]:
@@ -139,7 +149,7 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
         lambda trained: score.submit(trained, svc, root=root))
 
 
-def _run(config: Config, root: str, refresh: list[str] | None, until: str | None) -> PipelineResult:
+def _run(config: Config, root: str, refresh: list[str] | None, until: str | None, started: float) -> PipelineResult:
     """Submit the planned stages with the futures of their inputs; collect their states in table order."""
     forced = {*STAGES, *TASKS} if "all" in (refresh or []) else {refresh_name(s) for s in refresh or []}
     plan = stages_needed(config.evaluate.approaches, until)
@@ -210,12 +220,16 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
         info = info.model_copy(update={"version": result.model, "new_version": result.model_is_new})
     add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []))
     if evaluated:  # on every run, cached or not: the report of this run, with its version, date and run id
+        info = info.model_copy(update={"wall_seconds": round(time.monotonic() - started, 1)})
         report = write_run_report(root, result.artifacts["evaluate"], info, config.evaluate.digits)
         result.report = report.dir
         publish_markdown(report.dashboard_markdown, "marginflow-report",
                          f"marginflow report of this run ({report.dir})")
         publish_table(report.table, "marginflow-approaches",
                       f"{config.data.dataset or config.data.input}: approaches compared on the same test rows")
+        publish_table(runs_table(list_runs(root), flow_run_link), f"marginflow-runs-{root_key(root)}",
+                      f"every evaluated run of the data root {root}, newest first: config changes, each approach's "
+                      "test accuracy, wall time, model version")
     publish_markdown(render_stages({k: v.model_dump() for k, v in result.stages.items()}, result.engine),
                      "marginflow-run", "where and how long each stage of this run ran")
     return result

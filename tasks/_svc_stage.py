@@ -27,7 +27,7 @@ from tasks.core.svm import (
     searched_config,
 )
 from tasks.store.artifacts import ArtifactRef, read_json
-from tasks.store.outputs import write_model_artifact
+from tasks.store.outputs import total_seconds, write_model_artifact
 from tasks.store.runlog import stage_logger
 from tasks.store.tables import (
     batch_rows_of,
@@ -138,4 +138,5 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")),
                                 model.predict,  # streamed a batch at a time; NystroemRidge maps it in chunks
                                 data_ref, fit_seconds, extra={"config.json": fitted.model_dump(), "search.json": search,
-                                                              "solver.json": record})
+                                                              "solver.json": record},
+                                inputs_seconds=total_seconds(data_ref))

@@ -13,9 +13,17 @@ import numpy as np
 
 from tasks.core.metrics import score
 from tasks.ops.bundle import making_config, write_bundle
-from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
-from tasks.store.cache import stage
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json, sha256_text
+from tasks.store.cache import code_version, stage
 from tasks.store.tables import labels, read_meta
+
+# the stages whose code makes the bundled model's files
+MODEL_MODULES = ("tasks.ingest", "tasks.scale", "tasks.train_encoder", "tasks.extract_features", "tasks.train_svc")
+
+
+def model_code_version() -> str:
+    """One digest of the code (and library versions) that made the bundled model: `MODEL_MODULES`."""
+    return sha256_text("\n".join(code_version(m) for m in MODEL_MODULES))
 
 
 @stage("bundle", imports=())
@@ -31,8 +39,9 @@ def bundle(scaled: ArtifactRef, encoder: ArtifactRef, svc: ArtifactRef, config: 
     params = {"scaled": scaled.sha256, "encoder": encoder.sha256, "svc": svc.sha256}
     sources = {"scaler.json": scaled.file("scaler.json"), "encoder.keras": encoder.file("encoder.keras"),
                "svc.skops": svc.file("svc.skops")}
+    made_from = {"data_sha256": meta.get("source_sha256"), "code_sha256": model_code_version()}
     with ArtifactWriter(root, "bundle", params) as w:
         write_bundle(w, sources, {"label": meta.get("label"), "classes": meta["classes"]}, meta["feature_names"],
                      making_config(config), metrics,
-                     solver=read_json(svc, "solver.json") if "solver.json" in svc.files else None)
+                     solver=read_json(svc, "solver.json") if "solver.json" in svc.files else None, made_from=made_from)
     return w.ref

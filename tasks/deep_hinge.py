@@ -19,7 +19,7 @@ from tasks.core.margin_models import keras_predictor
 from tasks.core.networks import continue_training, keras_rows, load_encoder, save_keras, train, with_hinge_head
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.cache import stage
-from tasks.store.outputs import write_model_artifact
+from tasks.store.outputs import total_seconds, write_model_artifact
 from tasks.store.progress import OwnTime
 from tasks.store.runlog import epoch_progress
 
@@ -66,4 +66,5 @@ def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig,
     return write_model_artifact(root, "deep_hinge", {"scaled": scaled.sha256, "config": cfg.model_dump(),
                                                      "start": encoder.sha256 if start else None},
                                 lambda w: save_keras(model, w.path("model.keras")), keras_predictor(model), scaled,
-                                fit.seconds, extra={"history.json": history, "budget.json": budget})
+                                fit.seconds, extra={"history.json": history, "budget.json": budget},
+                                inputs_seconds=total_seconds(encoder))  # its architecture (and start) came from it

@@ -8,8 +8,10 @@ Output artifact ``report``:
   seconds, and a one-line statement of what it optimises. The ``*_seconds`` fields are
   measured when each model is fitted; every other field is a function of data, config and seed.
 * ``report.md`` and ``report.html`` (self-contained, images embedded), plus the PNGs:
-  ``approaches.png`` (bar chart), ``confusion_<approach>.png``, ``curves_<model>.png`` (training
-  curves of the encoder and of every Keras approach), listed with their titles in ``charts.json``.
+  ``approaches.png`` (bar chart), ``confusion.png`` (every approach's confusion matrix in one grid),
+  ``curves_<model>.png`` (training and validation curves of the encoder and of every Keras approach),
+  listed with their titles in ``charts.json``. ``ranking``: the approaches by test accuracy with 95 %
+  intervals and paired differences from the best (`tasks.core.metrics.ranking`).
 
 The pipeline flow publishes the report to the dashboard on every run, cached or not
 (`tasks.ops.runreport`), with the run's own facts (version, date, run) at the top.
@@ -20,7 +22,7 @@ from __future__ import annotations
 from tasks.catalog import skip_reason
 from tasks.config import EvaluateConfig
 from tasks.core.metrics import compare
-from tasks.core.report import plot_approaches, plot_confusion, plot_history, render_html, render_report
+from tasks.core.report import plot_approaches, plot_confusions, plot_history, render_html, render_report
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -56,17 +58,16 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     histories.update({n: read_json(ref, "history.json") for n, ref in models.items() if "history.json" in ref.files})
     histories = {n: h for n, h in histories.items() if h.get("loss")}  # identity has nothing to plot
     charts = [("test accuracy per approach", "approaches.png")]
-    charts += [(f"confusion matrix: {n} (test rows)", f"confusion_{n}.png") for n in metrics["approaches"]]
+    charts.append(("confusion matrices (test rows; colour: share of the true class, number: rows)", "confusion.png"))
     charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]
     params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()},
               "skipped": sorted(skipped), "config": config.model_dump()}
     with ArtifactWriter(root, "report", params) as w:
         w.write_json("metrics.json", metrics)
         plot_approaches(metrics, w.path("approaches.png"))
-        for name, a in metrics["approaches"].items():
-            plot_confusion(a["confusion"], meta["classes"], f"{name}: confusion (test)", w.path(f"confusion_{name}.png"))
-        for name, history in histories.items():
-            plot_history(history, w.path(f"curves_{name}.png"), name)
+        plot_confusions(metrics["approaches"], meta["classes"], w.path("confusion.png"))
+        for name, history in histories.items():  # linear_hinge and rff_svm keep their last epoch, not the best
+            plot_history(history, w.path(f"curves_{name}.png"), name, restores_best=name in ("encoder", "deep_hinge"))
         w.write_json("charts.json", charts)
         images = {name: w.path(name).read_bytes() for _, name in charts}
         body = render_report(metrics, config.digits, charts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tasks.config import RFFConfig
 from tasks.core.margin import TableRows, rbf_gamma
-from tasks.core.margin_models import build_rff_svm, fit_keras_margin, keras_predictor
+from tasks.core.margin_models import CURVE_VAL_ROWS, build_rff_svm, fit_keras_margin, keras_predictor
 from tasks.core.networks import keras_rows, save_keras
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
@@ -21,6 +21,7 @@ from tasks.store.tables import batch_rows_of, load_split
 def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
     """Fit on the ``scaled`` artifact's train rows with gamma resolved on them; write the ``rff_svm`` artifact."""
     X, y, _, meta = keras_rows(scaled, config, with_val=False)
+    val = load_split(scaled, "val", max_rows=min(CURVE_VAL_ROWS, batch_rows_of(meta)), seed=config.seed)
     k, n, d = len(meta["classes"]), len(X), len(meta["feature_names"])
     streamed = isinstance(X, TableRows)
     sample = load_split(scaled, "train", max_rows=batch_rows_of(meta), seed=config.seed)[0] if streamed else X
@@ -28,7 +29,7 @@ def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
     del sample
     model, fit_seconds, history, budget = fit_keras_margin(lambda: build_rff_svm(d, k, n, gamma, config), X, y, k,
                                                            "squared_hinge", config,
-                                                           callbacks=(epoch_progress("rff_svm"),))
+                                                           callbacks=(epoch_progress("rff_svm"),), validation=val)
     params = {"scaled": scaled.sha256, "config": config.model_dump(), "gamma": gamma}
     return write_model_artifact(root, "rff_svm", params, lambda w: save_keras(model, w.path("model.keras")),
                                 keras_predictor(model), scaled, fit_seconds,

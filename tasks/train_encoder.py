@@ -8,7 +8,8 @@ After a search the best network's trained weights are kept too (``network.keras`
 Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
 ``compile=False``), ``config.json`` (the encoder section it was trained with plus input width,
 class count and layout, enough to rebuild it; after a search also ``selection``, every
-candidate's score, and ``network``, the best candidate that is a network), ``history.json``.
+candidate's score, and ``network``, the best candidate that is a network), ``history.json``,
+``timing.json`` (``fit_seconds``: the training, after a search every candidate's training summed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, sav
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
+from tasks.store.outputs import write_timing
+from tasks.store.progress import OwnTime
 from tasks.store.runlog import epoch_progress, stage_logger
 from tasks.store.tables import read_meta
 
@@ -119,12 +122,14 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                 **chosen_config, "selection": rows,
                 "network": None if best is None else read_json(best, "config.json")})
             w.write_json("history.json", read_json(winner, "history.json"))
+            write_timing(w, sum(r.get("train_seconds") or 0.0 for r in rows))  # the search's training, all of it
         return w.ref
     X_train, y_train, val, meta = keras_rows(scaled, config)
     n_classes = len(meta["classes"])
     layout = Layout.from_meta(meta)
-    model, history = train(X_train, y_train, *val, n_classes, config, layout,
-                           callbacks=(epoch_progress("train_encoder"),))
+    with OwnTime() as took:  # not counting the wait for the Keras lock
+        model, history = train(X_train, y_train, *val, n_classes, config, layout,
+                               callbacks=(epoch_progress("train_encoder"),))
     budget = budget_used(X_train, config, history)
     best = best_epoch(history)
     if history:
@@ -136,4 +141,5 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         w.write_json("config.json", {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
                                      "budget": budget})
         w.write_json("history.json", history)
+        write_timing(w, took.seconds)
     return w.ref

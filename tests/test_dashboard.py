@@ -19,9 +19,11 @@ import pytest
 from flows.pipeline import pipeline, run_tags
 from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, SOLVER_TASK, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
+from tasks._publish import models_key
 from tasks.catalog import BY_NAME
 from tasks.config import run_name
 from tasks.ops.registry import Registry
+from tasks.ops.runs import root_key
 from tasks.store.progress import OwnTime, waited
 from tests.conftest import ROOT, run_cli
 from tests.helpers import TINY, tiny_config
@@ -227,12 +229,15 @@ def test_the_report_is_published_for_a_cached_run_with_its_facts_and_charts(runs
     artifacts = _artifacts(cached.flow_run_id)
     assert {"marginflow-report", "marginflow-approaches", "marginflow-run"} <= set(artifacts)
     # the registry did not change: its table (which checks every version's files) is not published again
-    assert "marginflow-models" not in artifacts and "marginflow-models" in _artifacts(runs["cold"].flow_run_id)
+    models = models_key(runs["data"])  # one table per data root, its key naming the root's digest
+    assert models == f"marginflow-models-{root_key(runs['data'])}" and root_key(runs["data"]) != root_key("elsewhere")
+    assert models not in artifacts and models in _artifacts(runs["cold"].flow_run_id)
+    assert f"marginflow-runs-{root_key(runs['data'])}" in artifacts  # the runs table, republished by every run
     report = artifacts["marginflow-report"].data
     assert f"| model version | {cached.model} (already registered) |" in report
     assert cached.flow_run_id in report and "| date | " in report
     charts = json.loads((Path(cached.stages["evaluate"].artifact) / "charts.json").read_text())
-    assert len(charts) >= 1 + 6 + 3  # bars, a confusion matrix per approach, training curves
+    assert len(charts) >= 1 + 1 + 3  # bars, the confusion matrices, training curves
     assert report.count("](data:image/png;base64,") == len(charts)
     folder = Path(cached.report)
     assert folder.parent == runs["data"] / "reports" and cached.flow_run_id[:8] in folder.name
@@ -258,6 +263,30 @@ def test_versions_record_their_run_report_and_changes_and_compare_shows_the_diff
     line = next(x for x in text.stdout.splitlines() if x.startswith("svc.C"))
     assert line.split() == ["svc.C", "10.0", "3.0"]
     assert run_cli("compare", "1", "9", "--data-dir", str(data)).returncode == 2
+
+
+def test_runs_lists_every_evaluated_run_with_its_changes_and_every_approach(runs):
+    data = runs["data"]
+    out = run_cli("runs", "--data-dir", str(data), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    results = [runs["third"], runs["cached"], runs["cold"]]  # newest first
+    assert [r["flow_run_id"] for r in rows] == [x.flow_run_id for x in results]
+    assert [r["version"] for r in rows] == [x.model for x in results] and [r["new_version"] for r in rows] == [
+        True, False, True]
+    for row, result in zip(rows, results, strict=True):
+        metrics = json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
+        assert row["accuracy"] == {n: a["accuracy"] for n, a in metrics["approaches"].items()}
+        assert row["dataset"] == "iris.csv" and row["wall_seconds"] > 0 and row["problem"] is None
+    assert rows[0]["changes"]["svc.C"] == 3.0 and "svc.search" not in rows[0]["changes"]
+    assert rows[2]["changes"]["svc.search"] is True
+    text = run_cli("runs", "--data-dir", str(data), "--sort", "features_svc").stdout.splitlines()
+    assert text[0].startswith("every run: encoder.epochs=4") and "features_svc" in text[1]
+    best = max(rows, key=lambda r: r["accuracy"]["features_svc"])
+    assert best["run"] in text[2] and f"{best['accuracy']['features_svc']:.4f}*" in text[2]
+    assert "svc.C=3.0" in next(line for line in text if runs["third"].flow_run_name in line)
+    bad = run_cli("runs", "--data-dir", str(data), "--sort", "speed")
+    assert bad.returncode == 2 and "--sort speed: one of date, wall" in bad.stderr
 
 
 def _on_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:

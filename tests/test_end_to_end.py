@@ -50,6 +50,30 @@ def test_cold_run_on_digits(digits_cold, digits_dir):
     assert "test accuracy" in report and "Confusion matrix" in report
 
 
+def test_the_report_ranks_the_approaches_with_intervals_and_says_what_was_bundled(digits_cold):
+    from tasks.core.metrics import wilson
+
+    m = digits_cold["metrics"]
+    ranked = m["ranking"]
+    assert [r["rank"] for r in ranked] == list(range(1, len(m["approaches"]) + 1))
+    assert [r["accuracy"] for r in ranked] == sorted((r["accuracy"] for r in ranked), reverse=True)
+    for r in ranked:
+        assert (r["low"], r["high"]) == wilson(round(r["accuracy"] * m["n_test"]), m["n_test"])
+        assert r["low"] < r["accuracy"] < r["high"] or r["accuracy"] == 1.0
+    report = Path(digits_cold["report"]).read_text()
+    section = report[report.index("## Which approach"):report.index("## Encoder")]
+    best = ranked[0]
+    assert f"Best on these 450 test rows: **{best['approach']}**, {100 * best['accuracy']:.1f} %" in section
+    assert "Bundled and registered: **features_svc**" in section and "main path by design" in section
+    for r in ranked:  # one row per approach, with its interval
+        assert re.search(rf"^\| {r['rank']} \| {r['approach']} \| {r['accuracy']:.4f} \| {r['low']:.4f} – "
+                         rf"{r['high']:.4f} \|", section, re.M), r
+    html = Path(digits_cold["report_html"]).read_text()
+    prose = re.sub(r"<code>.*?</code>|<pre>.*?</pre>|<img [^>]*>", "", html, flags=re.S)
+    assert "**" not in prose and "`" not in prose and "<strong>features_svc</strong>" in html
+    assert "<table>" in html and "text-align:right" in html
+
+
 def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
     proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]

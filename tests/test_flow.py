@@ -116,10 +116,16 @@ def test_every_approach_is_scored(first):
         assert sum(map(sum, a["confusion"])) == metrics["n_test"]
     report = Path(first[2].stages["evaluate"].artifact)
     html = (report / "report.html").read_text()
-    # the bar chart, a confusion matrix per approach, training curves of the encoder and each Keras approach
+    # the bar chart, one grid of confusion matrices, training curves of the encoder and each Keras approach
     curves = {p.name for p in report.glob("curves_*.png")}
     assert curves == {"curves_encoder.png", "curves_linear_hinge.png", "curves_deep_hinge.png", "curves_rff_svm.png"}
-    assert html.count("data:image/png;base64,") == len(list(report.glob("*.png"))) == 1 + len(NAMES) + 4
+    assert html.count("data:image/png;base64,") == len(list(report.glob("*.png"))) == 1 + 1 + 4
+    for name in ("linear_hinge", "rff_svm", "deep_hinge"):  # every Keras approach is drawn with its validation curve
+        history = json.loads((Path(first[2].stages[name].artifact) / "history.json").read_text())
+        assert len(history["val_loss"]) == len(history["loss"]) > 0, name
+    timing = {n: a["inputs_seconds"] for n, a in metrics["approaches"].items()}
+    assert timing["features_svc"] > 0 and timing["deep_hinge"] > 0  # the encoder (and extraction) they needed
+    assert timing["raw_svc"] == timing["knn"] == timing["linear_hinge"] == 0
 
 
 def test_selected_approaches_only(prefect_api, csv, tmp_path):

@@ -226,5 +226,5 @@ def test_any_file_to_predict_is_predicted_or_refused_in_one_line(bundle, tmp_pat
         assert out.exists() == existed  # nothing written (and an input named like the output left alone)
     else:
         event("accepted")
-        assert n == len(rows) and out.is_file()
+        assert n.rows == len(rows) and out.is_file()
     assert not list(tmp.glob(".*.tmp"))

@@ -165,7 +165,7 @@ def test_rows_held_at_once_never_exceed_the_batch(prefect_api, tmp_path):
     model = Bundle.load(result.artifacts["bundle"].dir)
     assert model.solver == "approx" and model.manifest["solver"]["solver"] == "approx"
     out = tmp_path / "predictions.parquet"
-    assert predict_file(model, str(path), str(out), batch_rows=batch) == 3000
+    assert predict_file(model, str(path), str(out), batch_rows=batch).rows == 3000
     predicted = pd.read_parquet(out)
     assert set(predicted.columns) == {"prediction", "score_ash", "score_birch", "score_cedar"}
     assert np.mean(predicted["prediction"] == pd.read_parquet(path)["kind"]) > 0.9

@@ -18,7 +18,7 @@ from tasks.ops.bundle import Bundle, BundleError
 from tasks.ops.promotion import decide
 from tasks.ops.registry import Registry
 from tests.conftest import ROOT, run_cli
-from tests.helpers import tiny_config
+from tests.helpers import TINY, tiny_config
 
 GOOD = ["evaluate.approaches=['features_svc']"]
 BAD = [*GOOD, "svc.C=0.001", "encoder.epochs=1"]  # a tiny C: the SVC predicts nearly one class
@@ -174,6 +174,47 @@ def test_predict_reproduces_evaluate_and_refuses_bad_columns(trained, csv, tmp_p
         assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
     proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--model", "v0042")
     assert proc.returncode == 2 and "model version 'v0042' not found" in proc.stderr
+
+
+def test_predict_scores_a_named_label_column_and_passes_an_id_through(trained, csv, tmp_path):
+    data, result = trained
+    frame = pd.read_csv(csv)
+    frame.insert(0, "row_id", [f"r{i}" for i in range(len(frame))])
+    frame = frame.rename(columns={"species": "truth"})
+    frame.loc[3, "truth"] = None  # a row without a label is predicted, not scored
+    frame.to_csv(tmp_path / "labelled.csv", index=False)
+    out = tmp_path / "pred.parquet"
+    proc = run_cli("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(out), "--data-dir",
+                   str(data), "--label", "truth", "--id", "row_id", "--batch-rows", "40")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_parquet(out)
+    assert list(pred.columns[:2]) == ["row_id", "prediction"] and pred["row_id"].tolist() == frame["row_id"].tolist()
+    known = frame["truth"].notna()
+    accuracy = float((pred["prediction"][known] == frame["truth"][known]).mean())
+    assert f"accuracy {accuracy:.4f} on the {int(known.sum())} rows with a label in 'truth'" in proc.stdout
+    # without --label, a column the model does not know is refused, naming it; a named column must exist
+    plain = run_cli("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(tmp_path / "p.csv"),
+                    "--data-dir", str(data), "--id", "row_id")
+    assert plain.returncode == 2 and "unexpected column 'truth'" in plain.stderr
+    absent = run_cli("predict", "--input", str(csv), "--output", str(tmp_path / "p.csv"), "--data-dir", str(data),
+                     "--id", "key")
+    assert absent.returncode == 2 and "no column 'key' (--id)" in absent.stderr and not (tmp_path / "p.csv").exists()
+
+
+def test_stage_then_run_registers_no_copy_and_compare_says_what_differs(trained, csv):
+    data, result = trained
+    args = ("--input", str(csv), "--label", "species", "--data-dir", str(data),
+            *(a for kv in [*TINY, *GOOD] for a in ("--set", kv)))
+    assert run_cli("stage", "svc", *args, "--quiet").returncode == 0
+    again = run_cli("run", *args, "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["model"] == result.model and [v.version for v in Registry(data).versions()] == [
+        result.model]
+    other = run_cli("run", *args, "--set", "svc.C=3", "--json")
+    assert json.loads(other.stdout)["model"] == "v0002"
+    text = run_cli("compare", "1", "2", "--data-dir", str(data)).stdout
+    assert "data: the same" in text and "code: the same" in text and "config: 1 key(s) differ" in text
+    assert "model files that differ: svc.skops" in text and "different data or code" not in text
 
 
 def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):

@@ -41,7 +41,7 @@ def _hammer(jobs, threads: int = 8) -> list[BaseException]:
 
 
 def test_code_digests_and_source_parsing_in_parallel_threads_never_fail_and_agree(tmp_path):
-    from tasks.core.report import plot_confusion, plot_history
+    from tasks.core.report import plot_confusions, plot_history
 
     want = {m: code_modules(m) for m in STAGES}
     got: dict[str, list] = {m: [] for m in STAGES}
@@ -51,7 +51,8 @@ def test_code_digests_and_source_parsing_in_parallel_threads_never_fail_and_agre
         return lambda: got[m].append(code_modules(m))
 
     def chart(i: int):
-        return lambda: (plot_confusion([[3, 1], [0, 4]], ["a", "b"], "t", tmp_path / f"c{i}.png"),
+        return lambda: (plot_confusions({"m": {"confusion": [[3, 1], [0, 4]], "accuracy": 0.875}}, ["a", "b"],
+                                        tmp_path / f"c{i}.png"),
                         plot_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}, tmp_path / f"h{i}.png"))
 
     jobs = [*(digest(m) for m in STAGES), *(chart(i) for i in range(4)), lambda: ast.parse(big)]
@@ -66,13 +67,14 @@ def test_code_digests_and_source_parsing_in_parallel_threads_never_fail_and_agre
 _FIRST_IMPORT = """
 import sys, threading
 from pathlib import Path
-from tasks.core.report import plot_approaches, plot_confusion
+from tasks.core.report import plot_approaches, plot_confusions
 out = Path(sys.argv[1])
 m = {"approaches": {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.8}}, "main": "a", "source": "s", "n_test": 10}
 errors = []
 def run(i):
     try:
-        plot_confusion([[1, 0], [0, 1]], ["x", "y"], "t", out / f"c{i}.png") if i % 2 else plot_approaches(m, out / f"a{i}.png")
+        (plot_confusions({"a": {"confusion": [[1, 0], [0, 1]], "accuracy": 1.0}}, ["x", "y"], out / f"c{i}.png")
+         if i % 2 else plot_approaches(m, out / f"a{i}.png"))
     except BaseException as e:
         errors.append(repr(e))
 ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]

@@ -56,16 +56,25 @@ def build_rff_svm(n_features: int, n_classes: int, n_train: int, gamma: float, c
     return keras.Model(inputs, outputs, name="rff_svm")
 
 
-def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
-                     callbacks: tuple = ()) -> tuple[Any, float, dict[str, list[float]], dict[str, Any]]:
+# Validation rows the linear Keras approaches score after each epoch, for their curves only (they keep their
+# last epoch: nothing is chosen on these rows).
+CURVE_VAL_ROWS = 2048
+
+
+def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any, callbacks: tuple = (),
+                     validation: tuple[np.ndarray, np.ndarray] | None = None,
+                     ) -> tuple[Any, float, dict[str, list[float]], dict[str, Any]]:
     """Seed, build and fit a margin model on the train rows; returns (model, fit seconds, history, budget).
 
     ``X``: (n, d) rows and ``y`` their class indices, or a `tasks.core.networks.TableRows` streamed from disk
-    (``y`` None). Length: `tasks.core.margin.step_budget`. The seconds start once the Keras lock is held:
-    waiting for other fits is not counted.
+    (``y`` None). Length: `tasks.core.margin.step_budget`. ``validation``: (rows, class indices) scored after
+    each epoch for the curves (``val_loss``); it changes no weight. The seconds start once the Keras lock is
+    held: waiting for other fits is not counted.
     """
     streamed = isinstance(X, TableRows)
     budget = step_budget(X, config)
+    if validation is not None and len(validation[1]) == 0:  # no val rows: no curve to draw
+        validation = None
 
     def targets(t):
         return hinge_targets(t, n_classes, loss)
@@ -75,6 +84,7 @@ def fit_keras_margin(build, X, y, n_classes: int, loss: str, config: Any,
         model = build()
         history = fit_keras(model, X, targets if streamed else targets(y), loss, budget["epochs"], config.batch_size,
                             config.learning_rate, callbacks=callbacks,
+                            validation=None if validation is None else (validation[0], targets(validation[1])),
                             steps_per_epoch=budget["steps_per_epoch"] if streamed else None, seed=config.seed)
         return model, time.perf_counter() - start, history, budget_used(X, config, history)
 

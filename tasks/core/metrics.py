@@ -48,6 +48,43 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> dict[st
     }
 
 
+Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy of ``correct`` out of ``n`` rows (95 % by default): unlike
+    the normal approximation it stays inside [0, 1] and is not empty at 100 % (E. B. Wilson, 1927)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def ranking(y_test: np.ndarray, predictions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Approaches ranked by test accuracy (ties: the order given), each with its 95 % Wilson interval and its
+    difference from the best on the same rows.
+
+    The difference is paired: per test row, the best's correctness less this approach's; its standard error is
+    that of the mean of those row differences. ``within_noise``: the difference is under 1.96 standard errors
+    (no disagreement at all counts as within noise), so these rows cannot tell the two apart at 95 %.
+    """
+    correct = {n: np.asarray(p) == y_test for n, p in predictions.items()}
+    order = sorted(correct, key=lambda n: -int(correct[n].sum()))  # stable: ties keep the catalog's order
+    best = correct[order[0]].astype(float)
+    n = len(y_test)
+    rows = []
+    for rank, name in enumerate(order, 1):
+        d = best - correct[name]
+        se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        low, high = wilson(int(correct[name].sum()), n)
+        rows.append({"rank": rank, "approach": name, "accuracy": float(correct[name].mean()) if n else 0.0,
+                     "low": low, "high": high, "difference": float(d.mean()) if n else 0.0, "difference_se": se,
+                     "within_noise": bool(d.mean() <= Z95 * se) if n else True})
+    return rows
+
+
 def compare(y_test: np.ndarray, y_val: np.ndarray, models: dict[str, dict], classes: list[Any]) -> dict[str, Any]:
     """metrics.json content from each approach's predictions and timing.
 
@@ -71,7 +108,8 @@ def compare(y_test: np.ndarray, y_val: np.ndarray, models: dict[str, dict], clas
         for extra in ("solver", "budget"):
             if models[name].get(extra):
                 approaches[name][extra] = models[name][extra]
+    ranked = ranking(y_test, {n: np.asarray(models[n]["predictions"]["test"]) for n in approaches})
     head = score(y_test, np.asarray(models[main]["predictions"]["test"]), classes)
     val_pred = np.asarray(models[main]["predictions"]["val"])
     head["val_accuracy"] = float(np.mean(val_pred == y_val)) if len(y_val) else float("nan")
-    return {**head, "main": main, "approaches": approaches}
+    return {**head, "main": main, "approaches": approaches, "ranking": ranked}

@@ -93,6 +93,71 @@ def _solver_section(approaches: dict[str, Any], skipped: dict[str, str]) -> list
     return ["## Solvers and budgets", "", "| approach | ran | why |", "|:---|:---|:---|", *lines, ""]
 
 
+def _points(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def ranking_sentences(metrics: dict[str, Any]) -> list[str]:
+    """Which approach won, how sure, and what was bundled and why: plain sentences from ``metrics["ranking"]``
+    (`tasks.core.metrics.ranking`)."""
+    rows = metrics["ranking"]
+    n, main = metrics["n_test"], metrics.get("main", MAIN_APPROACH)
+    best = rows[0]
+    tied = [r["approach"] for r in rows[1:] if r["within_noise"]]
+    behind = [r for r in rows[1:] if not r["within_noise"]]
+    out = [f"Best on these {n} test rows: **{best['approach']}**, {_points(best['accuracy'])} % "
+           f"(95 % interval {_points(best['low'])}–{_points(best['high'])})."]
+    if tied:
+        out.append(f"Within noise of it (a paired difference on the same rows under 1.96 standard errors, so these "
+                   f"rows cannot tell them apart): {', '.join(f'**{t}**' for t in tied)}.")
+    if behind:
+        out.append("Behind it beyond noise: " + ", ".join(
+            f"{r['approach']} ({0.0 - 100 * r['difference']:+.1f} ± {100 * 1.96 * r['difference_se']:.1f} points)"
+            for r in behind) + ".")
+    bundled = next((r for r in rows if r["approach"] == main), None)
+    if bundled is not None:
+        standing = ("it is the best here" if bundled["rank"] == 1 else
+                    "it is within noise of the best" if bundled["within_noise"] else
+                    f"here it ranks {bundled['rank']} of {len(rows)}, behind the best beyond noise: another approach "
+                    "may suit this data better (the report compares them; the bundle does not switch)")
+        out.append(f"Bundled and registered: **{main}** (encoder + SVC, the model `predict` serves), the main path by "
+                   f"design: the bundle always holds it, whichever approach ranks first; {standing}.")
+    return out
+
+
+def _ranking_section(metrics: dict[str, Any], fmt: str) -> list[str]:
+    """``## Which approach``: the approaches ranked by test accuracy with 95 % intervals and the difference from
+    the best, the sentences of `ranking_sentences`, and each approach's seconds with what it needed."""
+    approaches = metrics["approaches"]
+    rows = metrics.get("ranking")
+    if not rows:  # a report written before rankings: the approaches in catalog order
+        rows = [{"rank": "", "approach": n, "accuracy": a["accuracy"]} for n, a in approaches.items()]
+    lines = ["## Which approach", ""]
+    if "low" in rows[0]:
+        lines += [" ".join(ranking_sentences(metrics)), ""]
+    lines += ["| rank | approach | test accuracy | 95 % interval | vs best (points) | macro-F1 | fit s | "
+              "fit s with inputs | predict s | what it optimises |",
+              "|---:|:---|---:|:---|---:|---:|---:|---:|---:|:---|"]
+    for r in rows:
+        a = approaches[r["approach"]]
+        interval = f"{fmt.format(r['low'])} – {fmt.format(r['high'])}" if "low" in r else ""
+        versus = "" if "difference" not in r else "best" if r["rank"] == 1 else (
+            f"{0.0 - 100 * r['difference']:+.1f} ± {100 * 1.96 * r['difference_se']:.1f}"
+            + (" (noise)" if r["within_noise"] else ""))
+        total = a["fit_seconds"] + a.get("inputs_seconds", 0.0)
+        lines.append(f"| {r['rank']} | {r['approach']} | {fmt.format(a['accuracy'])} | {interval} | {versus} | "
+                     f"{fmt.format(a['macro_f1'])} | {a['fit_seconds']:.2f} | {total:.2f} | "
+                     f"{a['predict_seconds']:.3f} | {a['objective']} |")
+    needs = {MAIN_APPROACH: "the encoder's training (every candidate's, after a search) and the feature extraction",
+             "deep_hinge": "the encoder search whose network it starts from"}
+    shared = [f"{n}: {needs.get(n, 'the artifacts it reads')}" for n, a in approaches.items() if a.get("inputs_seconds")]
+    lines += ["", "Intervals: Wilson score intervals of each accuracy; vs best: the paired difference on the same test "
+                  "rows ± 1.96 standard errors; ties rank in catalog order. Fit s with inputs: the approach's own fit "
+                  "plus the work it needed beyond the scaled rows"
+              + (f" ({'; '.join(shared)}; the run paid the encoder once)" if shared else "") + ".", ""]
+    return lines
+
+
 def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: str = "") -> str:
     """The human report: ``header`` (see `render_header`), comparison, headline scores, per-class
     table, confusion matrix. Text columns are left-aligned, numbers right-aligned."""
@@ -103,12 +168,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: s
     lines += [f"Scored on {metrics['n_test']} held-out test rows.", ""]
     approaches = metrics.get("approaches") or {}
     if approaches:
-        lines += ["## Approaches", "", "| approach | accuracy | macro-F1 | fit s | predict s | what it optimises |",
-                  "|:---|---:|---:|---:|---:|:---|"]
-        for name, a in approaches.items():
-            lines.append(f"| {name} | {fmt.format(a['accuracy'])} | {fmt.format(a['macro_f1'])} | "
-                         f"{a['fit_seconds']:.2f} | {a['predict_seconds']:.3f} | {a['objective']} |")
-        lines.append("")
+        lines += _ranking_section(metrics, fmt)
     lines += _encoder_section(metrics.get("encoder"), fmt)
     lines += _solver_section(approaches, metrics.get("skipped") or {})
     searched = {n: a["search"] for n, a in approaches.items() if a.get("search")}
@@ -173,32 +233,52 @@ def plot_approaches(metrics: dict[str, Any], path) -> None:
     fig.savefig(path, metadata={"Software": None})
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[Any], title: str, path) -> None:
-    cm = np.asarray(confusion)
+def plot_confusions(approaches: dict[str, dict[str, Any]], classes: list[Any], path) -> None:
+    """Every approach's test confusion matrix in one grid: colour is the share of each true class (rows
+    normalised, so small classes read as well as large ones), the number is the count of rows; zeros are
+    left blank, so the few mistakes stand out."""
+    names = list(approaches)
     k = len(classes)
-    size = min(2.5 + 0.45 * k, 9)
-    fig = _figure(figsize=(size, size), dpi=100)
-    ax = fig.subplots()
-    ax.imshow(cm, cmap="Blues")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
-    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45 if k > 6 else 0)
-    ax.set_yticks(range(k), [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
+    cols = min(3, len(names))
+    grid = -(-len(names) // cols)
+    cell = min(max(2.6, 0.32 * k + 1.2), 6.0)
+    fig = _figure(figsize=(cell * cols + 0.8, cell * grid + 0.4), dpi=100, layout="constrained")
+    axes = fig.subplots(grid, cols, squeeze=False)
+    labels = [str(c)[:10] for c in classes]
+    font = 9 if k <= 6 else 7 if k <= 12 else 5.5
+    image = None
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        cm = np.asarray(approaches[name]["confusion"])
+        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=font,
+                                color="white" if share[i, j] > 0.55 else "#b00" if i != j else "black",
+                                fontweight="bold" if i != j else "normal")
+        ticks = range(k) if k <= 20 else range(0, k, max(k // 10, 1))
+        turn = 90 if k > 6 else 35 if max(map(len, labels)) > 4 else 0
+        ax.set_xticks(list(ticks), [labels[t] for t in ticks], rotation=turn, ha="right" if turn == 35 else "center",
+                      fontsize=font)
+        ax.set_yticks(list(ticks), [labels[t] for t in ticks], fontsize=font)
+        ax.set_title(f"{name} ({approaches[name]['accuracy']:.4f})", fontsize=10)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of the true class")
     fig.savefig(path, metadata={"Software": None})
 
 
-def plot_history(history: dict[str, list[float]], path, name: str = "encoder") -> None:
-    """One Keras model's loss (and accuracy) per epoch, train and validation; with validation, a
-    dashed line marks the epoch whose weights early stopping kept (lowest validation loss)."""
+def plot_history(history: dict[str, list[float]], path, name: str = "encoder", restores_best: bool = True) -> None:
+    """One Keras model's loss (and accuracy) per epoch, train and validation; for a model trained with
+    early stopping (``restores_best``), a dashed line marks the epoch whose weights it kept (lowest
+    validation loss). The others keep their last epoch's weights, which no line marks."""
     panels = [m for m in ("loss", "accuracy") if m in history]
-    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") and restores_best else None
     fig = _figure(figsize=(5 * len(panels), 3.5), dpi=100)
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, m in zip(axes[0], panels, strict=True):
@@ -215,58 +295,30 @@ def plot_history(history: dict[str, list[float]], path, name: str = "encoder") -
     fig.savefig(path, metadata={"Software": None})
 
 
+REPORT_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;"
+    "line-height:1.45}"
+    "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top;white-space:nowrap}th{background:#f3f3f3}"
+    "td:last-child{min-width:14em;white-space:normal}code{background:#f4f4f4;padding:0 3px;border-radius:3px}"
+    "img{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"
+    "@media (max-width:600px){body{margin:.5em auto;font-size:15px}td,th{padding:2px 4px}}"
+)
+
+
 def render_html(markdown: str, images: dict[str, bytes]) -> str:
-    """A self-contained HTML page of the report's markdown: tables (with their column alignment),
-    headings, paragraphs, and each ``![alt](name.png)`` line as that PNG inlined in base64."""
+    """A self-contained HTML page of the report's markdown (rendered by markdown-it-py: CommonMark with
+    tables), each ``![alt](name.png)`` of ``images`` inlined as a data URI; readable at phone width
+    (wide tables scroll sideways, images shrink)."""
     import html
-    import re
 
-    body: list[str] = []
-    table: list[list[str]] = []
-    align: list[str] = []
+    from markdown_it import MarkdownIt
 
-    def close_table() -> None:
-        if not table:
-            return
-        body.append("<table>")
-        for i, cells in enumerate(table):
-            tag = "th" if i == 0 else "td"
-            body.append("<tr>" + "".join(
-                f'<{tag} style="text-align:{align[j] if j < len(align) else "left"}">'
-                f"{html.escape(c.replace('**', ''))}</{tag}>" for j, c in enumerate(cells)) + "</tr>")
-        body.append("</table>")
-        table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if all(c and set(c) <= {"-", ":"} for c in cells):
-                align = ["right" if c.endswith(":") and not c.startswith(":") else "left" for c in cells]
-                continue
-            if not table:
-                align = []
-            table.append(cells)
-            continue
-        close_table()
-        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line.strip())
-        if image and image[2] in images:
-            b64 = base64.b64encode(images[image[2]]).decode()
-            body.append(f'<figure><img alt="{html.escape(image[1])}" src="data:image/png;base64,{b64}"></figure>')
-        elif line.startswith("### "):
-            body.append(f"<h3>{html.escape(line[4:])}</h3>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    close_table()
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-             "th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}")
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(inline_images(markdown, images))
     title = html.escape(markdown.splitlines()[0].lstrip("# "))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{title}</title>"
+            f"<style>{REPORT_STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
 def render_report(metrics: dict[str, Any], digits: int, charts: list[tuple[str, str]], header: str = "") -> str:

@@ -14,7 +14,8 @@ Files (all listed with their SHA-256 in ``manifest.json``):
 
 A bundle's **identity** is the SHA-256 over its model files and ``config.json``: metrics,
 unrelated config sections and where the input file lay do not make a new model version.
-``manifest.json`` records the solver (``exact`` or ``approx``, and why; absent in bundles written
+``manifest.json`` records ``made_from`` (digests of the source data and of the code that made the model;
+absent in bundles written before) and the solver (``exact`` or ``approx``, and why; absent in bundles written
 before there was a choice: they hold an SVC) and carries the format version (``marginflow-bundle/2``; version 1, which
 stored the whole config, still loads) and the identity.
 
@@ -67,7 +68,8 @@ def making_config(sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, Any], feature_names: list[str],
-                 config: dict[str, Any], metrics: dict[str, Any], solver: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any], metrics: dict[str, Any], solver: dict[str, Any] | None = None,
+                 made_from: dict[str, Any] | None = None) -> None:
     """Fill ``w`` (an `ArtifactWriter`, or anything with its ``path`` and ``write_json``) with a bundle.
 
     Args:
@@ -75,6 +77,8 @@ def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, A
             function that writes the file at the path it is given.
         config: the output of `making_config`.
         solver: the SVC's ``solver.json`` (``exact`` or ``approx`` and why), recorded in the manifest.
+        made_from: ``{"data_sha256", "code_sha256"}``: the source's bytes and the code that made the model,
+            recorded in the manifest (not part of the identity: `marginflow compare` names what differs).
     """
     import shutil
 
@@ -90,7 +94,7 @@ def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, A
     w.write_json("metrics.json", metrics)
     files = {n: sha256_file(w.path(n)) for n in FILES}
     w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files),
-                            **({"solver": solver} if solver else {})})
+                            **({"solver": solver} if solver else {}), **({"made_from": made_from} if made_from else {})})
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -7,10 +7,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.catalog import NAMES
 from tasks.config import flatten
+from tasks.ops.bundle import MANIFEST, MODEL_FILES
 from tasks.ops.registry import Version, json_object
 
 METRICS = ("accuracy", "macro_f1", "n_test", "source")
+
+
+def run_accuracies(v: Version) -> dict[str, float]:
+    """Every approach's test accuracy in the run that registered ``v`` (from its report), {} when not recorded."""
+    report = v.run.get("report")
+    if not report:
+        return {}
+    info = json_object(Path(report) / "run.json")
+    root = Path(v.path).parent.parent
+    metrics = json_object(root / str(info.get("report_artifact") or "-") / "metrics.json")
+    approaches = metrics.get("approaches") if isinstance(metrics.get("approaches"), dict) else {}
+    return {n: a["accuracy"] for n, a in approaches.items() if isinstance(a, dict) and "accuracy" in a}
 
 
 def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[str, Any]:
@@ -22,6 +36,10 @@ def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[s
     config = {k: [ca.get(k, missing), cb.get(k, missing)] for k in keys
               if everything or ca.get(k, missing) != cb.get(k, missing)}
     same = sum(ca.get(k, missing) == cb.get(k, missing) for k in keys)
+    ma, mb = (json_object(Path(v.path) / MANIFEST) for v in (a, b))
+    acc_a, acc_b = (run_accuracies(v) for v in (a, b))
+    fa, fb = (m.get("files") if isinstance(m.get("files"), dict) else {} for m in (ma, mb))
+    made = [m.get("made_from") if isinstance(m.get("made_from"), dict) else {} for m in (ma, mb)]
     return {
         "versions": [a.version, b.version],
         "champion": [a.champion, b.champion],
@@ -29,6 +47,11 @@ def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[s
         "config": config,
         "same_keys": same,
         "runs": [a.run, b.run],
+        # what made each model: the source data's digest and the code's (None: not recorded, an older bundle)
+        "made_from": {k: [made[0].get(f"{k}_sha256"), made[1].get(f"{k}_sha256")] for k in ("data", "code")},
+        "model_files_differ": [n for n in MODEL_FILES if fa.get(n) != fb.get(n)],
+        # every approach's test accuracy in the run that registered each version (None: not recorded)
+        "approaches": {n: [acc_a.get(n), acc_b.get(n)] for n in NAMES if n in acc_a or n in acc_b},
     }
 
 
@@ -45,6 +68,10 @@ def render_comparison(c: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = [("", *names)]
     rows += [(m, _cell(va, digits=True), _cell(vb, digits=True)) for m, (va, vb) in c["metrics"].items()]
     rows.append(("flow run", *(str(r.get("flow_run_name") or "-") for r in c["runs"])))
+    if c.get("approaches"):
+        rows.append(("", "", ""))
+        rows += [(f"{n} (run)", _cell(va, digits=True) if va is not None else "-",
+                  _cell(vb, digits=True) if vb is not None else "-") for n, (va, vb) in c["approaches"].items()]
     rows.append(("", "", ""))
     if c["config"]:
         rows += [(k, _cell(va), _cell(vb)) for k, (va, vb) in c["config"].items()]
@@ -53,6 +80,22 @@ def render_comparison(c: dict[str, Any]) -> str:
     differ = sum(va != vb for va, vb in c["config"].values())
     lines.append(f"config: {differ} key(s) differ, {c['same_keys']} the same"
                  + ("" if differ or not c["config"] else " (shown with --all)"))
-    if not differ and a != b:
-        lines.append("the two models were made with the same config (different data or code)")
+    lines += differences(c)
     return "\n".join(lines)
+
+
+def differences(c: dict[str, Any]) -> list[str]:
+    """What differs between the two versions' making, in words: data, code, model files (config: above)."""
+    a, b = c["versions"]
+    if a == b:
+        return ["the same version"]
+    out = []
+    for what, (da, db) in c.get("made_from", {}).items():
+        if da is None or db is None:
+            out.append(f"{what}: not recorded for {a if da is None else b} (registered before it was)")
+        else:
+            out.append(f"{what}: {'the same' if da == db else 'differs'} ({da[:12]}" + ("" if da == db else f" vs {db[:12]}")
+                       + ")")
+    files = c.get("model_files_differ", [])
+    out.append(f"model files that differ: {', '.join(files)}" if files else "model files: identical")
+    return out

@@ -2,8 +2,10 @@
 
 The input (CSV, CSV.gz or Parquet) is read ``batch_rows`` rows at a time; its columns must
 be the bundle's feature names (any order), plus optionally the label column the model was
-trained with, which is ignored. Output, one row per input row in input order:
+trained with or the one named by ``label`` (ignored as a feature; with ``label``, the predictions
+are scored against it), and the ``id_column``. Output, one row per input row in input order:
 
+* ``<id_column>``  - with ``id_column``: its values, passed through;
 * ``prediction``   - the label, in the original label values;
 * ``score``        - two classes: the SVC decision value, positive for ``classes_[1]``;
 * ``score_<class>`` - more classes: the one-vs-rest decision value per class.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +97,40 @@ def output_frame(model: Bundle, rows: pd.DataFrame, where: str) -> pd.DataFrame:
     return out
 
 
+@dataclass
+class Predicted:
+    """What `predict_file` did: rows predicted and, with a label column, how many were right."""
+
+    rows: int = 0
+    labelled: int = 0  # rows with a label value (``label`` given)
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+
+def _same_labels(predicted: np.ndarray, given: pd.Series) -> tuple[int, int]:
+    """(rows with a label, of them predicted right): labels compared as numbers when both sides are, else as text."""
+    known = given.notna().to_numpy()
+    p, g = pd.Series(predicted)[known], given[known].reset_index(drop=True)
+    p = p.reset_index(drop=True)
+    pn, gn = pd.to_numeric(p, errors="coerce"), pd.to_numeric(g, errors="coerce")
+    if pn.notna().all() and gn.notna().all():
+        return int(known.sum()), int((pn.to_numpy() == gn.to_numpy()).sum())
+    return int(known.sum()), int((p.astype(str).to_numpy() == g.astype(str).to_numpy()).sum())
+
+
 def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: int = 10_000,
-                 progress=None) -> int:
-    """Predict every row of ``input_path`` into ``output_path``; returns the number of rows.
+                 progress=None, label: str | None = None, id_column: str | None = None) -> Predicted:
+    """Predict every row of ``input_path`` into ``output_path``.
+
+    ``label``: a column of true labels, not a feature: the predictions are scored against it. ``id_column``: a
+    column copied to the output unchanged, first.
 
     Raises:
-        InputError: missing input, unsupported format, a missing or unexpected column, or a
-            non-finite feature value (nothing is written then).
+        InputError: missing input, unsupported format, a missing or unexpected column (``label`` or
+            ``id_column`` named but absent, or a feature), or a non-finite feature value (nothing is written then).
     """
     src, dest = Path(input_path), Path(output_path)
     if not src.is_file():
@@ -116,8 +146,16 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
     if not os.access(dest.parent, os.W_OK | os.X_OK):
         raise InputError(f"{output_path}: cannot write in {dest.parent} (not writable)")
     columns = _columns(src)
-    allowed = (model.label,) if model.label else ()
+    for flag, name in (("--label", label), ("--id", id_column)):
+        if name is not None and name not in columns:
+            raise InputError(f"{input_path}: no column {name!r} ({flag}); its columns: {', '.join(columns[:8])}"
+                             + (" ..." if len(columns) > 8 else ""))
+        if name is not None and name in model.feature_names_in_:
+            raise InputError(f"{flag} {name}: a feature column of this model, not a {flag[2:]} column")
+    allowed = tuple(c for c in (model.label, label, id_column) if c)
     check_columns(columns, model.feature_names_in_, str(src), allowed_extra=allowed)
+    read = list(dict.fromkeys([*model.feature_names_in_, *(c for c in (label, id_column) if c)]))
+    done = Predicted()
     try:
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".tmp")
     except OSError as e:
@@ -125,9 +163,14 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
     os.close(fd)
     tmp, n, writer = Path(tmp_name), 0, None
     try:
-        for rows in batches(src, model.feature_names_in_, batch_rows):
+        for rows in batches(src, read, batch_rows):
             rows.index = pd.RangeIndex(n, n + len(rows))
-            out = output_frame(model, rows, str(src))
+            out = output_frame(model, rows[model.feature_names_in_], str(src))
+            if label is not None:
+                labelled, correct = _same_labels(out["prediction"].to_numpy(), rows[label])
+                done.labelled, done.correct = done.labelled + labelled, done.correct + correct
+            if id_column is not None:
+                out.insert(0, id_column, rows[id_column].to_numpy())
             if dest.name.lower().endswith(".parquet"):
                 import pyarrow as pa
                 import pyarrow.parquet as pq
@@ -150,4 +193,5 @@ def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: i
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-    return n
+    done.rows = n
+    return done

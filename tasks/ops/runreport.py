@@ -35,6 +35,7 @@ class RunInfo(BaseModel):
     changes: dict[str, Any] = {}  # config keys that differ from the defaults
     engine: str = "threads"
     date: str = ""  # ISO date and time (UTC) the report was written; set by `write_run_report`
+    wall_seconds: float | None = None  # the run's whole time until its report, cached stages included
 
 
 class RunReport(BaseModel):
@@ -54,8 +55,9 @@ def header_rows(info: RunInfo) -> list[tuple[str, str]]:
         version = "none registered (a partial run)"
     else:
         version = f"{info.version} ({'registered by this run' if info.new_version else 'already registered'})"
+    wall = [] if info.wall_seconds is None else [("wall time", f"{info.wall_seconds:.1f} s (cached stages included)")]
     return [("model version", version), ("date", info.date), ("flow run", f"{info.flow_run_name} ({info.flow_run_id})"),
-            ("engine", info.engine), ("config changes from defaults", shown(info.changes))]
+            ("engine", info.engine), *wall, ("config changes from defaults", shown(info.changes))]
 
 
 def approaches_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """The files every model stage writes beside its model, so that ``evaluate`` scores all approaches alike.
 
 * ``predictions.json`` - class indices for the val and test rows;
-* ``timing.json``      - fit and predict seconds (measured, so not part of any comparison of runs);
+* ``timing.json``      - fit and predict seconds, and ``inputs_seconds``: the work of the artifacts the model
+  needed beyond the scaled rows (features_svc: the encoder's search and training and the feature extraction;
+  deep_hinge: the encoder search it starts from). Measured, so not part of any comparison of runs;
 * ``search.json``      - only after ``svc.search``: the chosen point and the CV table.
 """
 
@@ -13,7 +15,22 @@ from typing import Any
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 
 
-def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: float) -> None:
+def total_seconds(ref: ArtifactRef | None) -> float:
+    """The work an artifact took with what it needed: its ``timing.json``'s ``fit_seconds`` plus
+    ``inputs_seconds`` (0 for an artifact written without a timing)."""
+    if ref is None or "timing.json" not in ref.files:
+        return 0.0
+    timing = read_json(ref, "timing.json")
+    return float(timing.get("fit_seconds", 0.0)) + float(timing.get("inputs_seconds", 0.0))
+
+
+def write_timing(w: ArtifactWriter, fit_seconds: float, inputs_seconds: float = 0.0, **more: float) -> None:
+    """``timing.json``: the artifact's own work (``fit_seconds``), the work of what it needed (``inputs_seconds``)."""
+    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "inputs_seconds": round(inputs_seconds, 4),
+                                 **{k: round(v, 4) for k, v in more.items()}})
+
+
+def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: float, inputs_seconds: float = 0.0) -> None:
     """``predictions.json`` (val and test class indices) and ``timing.json`` for a fitted model.
 
     Args:
@@ -31,7 +48,7 @@ def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: flo
         preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
     predict_seconds = time.perf_counter() - start
     w.write_json("predictions.json", preds)
-    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4)})
+    write_timing(w, fit_seconds, inputs_seconds, predict_seconds=predict_seconds)
 
 
 def read_model_outputs(ref: ArtifactRef) -> dict[str, Any]:
@@ -43,7 +60,8 @@ def read_model_outputs(ref: ArtifactRef) -> dict[str, Any]:
 
 
 def write_model_artifact(root: str, kind: str, params: dict[str, Any], save, predict, data: dict,
-                         fit_seconds: float, extra: dict[str, Any] | None = None) -> ArtifactRef:
+                         fit_seconds: float, extra: dict[str, Any] | None = None,
+                         inputs_seconds: float = 0.0) -> ArtifactRef:
     """Write one model stage's artifact: its model files, extra JSON files, predictions and timing.
 
     Args:
@@ -56,5 +74,5 @@ def write_model_artifact(root: str, kind: str, params: dict[str, Any], save, pre
         for name, obj in (extra or {}).items():
             if obj is not None:
                 w.write_json(name, obj)
-        write_model_outputs(w, predict, data, fit_seconds)
+        write_model_outputs(w, predict, data, fit_seconds, inputs_seconds)
     return w.ref
