@@ -243,6 +243,9 @@ def _prefect_api(args: argparse.Namespace) -> Iterator[Any]:
             print(f"marginflow: {line}", file=sys.stderr, flush=True)
 
     found = known_api()
+    if found:  # a server that outlives this command: the live display links to the run's page on it
+        api = found[0].rstrip("/")
+        args.dashboard = api.removesuffix("/api") if api.endswith("/api") else None
     if found and found[1] != "dashboard":
         yield lambda: None
         return
@@ -325,7 +328,7 @@ def _terminal(args: argparse.Namespace) -> Iterator[None]:
     level = logging.ERROR if args.quiet else logging.WARNING if live else None  # None: Prefect's plain lines
     if level is not None:  # also for the local Dask cluster's worker processes, which share this terminal
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = logging.getLevelName(level)
-    with log_setup(args.log_file, level, keep_level=True), live_display(live):
+    with log_setup(args.log_file, level, keep_level=True), live_display(live, getattr(args, "dashboard", None)):
         yield
 
 
@@ -677,6 +680,9 @@ def _quiet_third_parties() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_third_parties()
     args = build_parser().parse_args(argv)
+    # no Prefect SDK telemetry from marginflow's commands: its first-run notice breaks into the live display on a
+    # terminal, and these machines are often offline (DO_NOT_TRACK=0 in the environment keeps it on)
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     # no telemetry from the temporary server (the machines this runs on are often offline)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # a fresh temporary server took 8 s here idle and 27 s on 2 cores under a load of 4 (Prefect's default: 20 s)

@@ -94,9 +94,11 @@ def flow_run_name(prefix: str = ""):
     return name
 
 
-def run_tags(config: Config) -> list[str]:
-    """The tags of a run: the tool, the data source, each approach compared (and later the model version)."""
-    return ["marginflow", f"dataset:{source_name(config.data)}", *(f"approach:{a}" for a in config.evaluate.approaches)]
+def run_tags(config: Config, model: str | None = None) -> list[str]:
+    """The tags of a run, the useful first (the dashboard shows the first few): the data source, the model version
+    it registered, the tool, then each approach compared."""
+    return [f"dataset:{source_name(config.data)}", *([f"model:{model}"] if model else []), "marginflow",
+            *(f"approach:{a}" for a in config.evaluate.approaches)]
 
 
 @flow(name="marginflow-pipeline", flow_run_name=flow_run_name(),
@@ -143,10 +145,18 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
     train = encoder_candidate.with_options(refresh_cache=refresh)
     score = score_candidate.with_options(refresh_cache=refresh)
     svc = selection_svc(config.encoder)
-    return search_graph(
-        specs, rungs,
-        lambda i, spec, **rung: train.submit(scaled, spec, root=root, deadline=None if i == 0 else deadline, **rung),
-        lambda trained: score.submit(trained, svc, root=root))
+    names: dict[int, str] = {}  # a training future -> the name of its task runs: the candidate, and its rung
+
+    def trained(i: int, spec, **rung):
+        part = rung.get("rung")
+        name = spec.name + ("" if part is None else f" to {100 * part[1]:.0f}%")
+        future = train.with_options(task_run_name=f"{CANDIDATE_TASK} {name}").submit(
+            scaled, spec, root=root, deadline=None if i == 0 else deadline, **rung)
+        names[id(future)] = name
+        return future
+
+    return search_graph(specs, rungs, trained, lambda future: score.with_options(
+        task_run_name=f"{SCORE_TASK} {names[id(future)]}").submit(future, svc, root=root))
 
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None, started: float) -> PipelineResult:
@@ -159,7 +169,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
     # "<stage>.cv" / "<stage>.candidates" / "<stage>.solver": (what they are, futures); what None: one task, whose
     # artifact its row shows
     searches: dict[str, tuple[str | None, list[Any]]] = {}
-    emit("plan", stages=[stage.name for stage in plan])
+    emit("plan", stages=[stage.name for stage in plan], flow_run_id=current_flow_run()[0])
     for stage in plan:
         task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
         args = [futures[name] for name in stage.inputs] or [describe_source(config.data)]
@@ -218,7 +228,7 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
                "report": str(report_dir(root, info)) if evaluated else None}
         result.model, result.model_is_new = register_model(futures["bundle"], root, run)  # one edge: from bundle
         info = info.model_copy(update={"version": result.model, "new_version": result.model_is_new})
-    add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []))
+    add_tags(*run_tags(config, result.model))
     if evaluated:  # on every run, cached or not: the report of this run, with its version, date and run id
         info = info.model_copy(update={"wall_seconds": round(time.monotonic() - started, 1)})
         report = write_run_report(root, result.artifacts["evaluate"], info, config.evaluate.digits)

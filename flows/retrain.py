@@ -41,6 +41,5 @@ def retrain(config: Config, data_dir: str = "data") -> Decision:
         before = registry.champion()
         result = run_pipeline(config, root)
         decision = choose_champion(result.artifacts["ingest"], result.model, before, config.retrain, root)
-        add_tags(*run_tags(config), *([f"model:{result.model}"] if result.model else []),
-                 *(["promoted"] if decision.promoted else []))
+        add_tags(*run_tags(config, result.model), *(["promoted"] if decision.promoted else []))
         return decision

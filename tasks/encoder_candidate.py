@@ -31,7 +31,12 @@ from tasks.store.progress import SHARED_IMPORTS, import_once
 from tasks.store.runlog import epoch_progress, stage_logger
 
 
-@stage("encoder_candidate", imports=())
+def candidate_row(inputs: dict) -> str:
+    """The display row of a candidate's training: ``candidate <name>``."""
+    return f"candidate {inputs['candidate'].name}"
+
+
+@stage("encoder_candidate", imports=(), label=candidate_row)
 def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung: list[float] | None = None,
                       start: ArtifactRef | None = None, previous: list[ArtifactRef | None] | None = None,
                       position: int = 0, deadline: float | None = None) -> ArtifactRef | None:

@@ -19,7 +19,13 @@ from tasks.store.cache import stage
 from tasks.store.runlog import stage_logger
 
 
-@stage("score_candidate", imports=())
+def scored_row(inputs: dict) -> str | None:
+    """The display row of a candidate's score: its candidate's (``candidate <name>``); None when nothing is scored."""
+    trained = inputs["candidate"]
+    return None if trained is None else f"candidate {trained.params['candidate']['name']}"
+
+
+@stage("score_candidate", imports=(), label=scored_row)
 def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str) -> ArtifactRef | None:
     """``score.json`` of ``candidate``'s features under the SVC ``config``; None for no candidate."""
     if candidate is None:

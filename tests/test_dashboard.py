@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def _task_graph(flow_run_id: str) -> dict[str, set[frozenset[str]]]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    name = {r.id: r.name.rsplit("-", 1)[0] for r in runs}
+    # "stage-1a2" (Prefect's suffix) or "encoder_candidate mlp to 50%" (a candidate's runs are named by it), either
+    # followed by " (3 s work, 9 s waiting)" after a wait for the Keras lock
+    bases = {r.id: r.name.split(" (")[0] for r in runs}
+    name = {i: b.split(" ")[0] if " " in b else b.rsplit("-", 1)[0] for i, b in bases.items()}
     graph: dict[str, set[frozenset[str]]] = {}
     for r in runs:
         ups = frozenset(name[i.id] for inputs in r.task_inputs.values() for i in inputs
@@ -215,6 +219,7 @@ def test_the_flow_graph_is_the_declared_table_in_a_cold_and_a_cached_run(runs):
 
 def test_runs_are_named_by_source_and_config_and_tagged_with_the_model_version(runs):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     config, cold, third = runs["config"], runs["cold"], runs["third"]
     assert cold.flow_run_name == runs["cached"].flow_run_name == run_name(config)
@@ -222,6 +227,14 @@ def test_runs_are_named_by_source_and_config_and_tagged_with_the_model_version(r
     with get_client(sync_client=True) as client:
         tags = set(client.read_flow_run(cold.flow_run_id).tags)
     assert tags == {*run_tags(config), f"model:{cold.model}"} and "dataset:iris" in tags
+    with get_client(sync_client=True) as client:
+        ordered = client.read_flow_run(cold.flow_run_id).tags
+        candidates = sorted(r.name for r in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[cold.flow_run_id]))) if r.name.startswith(CANDIDATE_TASK))
+    assert ordered[:2] == ["dataset:iris", f"model:{cold.model}"]  # the useful tags first, the approaches last
+    # named by candidate (and, after a wait for the Keras lock, by their work and their wait)
+    assert [c.split(" (")[0] for c in candidates] == [f"{CANDIDATE_TASK} {c}" for c in ("identity", "mlp", "mlp-narrow")]
+    assert all(re.fullmatch(r"[^(]+( \(\d+ s work, \d+ s waiting\))?", c) for c in candidates), candidates
 
 
 def test_the_report_is_published_for_a_cached_run_with_its_facts_and_charts(runs):

@@ -114,8 +114,9 @@ def seeded_keras(seed: int):
     """
     import keras
 
-    with waiting():
-        KERAS_FIT_LOCK.acquire()
+    if not KERAS_FIT_LOCK.acquire(blocking=False):  # another fit holds it: shown as waiting, counted as such
+        with waiting("another Keras fit"):
+            KERAS_FIT_LOCK.acquire()
     try:
         compilation_cache()
         keras.utils.set_random_seed(seed)

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from tasks import faults
 from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
-from tasks.store.progress import SHARED_IMPORTS, OwnTime, emit, import_once
+from tasks.store.progress import SHARED_IMPORTS, OwnTime, emit, import_once, in_row
 
 CACHE_DIR = "cache"
 RECORD_FORMAT = "marginflow-cache/1"
@@ -312,8 +312,19 @@ def where() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
+def row_name(name: str, label, inputs: dict[str, Any]) -> str:
+    """The display row of a stage call: ``label(inputs)`` (a part of a stage, such as one search candidate), else
+    the stage's name; a label that fails never fails the stage."""
+    if label is None:
+        return name
+    try:
+        return str(label(inputs) or name)
+    except Exception:
+        return name
+
+
 def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
-               imports: tuple[str, ...] = SHARED_IMPORTS) -> tuple[ArtifactRef | None, bool, OwnTime]:
+               imports: tuple[str, ...] = SHARED_IMPORTS, label=None) -> tuple[ArtifactRef | None, bool, OwnTime]:
     """Call stage function ``fn`` unless a valid record for its key exists.
 
     A stage function may return None (it had nothing to do: a search candidate past its
@@ -325,24 +336,27 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
     """
     from tasks.store.runlog import stage_logger
 
-    emit("stage_start", stage=name)
     with OwnTime() as took:
         root, inputs, key = _call(name, fn, args, kwargs)
-        ref = None
-        if not refresh:
-            try:
-                ref = read_record(root, name, key)
-            except RecordProblem as e:
-                stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
-        cached = ref is not None
-        if ref is None:
-            import_once(*imports)
-            ref = fn(**inputs)
-            faults.point(f"stage:{name}")
-            if ref is not None:
-                write_record(root, name, key, ref)
+        row = row_name(name, label, inputs)
+        with in_row(name, row):
+            emit("stage_start")
+            ref = None
+            if not refresh:
+                try:
+                    ref = read_record(root, name, key)
+                except RecordProblem as e:
+                    stage_logger().warning("%s: cache record not used, recomputing: %s", name, e)
+            cached = ref is not None
+            if ref is None:
+                import_once(*imports)
+                ref = fn(**inputs)
+                faults.point(f"stage:{name}")
+                if ref is not None:
+                    write_record(root, name, key, ref)
     status = "cached" if cached else "ran" if ref is not None else "skipped"
-    emit("stage_end", stage=name, status=status, seconds=took.seconds, waited=took.waited)
+    with in_row(name, row):
+        emit("stage_end", status=status, seconds=took.seconds, waited=took.waited)
     return ref, cached, took
 
 
@@ -377,7 +391,7 @@ def _unshared(ref: ArtifactRef) -> ArtifactRef:
     return ref.model_copy(update={"root": None, "kind": ref.kind.encode().decode()})
 
 
-def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS):
+def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS, label=None):
     """Turn ``fn(..., root: str) -> ArtifactRef`` into a content-cached Prefect task named ``name``.
 
     Inside a Prefect run the task returns a ``Completed`` state (named ``Cached`` on a hit) whose
@@ -388,6 +402,8 @@ def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS):
     counted as waiting (`tasks.store.progress.import_once`): Keras, scikit-learn's SVM and skops by default;
     stages that need fewer name them, and a stage that may decide to do nothing (a candidate stopped by
     successive halving) names none and imports what it needs once it knows.
+    ``label``: ``inputs -> str``, the display row of one call when the stage runs once per part of something
+    (``candidate cnn2d-shift``); it also names the Prefect task run when the caller gave it no name.
     """
 
     def wrap(fn):
@@ -400,13 +416,15 @@ def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS):
 
             ctx = TaskRunContext.get()
             refresh = bool(ctx and ctx.task.refresh_cache)
-            ref, cached, took = run_cached(name, fn, args, kwargs, refresh, imports)
+            ref, cached, took = run_cached(name, fn, args, kwargs, refresh, imports, label)
             if ctx is None:
                 return ref
             from prefect.states import Completed
 
             status = "cached" if cached else "ran" if ref is not None else "skipped"
             waited = f" (waited {took.waited:.3f} s)" if took.waited >= 0.001 else ""
+            if took.waited >= 1:  # the dashboard's duration includes the wait: its name tells the two apart
+                ctx.task_run.name = f"{ctx.task_run.name} ({took.seconds:.0f} s work, {took.waited:.0f} s waiting)"
             return Completed(data=None if ref is None else _unshared(ref),
                              name={"cached": "Cached", "ran": "Completed", "skipped": "Skipped"}[status],
                              message=f"{status} in {took.seconds:.3f} s{waited} on {where()}")

@@ -3,8 +3,9 @@
 Two small, Prefect-free facilities:
 
 * **Events.** `emit` hands ``(event, fields)`` to the listeners of this process (the terminal's
-  progress display, `flows.progress`). Stages emit ``stage_start``, ``stage_end`` and ``epoch``;
-  with no listener (a Dask worker, a test) an event costs one list lookup.
+  progress display, `flows.progress`). Stages emit ``stage_start``, ``stage_end``, ``epoch``, and
+  ``wait``/``resume`` around a wait for the Keras lock; each carries its stage and display row
+  (`in_row`). With no listener (a Dask worker, a test) an event costs one list lookup.
 * **Waiting time.** `waiting` measures time a thread spends blocked on a shared resource (the
   Keras fit lock, `tasks.core.margin.seeded_keras`, and the first import of the libraries the
   stages share, `import_once`); `OwnTime` measures a block's elapsed time less that waiting,
@@ -25,10 +26,30 @@ _LOCAL = threading.local()
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Tell every listener of this process; a listener's failure never reaches the stage."""
+    """Tell every listener of this process; a listener's failure never reaches the stage.
+
+    An event emitted inside `in_row` (a stage call) carries that stage and display row unless it names its own.
+    """
+    if not _LISTENERS:
+        return
+    current = getattr(_LOCAL, "row", None)
+    if current is not None:
+        fields = {"stage": current[0], "row": current[1], **fields}
     for listener in list(_LISTENERS):
         with contextlib.suppress(Exception):
             listener(event, fields)
+
+
+@contextlib.contextmanager
+def in_row(stage: str, row: str) -> Iterator[None]:
+    """Events this thread emits in the block belong to ``stage``, shown on display row ``row`` (a stage's own
+    name, or one part of it: ``candidate cnn2d-shift``)."""
+    before = getattr(_LOCAL, "row", None)
+    _LOCAL.row = (stage, row)
+    try:
+        yield
+    finally:
+        _LOCAL.row = before
 
 
 @contextlib.contextmanager
@@ -47,13 +68,19 @@ def waited() -> float:
 
 
 @contextlib.contextmanager
-def waiting() -> Iterator[None]:
-    """Count the block's duration as this thread's waiting time (wrap only the blocking call)."""
+def waiting(for_what: str | None = None) -> Iterator[None]:
+    """Count the block's duration as this thread's waiting time (wrap only the blocking call). With
+    ``for_what``, tell the listeners too (events ``wait``, then ``resume``), so a display shows the stage as
+    waiting, not running."""
     start = time.perf_counter()
+    if for_what:
+        emit("wait", reason=for_what)
     try:
         yield
     finally:
         _LOCAL.seconds = waited() + time.perf_counter() - start
+        if for_what:
+            emit("resume")
 
 
 # Libraries most stages need, imported in the first minutes of a run by several threads at once.

@@ -111,7 +111,8 @@ def current_flow_run() -> tuple[str, str]:
 
 
 def add_tags(*tags: str) -> None:
-    """Add ``tags`` to the current flow run (shown and filterable in the dashboard)."""
+    """Put ``tags`` first among the current flow run's tags (shown and filterable in the dashboard, which shows
+    the first few), in the order given."""
     from prefect.client.orchestration import get_client
 
     flow_run_id, _ = current_flow_run()
@@ -119,7 +120,7 @@ def add_tags(*tags: str) -> None:
         return
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
-        client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *tags}))
+        client.update_flow_run(flow_run_id, tags=list(dict.fromkeys([*tags, *run.tags])))
 
 
 def publish_markdown(markdown: str, key: str, description: str) -> None:
