@@ -380,6 +380,8 @@ def _report_result(args: argparse.Namespace, config, result) -> None:
     else:
         if args.quiet:
             print(_metrics_line(metrics) if metrics else f"stage {args.name}: {result.stages[stage_name(args.name)].status}")
+            if result.report:
+                print(f"report: {result.report}/report.html")
         else:
             print(_summary(result, metrics))
         if result.model:
@@ -412,8 +414,14 @@ def _retrain_command(args: argparse.Namespace) -> int:
         print(json.dumps(decision.model_dump(), indent=2))
     else:
         print(f"challenger {decision.challenger}, champion before {decision.champion_before}: {decision.reason}")
+        print(f"{decision.metric} on {decision.n_rows} test rows: challenger {_score(decision.challenger_score)}, "
+              f"champion {_score(decision.champion_score)} (tolerance {decision.tolerance:g})")
         print(f"champion: {decision.champion_after}")
     return 0
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _serve_command(args: argparse.Namespace) -> int:

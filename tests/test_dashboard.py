@@ -231,7 +231,7 @@ def test_runs_are_named_by_source_and_config_and_tagged_with_the_model_version(r
         ordered = client.read_flow_run(cold.flow_run_id).tags
         candidates = sorted(r.name for r in client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[cold.flow_run_id]))) if r.name.startswith(CANDIDATE_TASK))
-    assert ordered[:2] == ["dataset:iris", f"model:{cold.model}"]  # the useful tags first, the approaches last
+    assert sorted(ordered)[:3] == ["dataset:iris", "marginflow", f"model:{cold.model}"]  # shown first (sorted)
     # named by candidate (and, after a wait for the Keras lock, by their work and their wait)
     assert [c.split(" (")[0] for c in candidates] == [f"{CANDIDATE_TASK} {c}" for c in ("identity", "mlp", "mlp-narrow")]
     assert all(re.fullmatch(r"[^(]+( \(\d+ s work, \d+ s waiting\))?", c) for c in candidates), candidates
@@ -290,7 +290,7 @@ def test_runs_lists_every_evaluated_run_with_its_changes_and_every_approach(runs
     for row, result in zip(rows, results, strict=True):
         metrics = json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
         assert row["accuracy"] == {n: a["accuracy"] for n, a in metrics["approaches"].items()}
-        assert row["dataset"] == "iris.csv" and row["wall_seconds"] > 0 and row["problem"] is None
+        assert row["dataset"] == str(runs["csv"]) and row["wall_seconds"] > 0 and row["problem"] is None
     assert rows[0]["changes"]["svc.C"] == 3.0 and "svc.search" not in rows[0]["changes"]
     assert rows[2]["changes"]["svc.search"] is True
     text = run_cli("runs", "--data-dir", str(data), "--sort", "features_svc").stdout.splitlines()
@@ -342,8 +342,12 @@ def test_a_terminal_gets_a_live_display_and_a_pipe_gets_plain_log_lines(runs, tm
     assert "✓" not in piped.stderr and " | INFO " in piped.stderr and "Finished in state Cached" in piped.stderr
     quiet = run_cli(*args[:-2], "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
-    assert quiet.stdout.splitlines() == [quiet.stdout.splitlines()[0], "model: v0002 (already registered; champion: v0001)"]
-    assert quiet.stdout.startswith(f"{runs['csv']}: test accuracy ")
+    lines = quiet.stdout.splitlines()
+    assert len(lines) == 3 and lines[2] == "model: v0002 (already registered; champion: v0001)"
+    assert lines[0].startswith(f"{runs['csv']}: test accuracy ") and lines[1].startswith("report: ")
+    assert Path(lines[1].removeprefix("report: ")).is_file()  # --quiet keeps where the report is
+    # the session's server outlives the run: the display links to the run's page on its dashboard
+    assert f"dashboard: {os.environ['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/" in shown
 
 
 def test_version_flag():
@@ -388,6 +392,51 @@ def test_stage_seconds_leave_out_the_wait_for_the_keras_lock(monkeypatch):
     t.join()
     assert took.waited == 10.0 and took.seconds == 0.0
     assert waited() - before == 10.0
+
+
+def test_the_display_shows_a_fit_waiting_for_the_keras_lock_then_running_and_names_each_candidate(
+        prefect_api, csv, tmp_path):
+    """A run whose Keras fits find the lock held: the display shows them waiting for another Keras fit (not
+    running), then running once it is free; each encoder candidate is a named row under train_encoder."""
+    from flows.progress import Progress
+    from tasks.core.margin import KERAS_FIT_LOCK
+    from tasks.store.progress import listening
+
+    progress, frames = Progress(), []
+    blocked = threading.Event()
+
+    def listener(event: str, fields: dict) -> None:
+        progress(event, fields)
+        frames.append(progress.lines())
+        if event == "wait":
+            blocked.set()
+
+    config = tiny_config(csv, "encoder.kind='auto'", "encoder.search_folds=2", "encoder.search_repeats=1")
+    KERAS_FIT_LOCK.acquire()  # another fit holds it
+    try:
+        with listening(listener):
+            result: dict = {}
+            run = threading.Thread(target=lambda: result.update(r=pipeline(config=config, data_dir=str(tmp_path / "d"))))
+            run.start()
+            assert blocked.wait(timeout=120)
+            time.sleep(1.0)
+            held = progress.lines()
+            KERAS_FIT_LOCK.release()
+            run.join(timeout=300)
+    finally:
+        if KERAS_FIT_LOCK.locked() and "r" not in result:
+            KERAS_FIT_LOCK.release()
+    assert "r" in result
+    waiting = [line for line in held if "waiting for another Keras fit" in line]
+    assert waiting and all("⏸" in line for line in waiting) and not any("running" in line for line in waiting)
+    row = waiting[0].split("⏸")[1].split(" waiting for")[0].strip()
+    later = [line for frame in frames[frames.index(next(f for f in frames if any(
+        row in x and "waiting for another" in x for x in f))):] for line in frame if row in line]
+    assert any("▸" in line and "running" in line for line in later) and "✓" in later[-1]
+    final = frames[-1]
+    at = next(i for i, line in enumerate(final) if "train_encoder" in line)
+    assert sorted(line.split()[2] for line in final[at + 1:at + 4]) == ["identity", "mlp", "mlp-narrow"]
+    assert all(line.startswith("    ✓ candidate ") for line in final[at + 1:at + 4]), final
 
 
 @pytest.mark.parametrize("quiet", [False, True])

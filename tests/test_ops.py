@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -215,6 +216,11 @@ def test_stage_then_run_registers_no_copy_and_compare_says_what_differs(trained,
     text = run_cli("compare", "1", "2", "--data-dir", str(data)).stdout
     assert "data: the same" in text and "code: the same" in text and "config: 1 key(s) differ" in text
     assert "model files that differ: svc.skops" in text and "different data or code" not in text
+    decided = run_cli("retrain", *args, "--set", "svc.C=3")  # v0002 against the champion, v0001: both scores shown
+    assert decided.returncode == 0, decided.stderr[-2000:]
+    scores = re.search(r"^accuracy on 38 test rows: challenger (\d\.\d{4}), champion (\d\.\d{4})", decided.stdout, re.M)
+    assert scores, decided.stdout
+    assert f"Challenger accuracy {scores[1]} vs champion {scores[2]}" in decided.stdout
 
 
 def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):
