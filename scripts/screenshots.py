@@ -45,6 +45,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--hide-scrollbars", "--remote-debugging-port=0"]
 QUIET_S = 2.0  # a page is loaded once no request has been in flight for this long after its load event
 POLLING_S = 12.0  # or, for a page that never stops polling, at the first moment none is in flight after this
+LONG_POLL_S = 10.0  # a request open longer than this is a subscription (a long poll), not the page loading
 
 
 def chromium() -> str:
@@ -102,7 +103,7 @@ class Browser:
         """Wait for the load event, then until no request has been in flight for `QUIET_S` (a page that polls its
         API, as the dashboard's do, is taken at the first moment with none in flight after `POLLING_S`); True
         when it settled."""
-        loaded, flying, quiet_since, loaded_at = False, set(), None, 0.0
+        loaded, flying, quiet_since, loaded_at = False, {}, None, 0.0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             while self.events:
@@ -110,12 +111,13 @@ class Browser:
                 method, params = e.get("method"), e.get("params", {})
                 if method == "Page.loadEventFired":
                     loaded, loaded_at = True, time.monotonic()
-                elif method == "Network.requestWillBeSent":
-                    flying.add(params["requestId"])
+                elif method == "Network.requestWillBeSent" and params.get("type") not in ("EventSource", "WebSocket"):
+                    flying[params["requestId"]] = time.monotonic()
                 elif method in ("Network.loadingFinished", "Network.loadingFailed"):
-                    flying.discard(params["requestId"])
+                    flying.pop(params["requestId"], None)
             now = time.monotonic()
-            quiet_since = (quiet_since or now) if loaded and not flying else None
+            busy = any(now - started < LONG_POLL_S for started in flying.values())  # a long poll is not loading
+            quiet_since = (quiet_since or now) if loaded and not busy else None
             if quiet_since is not None and (now - quiet_since >= QUIET_S or now - loaded_at >= POLLING_S):
                 return True
             try:
@@ -190,9 +192,11 @@ def main() -> int:
         try:
             browser.shot(f"{base}/runs", out / "runs.png")
             browser.shot(f"{base}/runs/flow-run/{pipeline['id']}", out / "flow-run.png")
-            for name in ("report", "runs", "models", "decision"):
+            for name in ("report", "runs", "models", "decision"):  # the dashboard scrolls inside the page: the
+                # report's whole height is asked for, not measured
                 browser.shot(f"{base}/artifacts/artifact/{artifacts[name]}",
-                             out / f"{'runs-table' if name == 'runs' else name}.png", full=name == "report")
+                             out / f"{'runs-table' if name == 'runs' else name}.png",
+                             height=7000 if name == "report" else 1100)
             browser.shot(report.as_uri(), out / "report-html.png", width=1400, full=True)
             browser.shot(report.as_uri(), out / "report-phone.png", width=390, height=844, full=True)
         finally:

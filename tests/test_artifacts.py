@@ -26,6 +26,27 @@ def test_writer_content_addresses_and_verifies(tmp_path):
     assert _write(tmp_path, "other").sha256 != ref.sha256
 
 
+def test_a_recomputed_artifact_that_took_another_time_is_the_same_artifact(tmp_path):
+    """timing.json (what the work took) is listed and verified but not in the digest: the same content written
+    again is the same artifact, and the copy already there keeps its measurement."""
+    from tasks.store.outputs import write_timing
+
+    def write(seconds: float):
+        with ArtifactWriter(tmp_path, "thing", {"p": 1}) as w:
+            w.write_text("a.txt", "hello")
+            write_timing(w, seconds)
+        return w.ref
+
+    first, again = write(1.5), write(9.0)
+    assert again.sha256 == first.sha256 and again.path == first.path and again.files == first.files
+    assert again.is_intact() and '"fit_seconds": 1.5' in again.file("timing.json").read_text()
+    assert first.sha256 == digest_files({"a.txt": sha256_text("hello")})
+    first.file("timing.json").write_text("{")  # a damaged measurement: the copy is replaced by the new one
+    assert not first.is_intact()
+    replaced = write(2.0)
+    assert replaced.is_intact() and '"fit_seconds": 2.0' in replaced.file("timing.json").read_text()
+
+
 def test_changed_or_missing_file_is_not_intact(tmp_path):
     ref = _write(tmp_path)
     ref.file("a.txt").write_text("hellO")

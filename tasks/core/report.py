@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,18 +218,27 @@ def _figure(**kwargs):
 
 
 def plot_approaches(metrics: dict[str, Any], path) -> None:
-    """Horizontal bar chart of test accuracy per approach."""
+    """Horizontal bar chart of test accuracy per approach, with its 95 % interval when the report ranks them."""
     names = list(metrics["approaches"])
     acc = [metrics["approaches"][n]["accuracy"] for n in names]
     fig = _figure(figsize=(7, 0.5 * len(names) + 1.2), dpi=100)
     ax = fig.subplots()
-    bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names])
-    ax.bar_label(bars, labels=[f"{a:.4f}" for a in acc], padding=3)
+    interval = {r["approach"]: (r["low"], r["high"]) for r in metrics.get("ranking") or [] if "low" in r}
+    xerr = None
+    if set(interval) == set(names):
+        xerr = np.array([[a - interval[n][0] for n, a in zip(names, acc, strict=True)],
+                         [interval[n][1] - a for n, a in zip(names, acc, strict=True)]]).clip(min=0.0)
+    bars = ax.barh(names, acc, color=["#1f77b4" if n == metrics["main"] else "#9ab" for n in names], xerr=xerr,
+                   error_kw={"ecolor": "#444", "capsize": 3, "linewidth": 1})
+    for bar, n, a in zip(bars, names, acc, strict=True):  # right of the interval, when there is one
+        ax.text(interval[n][1] + 0.01 if xerr is not None else a + 0.01, bar.get_y() + bar.get_height() / 2,
+                f"{a:.4f}", va="center", fontsize=9)
     ax.set_xlim(0.0, 1.15)  # from zero: bar lengths are proportional to accuracy
     ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy")
-    ax.set_title(f"{metrics['source']}: approaches on {metrics['n_test']} test rows")
+    ax.set_title(f"{Path(str(metrics['source'])).name}: approaches on {metrics['n_test']} test rows"
+                 + (" (95 % intervals)" if xerr is not None else ""))
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
 

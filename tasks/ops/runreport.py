@@ -61,9 +61,20 @@ def header_rows(info: RunInfo) -> list[tuple[str, str]]:
 
 
 def approaches_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"approach": n, "accuracy": round(a["accuracy"], 4), "macro_f1": round(a["macro_f1"], 4),
-             "fit_seconds": a["fit_seconds"], "predict_seconds": a["predict_seconds"], "objective": a["objective"]}
-            for n, a in metrics["approaches"].items()]
+    """The dashboard's table of the approaches: ranked (when the report ranks them), with their 95 % intervals."""
+    approaches = metrics["approaches"]
+    ranked = metrics.get("ranking") or [{"approach": n} for n in approaches]
+    rows = []
+    for r in ranked:
+        a = approaches[r["approach"]]
+        rows.append({"rank": r.get("rank"), "approach": r["approach"], "accuracy": round(a["accuracy"], 4),
+                     "95 % interval": f"{r['low']:.4f} - {r['high']:.4f}" if "low" in r else "",
+                     "within noise of the best": ("best" if r.get("rank") == 1 else "yes" if r.get("within_noise")
+                                                  else "no") if "within_noise" in r else "",
+                     "macro_f1": round(a["macro_f1"], 4), "fit_seconds": a["fit_seconds"],
+                     "with inputs s": round(a["fit_seconds"] + a.get("inputs_seconds", 0.0), 2),
+                     "predict_seconds": a["predict_seconds"], "objective": a["objective"]})
+    return rows
 
 
 def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digits: int) -> RunReport:

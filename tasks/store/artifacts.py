@@ -44,9 +44,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Files that record how long the work took (`tasks.store.outputs.write_timing`), not what it made: listed and
+# re-hashed like every file, but outside the content digest, so that recomputing an artifact gives the same
+# artifact (and leaves the stages after it cached) however long it took.
+MEASURED_FILES = ("timing.json",)
+
+
 def digest_files(files: dict[str, str]) -> str:
-    """Digest of a directory artifact: SHA-256 over its sorted ``name\\0sha256`` lines."""
-    return sha256_text("".join(f"{name}\0{sha}\n" for name, sha in sorted(files.items())))
+    """Digest of a directory artifact: SHA-256 over its sorted ``name\\0sha256`` lines (`MEASURED_FILES` left out)."""
+    return sha256_text("".join(f"{name}\0{sha}\n" for name, sha in sorted(files.items())
+                               if name not in MEASURED_FILES))
 
 
 class ArtifactRef(BaseModel):
@@ -187,8 +194,10 @@ class ArtifactWriter:
                                 root=str(self.root))
         faults.point("artifact:before-rename")
         if final.exists():
-            if candidate.is_intact():
+            kept = self._already_there(candidate)
+            if kept is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
+                candidate = kept
             else:  # a damaged copy of the same content: replace it
                 shutil.rmtree(final)
                 os.replace(self._tmp, final)
@@ -197,10 +206,28 @@ class ArtifactWriter:
                 os.replace(self._tmp, final)
             except OSError:  # another process moved identical content into place first
                 shutil.rmtree(self._tmp, ignore_errors=True)
-                if not candidate.is_intact():
+                kept = self._already_there(candidate)
+                if kept is None:
                     raise
+                candidate = kept
         faults.point("artifact:after-rename")
         self.ref = candidate
+
+    @staticmethod
+    def _already_there(candidate: ArtifactRef) -> ArtifactRef | None:
+        """The artifact already at ``candidate``'s path when it holds the same content, intact: ``candidate`` with
+        the measured files (`MEASURED_FILES`) of that copy, whose measurement is kept; None when it is damaged."""
+        files = dict(candidate.files)
+        for name in MEASURED_FILES:
+            if name in files:
+                try:
+                    if not isinstance(json.loads((candidate.dir / name).read_text()), dict):
+                        return None
+                    files[name] = sha256_file(candidate.dir / name)
+                except (OSError, ValueError):  # missing or not JSON: damaged
+                    return None
+        there = candidate.model_copy(update={"files": files})
+        return there if there.is_intact() else None
 
 
 def staging_prefix(kind: str) -> str:
