@@ -107,7 +107,9 @@ class EncoderConfig(_Section):
     ``search_folds_below`` training rows); the search stops starting candidates once
     ``search_budget_s`` seconds have passed. Or one kind, trained as configured: ``mlp``,
     ``cnn1d`` (sequences), ``cnn2d`` (images; shape from ``data.shape`` or inferred), or
-    ``identity`` (the scaled inputs are the features: features_svc is then raw_svc).
+    ``identity`` (the scaled inputs are the features: features_svc is then raw_svc), or ``rocket``
+    (MiniRocket's fixed random convolutions with PPV pooling, `tasks.core.rocket`: ``rocket_features``
+    features of the rows read as a sequence, fitted in one pass, nothing trained by gradient).
     ``objective``: trained with a softmax head (cross-entropy) or a linear head with
     one-vs-rest squared hinge. ``batch_norm``: after each conv layer (momentum 0.9, so that
     a few dozen rows per epoch still move its statistics).
@@ -117,7 +119,9 @@ class EncoderConfig(_Section):
     "epochs" are then validation checks every ``max_steps // 20`` steps.
     """
 
-    kind: Literal["auto", "identity", "mlp", "cnn1d", "cnn2d"] = "auto"
+    kind: Literal["auto", "identity", "mlp", "cnn1d", "cnn2d", "rocket"] = "auto"
+    rocket_features: int = Field(9996, ge=84, description="kind = rocket: the number of MiniRocket features (84 "
+                                                         "kernels times the features per kernel; the paper's 10,000)")
     filters: list[int] = Field(default_factory=lambda: [32, 64])
     kernel_size: int = Field(5, ge=1)
     pooling: Literal["flatten", "global_max", "global_avg"] = Field(

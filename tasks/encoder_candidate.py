@@ -71,7 +71,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
             {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate.model_copy(update={"encoder": config}),
             None if start is not None else deadline, callbacks=(epoch_progress("encoder_candidate"),),
             start=None if start is None else load_encoder(start.file("encoder.keras")),
-            folds=None if rung is None else False)
+            folds=None if rung is None else False, scaler=read_json(scaled, "scaler.json"))
     except BudgetSpent:
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None

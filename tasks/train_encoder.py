@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig
-from tasks.core.candidates import candidate_set, rung_fractions
+from tasks.core.candidates import CHEAP_KINDS, candidate_set, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
@@ -36,7 +36,7 @@ from tasks.store.tables import read_meta
 def best_network(rows: list[dict[str, Any]]) -> int | None:
     """Index of the best network among the candidates that ran: the one that went furthest in successive
     halving, then the best score (ties: the earlier); None when no network ran."""
-    networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] != "identity"]
+    networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] not in CHEAP_KINDS]
     return max(networks, key=lambda i: (rows[i]["reached"], rows[i]["score"], -i)) if networks else None
 
 
@@ -129,7 +129,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
     layout = Layout.from_meta(meta)
     with OwnTime() as took:  # not counting the wait for the Keras lock
         model, history = train(X_train, y_train, *val, n_classes, config, layout,
-                               callbacks=(epoch_progress("train_encoder"),))
+                               callbacks=(epoch_progress("train_encoder"),), scaler=read_json(scaled, "scaler.json"))
     budget = budget_used(X_train, config, history)
     best = best_epoch(history)
     if history:

@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
 
+# kinds fitted without gradient training (seconds): the simplest candidates, against which a network must win
+CHEAP_KINDS = ("identity", "rocket")
 _LONG = {"epochs": 150, "patience": 25, "batch_size": 32}
 _SHORT = {"epochs": 60, "patience": 10, "batch_size": 32}
 

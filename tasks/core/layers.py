@@ -107,3 +107,90 @@ class RandomShift(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "max_shift": self.max_shift, "image_shape": self.image_shape, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="marginflow")
+class MiniRocket(keras.layers.Layer):
+    """MiniRocket's transform (`tasks.core.rocket`) as a Keras layer: fixed kernels, dilations and channel
+    draws in its config, the fitted biases as a (non-trainable) weight, PPV pooling.
+
+    Input ``(batch, T * C)`` time-major rows, as the pipeline stores them (scaled: with ``unscale`` =
+    ``(mean, scale)`` of the scaler, the layer first undoes the per-step standardisation, so the kernels see
+    the series' own shape, as the transform was designed for); output ``(batch, 84 * sum(per_dilation))``
+    PPVs in [0, 1]. Equal to `tasks.core.rocket.transform` (a test holds the two to the same values).
+
+    Memory per call: about ``84 * batch * T * C`` floats per dilation.
+    """
+
+    def __init__(self, length: int, n_channels: int, dilations: list[int], per_dilation: list[int],
+                 channels: list[list[float]], unscale: list[list[float]] | None = None, biases=None, **kwargs):
+        super().__init__(**kwargs)
+        self.length, self.n_channels = int(length), int(n_channels)
+        self.dilations = [int(d) for d in dilations]
+        self.per_dilation = [int(f) for f in per_dilation]
+        self.channels = [[float(v) for v in row] for row in channels]
+        self.unscale = None if unscale is None else [[float(v) for v in part] for part in unscale]
+        self._initial = None if biases is None else np.asarray(biases, dtype="float32")
+
+    @property
+    def n_features(self) -> int:
+        from tasks.core.rocket import N_KERNELS
+
+        return N_KERNELS * sum(self.per_dilation)
+
+    def _positions(self) -> np.ndarray:
+        """(D, 84, T') 0/1: the positions each (dilation, kernel) pools over (`tasks.core.rocket.pooled_positions`)."""
+        from tasks.core.rocket import N_KERNELS, padded_length, pooled_positions
+
+        length = padded_length(self.length)
+        where = np.zeros((len(self.dilations), N_KERNELS, length), "float32")
+        for i, d in enumerate(self.dilations):
+            for k in range(N_KERNELS):
+                where[i, k, pooled_positions(length, d, i, k)] = 1.0
+        return where
+
+    def build(self, input_shape):
+        init = keras.initializers.Constant(self._initial) if self._initial is not None else "zeros"
+        self.biases = self.add_weight(shape=(self.n_features,), initializer=init, trainable=False, name="biases")
+
+    def call(self, inputs):
+        from tasks.core.rocket import KERNEL_LENGTH, KERNELS, N_KERNELS, padded_length
+
+        ops = keras.ops
+        x = inputs
+        if self.unscale is not None:
+            x = x * np.asarray(self.unscale[1], "float32") + np.asarray(self.unscale[0], "float32")
+        x = ops.reshape(x, (-1, self.length, self.n_channels))
+        length = padded_length(self.length)
+        if length > self.length:
+            x = ops.pad(x, ((0, 0), (0, length - self.length), (0, 0)))
+        picks = np.zeros((N_KERNELS, KERNEL_LENGTH), "float32")
+        picks[np.arange(N_KERNELS)[:, None], KERNELS] = 1.0
+        masks = np.asarray(self.channels, "float32").reshape(len(self.dilations), N_KERNELS, self.n_channels)
+        positions = self._positions()
+        out, at = [], 0
+        for i, d in enumerate(self.dilations):
+            pad = (KERNEL_LENGTH // 2) * d
+            padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))
+            shifted = ops.stack([padded[:, j * d:j * d + length, :] for j in range(KERNEL_LENGTH)])  # (9, B, T, C)
+            conv = 3.0 * ops.einsum("kj,jbtc->kbtc", picks, shifted) - ops.sum(shifted, axis=0)[None]
+            conv = ops.einsum("kbtc,kc->kbt", conv, masks[i])  # the channels each kernel adds
+            where = positions[i]  # (84, T'): the positions each kernel pools over
+            f = self.per_dilation[i]
+            bias = ops.reshape(self.biases[at:at + N_KERNELS * f], (N_KERNELS, f))
+            # the positions counted as a (B, 84) tensor of the data's shape: XLA compiles a division by a
+            # broadcast constant into a multiplication by its reciprocal, which rounds differently from a mean
+            sizes = ops.einsum("kbt,kt->bk", ops.cast(ops.equal(conv, conv), "float32"), where)  # x == x: not foldable
+            ppv = [ops.einsum("kbt,kt->bk", ops.cast(ops.greater(conv, bias[:, j][:, None, None]), "float32"), where)
+                   / sizes for j in range(f)]
+            out.append(ops.reshape(ops.stack(ppv, axis=2), (-1, N_KERNELS * f)))  # (B, 84 * f): kernel, then feature
+            at += N_KERNELS * f
+        return ops.concatenate(out, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.n_features)
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length, "n_channels": self.n_channels,
+                "dilations": self.dilations, "per_dilation": self.per_dilation, "channels": self.channels,
+                "unscale": self.unscale}

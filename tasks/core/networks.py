@@ -52,11 +52,11 @@ def resolve_architecture(config: EncoderConfig, layout: Layout) -> tuple[str, li
             raise InputError(f"encoder.kind = 'cnn2d' needs image rows, but the data is a {layout.kind} "
                              f"({layout.reason}); set data.layout = 'image' and data.shape, e.g. [8, 8, 1]")
         shape = list(layout.shape)
-    elif kind == "cnn1d":
+    elif kind in ("cnn1d", "rocket"):
         shape = list(layout.shape) if layout.kind == "sequence" else [d, 1]
     else:
         shape = [d]
-    if config.augment_shift and kind in ("mlp", "identity"):
+    if config.augment_shift and kind in ("mlp", "identity", "rocket"):
         raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
     return kind, shape
 
@@ -70,13 +70,16 @@ def check_against_data(config: EncoderConfig, layout: Layout) -> None:
     resolve_architecture(config, layout)
 
 
-def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None = None):
+def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None = None,
+                  rocket: tuple[Any, dict[str, list[float]] | None] | None = None):
     """The encoder with its training head.
 
     Shapes: inputs (batch, d) -> [reshape, Conv (+ BatchNorm) + MaxPool per ``filters`` for
     cnn1d/cnn2d, flatten or global pooling] -> Dense+Dropout per ``hidden`` -> ``features``
     (batch, hidden[-1]) -> head: softmax (batch, k), or linear (batch, 1 or k) for the
-    squared-hinge objective. ``identity``: inputs -> ``features`` (batch, d) -> head.
+    squared-hinge objective. ``identity``: inputs -> ``features`` (batch, d) -> head. ``rocket``:
+    inputs -> `tasks.core.layers.MiniRocket` as ``features`` -> head; ``rocket`` = (its fitted
+    `tasks.core.rocket.RocketParams`, the scaler it undoes or None): see `fit_rocket`.
     """
     import keras
 
@@ -87,6 +90,15 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
     x = inputs
     if kind == "identity":
         x = layers.Identity(name=FEATURE_LAYER)(x)
+    if kind == "rocket":
+        from tasks.core.layers import MiniRocket
+
+        if rocket is None:
+            raise ValueError("encoder.kind = 'rocket' is built from its fitted transform (fit_rocket)")
+        params, scaler = rocket
+        x = MiniRocket(shape[0], shape[1], params.dilations.tolist(), params.per_dilation.tolist(),
+                       params.channels.tolist(), None if scaler is None else [scaler["mean"], scaler["scale"]],
+                       biases=params.biases, name=FEATURE_LAYER)(x)
     if config.augment_shift:
         from tasks.core.layers import RandomShift
 
@@ -109,7 +121,7 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
             x = (layers.GlobalMaxPooling1D if config.pooling == "global_max" else layers.GlobalAveragePooling1D)(name="pool")(x)
         else:
             x = (layers.GlobalMaxPooling2D if config.pooling == "global_max" else layers.GlobalAveragePooling2D)(name="pool")(x)
-    for i, width in enumerate(config.hidden if kind != "identity" else ()):
+    for i, width in enumerate(config.hidden if kind not in ("identity", "rocket") else ()):
         last = i == len(config.hidden) - 1
         x = layers.Dense(width, activation=config.activation, kernel_initializer=glorot(config.seed, 100 + i),
                          name=FEATURE_LAYER if last else f"hidden_{i}")(x)
@@ -158,6 +170,25 @@ def _objective(config: EncoderConfig, n_classes: int) -> tuple[str, list[str], A
     return "squared_hinge", [], lambda y: hinge_targets(y, n_classes, "squared_hinge")
 
 
+ROCKET_FIT_ROWS = 2048  # a streamed training split: the biases come from a seeded sample of this many rows
+
+
+def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: Layout,
+               scaler: dict[str, list[float]] | None) -> tuple[Any, dict[str, list[float]] | None]:
+    """MiniRocket fitted on the training rows (`tasks.core.rocket.fit`), on the series themselves: ``scaler``
+    (the rows' per-step standardisation) is undone first, and again by the layer on every row it reads."""
+    from tasks.core import rocket
+
+    _, (length, channels) = resolve_architecture(config, layout)
+    if isinstance(X_train, TableRows):
+        X = next(X_train.minibatches(min(len(X_train), ROCKET_FIT_ROWS), config.seed, lambda y: y))[0]
+    else:
+        X = np.asarray(X_train, dtype=np.float64)
+    if scaler is not None:
+        X = X * np.asarray(scaler["scale"]) + np.asarray(scaler["mean"])
+    return rocket.fit(X, length, channels, config.rocket_features, config.seed), scaler
+
+
 def _check_deadline(deadline: float | None) -> None:
     """Call holding the Keras lock: a fit queued behind others is refused once the budget is spent."""
     if deadline is not None and time.time() > deadline:
@@ -167,7 +198,7 @@ def _check_deadline(deadline: float | None) -> None:
 def train(
     X_train: np.ndarray | TableRows, y_train: np.ndarray | None, X_val: np.ndarray, y_val: np.ndarray,
     n_classes: int, config: EncoderConfig, layout: Layout | None = None, callbacks: tuple = (),
-    *, deadline: float | None = None,
+    *, deadline: float | None = None, scaler: dict[str, list[float]] | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit the encoder with its head; returns the Keras model and its history.
 
@@ -178,18 +209,21 @@ def train(
         layout: the rows' layout (`tasks.core.layout`); a table when None.
         callbacks: extra Keras callbacks (progress reporting).
         deadline: a ``time.time()``; checked once this fit holds the Keras lock.
+        scaler: the rows' scaler (``rocket`` reads the series unscaled).
     Returns:
         (model, history) with history mapping metric name -> per-epoch values (empty for
-        ``identity``, which has nothing to train).
+        ``identity`` and ``rocket``, which have nothing to train by gradient; their heads are untrained).
     Raises:
         BudgetSpent: ``deadline`` had passed when the fit could start.
     """
     n_features = X_val.shape[1]
     layout = layout or Layout("table", [n_features], "")
+    kind = resolve_architecture(config, layout)[0]
     with seeded_keras(config.seed):
         _check_deadline(deadline)
-        model = build_encoder(n_features, n_classes, config, layout)
-        if resolve_architecture(config, layout)[0] == "identity":
+        fitted = fit_rocket(X_train, config, layout, scaler) if kind == "rocket" else None
+        model = build_encoder(n_features, n_classes, config, layout, fitted)
+        if kind in ("identity", "rocket"):  # nothing to train by gradient
             return model, {}
         return model, _early_stopped_fit(model, X_train, y_train, X_val, y_val, n_classes, config, callbacks)
 
@@ -251,8 +285,10 @@ class Refitter:
     same weights as a fresh build; the dropout and shift draws continue the model's seeded streams.
     """
 
-    def __init__(self, n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None):
+    def __init__(self, n_features: int, n_classes: int, config: EncoderConfig, layout: Layout | None,
+                 scaler: dict[str, list[float]] | None = None):
         self.args, self.model, self.initial = (n_features, n_classes, config, layout), None, None
+        self.scaler = scaler
 
     def fit(self, X: np.ndarray, y: np.ndarray, epochs: int, deadline: float | None = None):
         """The model trained on (X, y) for ``epochs`` epochs from the initial weights (no early stopping).
@@ -264,6 +300,10 @@ class Refitter:
         loss, _, targets = _objective(config, n_classes)
         with seeded_keras(config.seed):
             _check_deadline(deadline)
+            shaped = layout or Layout("table", [n_features], "")
+            if resolve_architecture(config, shaped)[0] == "rocket":
+                # its features are fitted, not trained: a fold's transform is fitted on that fold's rows
+                return build_encoder(n_features, n_classes, config, shaped, fit_rocket(X, config, shaped, self.scaler))
             if self.model is None:
                 self.model = build_encoder(n_features, n_classes, config, layout)
                 self.initial = self.model.get_weights()
@@ -298,7 +338,7 @@ KERAS_CLASSES = {
     "keras": {"DTypePolicy"},
     None: {"__keras_tensor__"},
 }
-MARGINFLOW_LAYERS = {"marginflow>RandomShift", "marginflow>RandomFourierFeatures"}
+MARGINFLOW_LAYERS = {"marginflow>RandomShift", "marginflow>RandomFourierFeatures", "marginflow>MiniRocket"}
 
 
 def check_keras_layers(path: str | Path) -> None:

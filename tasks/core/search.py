@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig, SVCConfig
-from tasks.core.candidates import Candidate, rung_fractions
+from tasks.core.candidates import CHEAP_KINDS, Candidate, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import TableRows, step_budget
 from tasks.core.networks import Refitter, best_epoch, continue_training, embed, train
@@ -86,7 +86,7 @@ def search_rungs(kinds: list[str], n_train: int, streamed: bool, config: Encoder
     """The rungs of successive halving for candidates of ``kinds`` (`halving_rungs` over the networks), or None
     when every candidate trains its whole budget once: ``encoder.search_halving`` off, fewer than two
     networks, or fewer than ``search_folds_below`` training rows held in memory (scored by folds)."""
-    networks = sum(k != "identity" for k in kinds)
+    networks = sum(k not in CHEAP_KINDS for k in kinds)
     if not config.search_halving or networks < 2 or (n_train < config.search_folds_below and not streamed):
         return None
     return halving_rungs(networks)
@@ -106,7 +106,7 @@ def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Calla
     Args:
         rungs: `search_rungs`'s fractions, or None (no successive halving).
     """
-    networks = [i for i, c in enumerate(specs) if c.encoder.kind != "identity"]
+    networks = [i for i, c in enumerate(specs) if c.encoder.kind not in CHEAP_KINDS]
     fractions = rungs or [1.0]
     trained: list[list[Any]] = [[] for _ in specs]
     scored: list[list[Any]] = [[] for _ in specs]
@@ -159,6 +159,7 @@ def _features(model, fit: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray,
 def train_candidate(
     data: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int, layout: Layout, candidate: Candidate,
     deadline: float | None = None, callbacks: tuple = (), *, start=None, folds: bool | None = None,
+    scaler: dict[str, list[float]] | None = None,
 ) -> tuple[Any, dict[str, list[float]], Heldout, dict[str, Any]]:
     """Train ``candidate`` and read out the features its score needs.
 
@@ -168,6 +169,7 @@ def train_candidate(
         deadline: a ``time.time()`` after which no fit of this candidate starts.
         start: a Keras model to continue training (a rung of successive halving), else a fresh build.
         folds: score by folds (`uses_folds`); None decides from the data.
+        scaler: the rows' scaler (a ``rocket`` candidate reads the series unscaled).
     Returns:
         (the encoder kept: trained on train, early-stopped on val; its history; the `Heldout` features;
         ``{"epochs", "train_seconds", "validation"}``).
@@ -183,7 +185,7 @@ def train_candidate(
     with OwnTime() as own:  # not counting waits for the Keras lock
         if start is None:
             model, history = train(X_train, y_train, X_val, y_val, n_classes, config, layout, callbacks,
-                                   deadline=deadline)
+                                   deadline=deadline, scaler=scaler)
         else:
             model, history = continue_training(start, X_train, y_train, X_val, y_val, n_classes, config, callbacks,
                                                deadline=deadline)
@@ -200,7 +202,7 @@ def train_candidate(
             k = min(config.search_folds, int(pooled[pooled > 0].min()))
             splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=config.search_repeats, random_state=config.seed)
             heldout, refit = Heldout(validation=f"{k} folds x {config.search_repeats} of train+val"), \
-                Refitter(X.shape[1], n_classes, config, layout)
+                Refitter(X.shape[1], n_classes, config, layout, scaler)
             for fit_rows, held_rows in splitter.split(X, y):
                 fold_model = refit.fit(X[fit_rows], y[fit_rows], max(epochs, 1), deadline)
                 heldout.folds.append(_features(fold_model, (X[fit_rows], y[fit_rows]), (X[held_rows], y[held_rows])))
