@@ -32,7 +32,7 @@ from flows.plan import (
 from tasks.catalog import BY_NAME
 from tasks.choose_solver import choose_solver
 from tasks.config import Config, changes, run_name, source_name
-from tasks.core.candidates import candidate_set
+from tasks.core.candidates import CHEAP_KINDS, candidate_set
 from tasks.core.layout import Layout
 from tasks.core.report import render_stages
 from tasks.core.search import search_graph, search_rungs, selection_svc
@@ -134,8 +134,8 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
     Returns (training futures, score futures), per candidate and rung. Every task is submitted now: a later
     rung reads the previous rung's scores and stops itself when it is not among the better half
     (`tasks.encoder_candidate`), so the graph is static and each rung is cached on its own. The search
-    budget starts now: every first-rung candidate but the first gets its deadline, so at least one always
-    runs and none starts after ``encoder.search_budget_s``.
+    budget starts now: every network gets its deadline, the cheap candidates (which are laid out first and
+    take seconds) none, so at least one always runs and no network starts after ``encoder.search_budget_s``.
     """
     meta = read_meta(scaled.result().at(root))
     specs = candidate_set(Layout.from_meta(meta), config.encoder)
@@ -150,8 +150,8 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
     def trained(i: int, spec, **rung):
         part = rung.get("rung")
         name = spec.name + ("" if part is None else f" to {100 * part[1]:.0f}%")
-        future = train.with_options(task_run_name=f"{CANDIDATE_TASK} {name}").submit(
-            scaled, spec, root=root, deadline=None if i == 0 else deadline, **rung)
+        future = train.with_options(task_run_name=f"{CANDIDATE_TASK} {name}").submit(  # cheap ones always run
+            scaled, spec, root=root, deadline=None if spec.encoder.kind in CHEAP_KINDS else deadline, **rung)
         names[id(future)] = name
         return future
 

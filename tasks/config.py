@@ -149,6 +149,10 @@ class EncoderConfig(_Section):
     search_repeats: int = Field(2, ge=1, description="... repeated this many times (differently shuffled)")
     search_folds_below: int = Field(1000, ge=0, description="kind = auto: score by folds below this many training "
                                                             "rows, else on the val split")
+    search_networks_from: int = Field(100, ge=0, description="kind = auto: networks train only from this many "
+                                                             "training rows (fewer: the cheap candidates, identity "
+                                                             "and rocket, decide), and only while no cheap one "
+                                                             "scored perfectly")
     search_halving: bool = Field(True, description="kind = auto, scored on the val split: successive halving (every "
                                                    "network trains a quarter or half of the step budget, the better "
                                                    "half continues from its weights); false: each trains the whole budget")

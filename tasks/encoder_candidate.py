@@ -24,11 +24,12 @@ from tasks.core.candidates import Candidate
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used, step_budget
 from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder, save_keras
-from tasks.core.search import rung_config, survivors, train_candidate
+from tasks.core.search import networks_skipped, rung_config, survivors, train_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.progress import SHARED_IMPORTS, import_once
 from tasks.store.runlog import epoch_progress, stage_logger
+from tasks.store.tables import read_meta
 
 
 def candidate_row(inputs: dict) -> str:
@@ -39,7 +40,8 @@ def candidate_row(inputs: dict) -> str:
 @stage("encoder_candidate", imports=(), label=candidate_row)
 def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung: list[float] | None = None,
                       start: ArtifactRef | None = None, previous: list[ArtifactRef | None] | None = None,
-                      position: int = 0, deadline: float | None = None) -> ArtifactRef | None:
+                      position: int = 0, deadline: float | None = None,
+                      cheap: list[ArtifactRef | None] | None = None) -> ArtifactRef | None:
     """Train ``candidate`` on ``scaled``'s train rows (early stopping on val); None when the budget is spent
     or successive halving stopped it.
 
@@ -48,8 +50,16 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
             and score by folds when the data is small).
         start, previous, position: a later rung's inputs (module docstring); ``position`` is this
             candidate's index in ``previous``.
+        cheap: a network's first rung: the cheap candidates' scores; nothing is trained when they decide
+            (`tasks.core.search.networks_skipped`).
     """
     log = stage_logger()
+    if cheap:
+        reason = networks_skipped([None if c is None else read_json(c, "score.json")["score"] for c in cheap],
+                                  int(read_meta(scaled)["split_sizes"]["train"]), candidate.encoder)
+        if reason is not None:
+            log.info("encoder candidate %s: not trained: %s", candidate.name, reason)
+            return None
     if previous is not None:
         scores = [None if p is None else read_json(p, "score.json")["score"] for p in previous]
         alive = [i for i, s in enumerate(scores) if s is not None]

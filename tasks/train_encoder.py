@@ -24,6 +24,7 @@ from tasks.core.candidates import CHEAP_KINDS, candidate_set, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
+from tasks.core.search import networks_skipped
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -44,7 +45,8 @@ def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
     return next((r for r in reversed(refs) if r is not None), None)
 
 
-def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]]) -> list[dict[str, Any]]:
+def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
+              n_train: int | None = None) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
     and for those that ran the validation used, epochs, seconds, ``rungs`` (its score at each rung of
     successive halving) and ``reached`` (the rung it reached, as the share of the step budget allotted
@@ -53,11 +55,13 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     Args:
         scores: per candidate, its ``candidate_score`` artifact of each rung (None where it did not run).
 
-    The rule: the best network (`best_network`) is kept only when its advantage over ``identity``, row by
-    row on the same held-out rows, is more than one standard error of that advantage; otherwise
-    ``identity``, the simplest candidate, is (the one-standard-error rule: on a few dozen validation
-    rows, most differences between candidates are noise). The best network's row holds ``advantage``
-    and ``standard_error``. Without ``identity`` (its budget spent) the best network wins.
+    The rule, from the simplest candidate up: ``identity``, then ``rocket``, then the best network
+    (`best_network`); each is kept only when its advantage over the one kept so far, row by row on the same
+    held-out rows, is more than one standard error of that advantage (the one-standard-error rule: on a few
+    dozen validation rows, most differences between candidates are noise). Each challenger's row holds
+    ``advantage``, ``standard_error`` and ``against``. A candidate that did not run (its budget spent) is
+    passed over. A network not trained because the cheap candidates decided (`networks_skipped`, with
+    ``n_train``) says why in ``skipped``.
     """
     rows, correct = [], {}
     for i, (spec, rungs) in enumerate(zip(candidate_set(layout, config), scores, strict=True)):
@@ -73,16 +77,23 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
         rows.append(row)
     if not correct:
         raise InputError("encoder.kind = 'auto': no candidate encoder finished; raise encoder.search_budget_s")
-    identity = next((i for i in correct if rows[i]["kind"] == "identity"), None)
     network = best_network(rows)
-    best = identity if network is None else network
-    if network is not None and identity is not None:
-        d = correct[best] - correct[identity]
+    chain = [i for kind in CHEAP_KINDS for i in correct if rows[i]["kind"] == kind]
+    chain += [network] if network is not None else []
+    best = chain[0]
+    for challenger in chain[1:]:
+        d = correct[challenger] - correct[best]
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        rows[best].update({"advantage": float(d.mean()), "standard_error": se})
-        if d.mean() <= se:
-            best = identity
+        rows[challenger].update({"advantage": float(d.mean()), "standard_error": se, "against": rows[best]["candidate"]})
+        if d.mean() > se:
+            best = challenger
     rows[best]["chosen"] = True
+    if n_train is not None and any(r["kind"] == "rocket" for r in rows):  # the search gated its networks
+        cheap = [rows[i]["score"] for i in chain if rows[i]["kind"] in CHEAP_KINDS]
+        reason = networks_skipped(cheap, n_train, config) if cheap else None
+        for row in rows:
+            if row["score"] is None and row["kind"] not in CHEAP_KINDS and reason is not None:
+                row["skipped"] = reason
     return rows
 
 
@@ -103,7 +114,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         layout = Layout.from_meta(meta)
         if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        rows = selection(config, layout, scores)
+        rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]))
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
         winner = _last(candidates[chosen])
         network = best_network(rows)  # where deep_hinge starts

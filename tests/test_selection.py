@@ -229,8 +229,8 @@ def test_a_tiny_budget_keeps_the_best_so_far_and_candidates_are_cached_one_by_on
     assert first.stages["train_encoder.candidates"].status == "ran"
     assert "3 encoder_candidate tasks for 3 candidates, 2 not run" in first.stages["train_encoder.candidates"].artifact
     selection = json.loads((Path(first.stages["train_encoder"].artifact) / "config.json").read_text())["selection"]
-    assert [r["score"] is not None for r in selection] == [True, False, False]
-    assert selection[0]["chosen"]
+    assert [r["score"] is not None for r in selection] == [False, False, True]  # the cheap one always runs
+    assert selection[2]["chosen"] and selection[2]["candidate"] == "identity"
     # with the budget, the search goes on where it stopped: the first candidate comes from the cache
     second = pipeline(config=_flow_config(csv), data_dir=root, until="train_encoder")
     assert "not run" not in second.stages["train_encoder.candidates"].artifact
@@ -250,15 +250,20 @@ def test_every_candidate_builds_and_passes_the_bundles_layer_check(tmp_path, lay
 
     os.environ.setdefault("KERAS_BACKEND", "jax")
     from tasks.core.candidates import candidate_set
-    from tasks.core.networks import build_encoder, check_keras_layers
+    from tasks.core.networks import build_encoder, check_keras_layers, fit_rocket
 
+    rows = np.random.default_rng(0).normal(size=(6, math.prod(layout.shape)))
     for candidate in candidate_set(layout, EncoderConfig()):
-        model = build_encoder(math.prod(layout.shape), 3, candidate.encoder, layout)
+        kind = candidate.encoder.kind
+        fitted = fit_rocket(rows, candidate.encoder, layout, None) if kind == "rocket" else None
+        model = build_encoder(math.prod(layout.shape), 3, candidate.encoder, layout, fitted)
         path = tmp_path / f"{candidate.name}.keras"
         model.save(path)
         check_keras_layers(path)  # raises on a class marginflow does not allow
         width = model.get_layer("features").output.shape[-1]
-        assert width == math.prod(layout.shape) if candidate.encoder.kind == "identity" else width <= 512
+        expected = {"identity": math.prod(layout.shape), "rocket": 9996}
+        assert width == expected[kind] if kind in expected else width <= 512
+    assert ("rocket" in [c.name for c in candidate_set(layout, EncoderConfig())]) == (layout.kind == "sequence")
 
 
 def test_scoring_is_cached_apart_from_training_and_reads_only_the_selections_svc(tmp_path):

@@ -16,8 +16,12 @@ Sequence ``[T, C]``, shift ``s = max(1, round(0.15 T))`` steps:
   keep the dense layer small), dense 512, 128, dropout 0.3, shifts of up to ``s``;
 * ``cnn1d-norm-gap``: conv 64, 128, 128 (kernel 9) with batch normalisation, global average pooling, dense 128;
 * ``cnn1d-norm-gap-shift``: the same with kernel 5 and shifts of up to ``s``;
+* ``rocket``: MiniRocket's random convolutions (`tasks.core.rocket`), fitted in seconds, trained by nothing;
 
 Table ``[d]``: ``mlp`` (dense 256, 128, dropout 0.1) and ``mlp-narrow`` (dense 64, 32, dropout 0.3).
+
+Cheap candidates first (`CHEAP_KINDS`: identity, and rocket for sequences): they are scored before any
+network trains, and the networks train only when they could still win (`tasks.core.search.networks_skipped`).
 
 Training length: candidates with shifts train up to 150 epochs (patience 25, batch 32: each
 epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64); none more
@@ -72,7 +76,8 @@ def candidate_set(layout: Layout, base: EncoderConfig) -> list[Candidate]:
         rows = [("cnn1d-wide-shift", {"kind": "cnn1d", "filters": [64, 128, 128], "kernel_size": 7, "pooling": flat,
                                       "hidden": [512, 128], "dropout": 0.3, "augment_shift": s, **_LONG}),
                 ("cnn1d-norm-gap", {**gap, "kernel_size": 9, **_SHORT}),
-                ("cnn1d-norm-gap-shift", {**gap, "kernel_size": 5, "augment_shift": s, **_LONG})]
+                ("cnn1d-norm-gap-shift", {**gap, "kernel_size": 5, "augment_shift": s, **_LONG}),
+                ("rocket", {"kind": "rocket", "rocket_features": base.rocket_features})]
     else:
         rows = [("mlp", {"kind": "mlp", "hidden": [256, 128], "dropout": 0.1, **_SHORT, "batch_size": 64}),
                 ("mlp-narrow", {"kind": "mlp", "hidden": [64, 32], "dropout": 0.3, **_SHORT})]

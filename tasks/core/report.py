@@ -34,10 +34,15 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     if not rows:
         return lines + [f"Encoder: {encoder['kind']}, as configured.", ""]
     chosen = next(r for r in rows if r["chosen"])
-    best = next((r for r in rows if "advantage" in r), None)
-    rule = "" if best is None else (
-        f" The best network, {best['candidate']}, is kept only when it beats identity by more than one standard "
-        f"error on the same rows: here by {100 * best['advantage']:+.2f} ± {100 * best['standard_error']:.2f} points.")
+    tried = [r for r in rows if "advantage" in r]
+    rule = "" if not tried else (
+        " From the simplest candidate up (identity, rocket, then the best network), each is kept only when it "
+        "beats the one kept so far by more than one standard error on the same rows: here "
+        + "; ".join(f"{r['candidate']} against {r.get('against', 'identity')} {100 * r['advantage']:+.2f} ± "
+                    f"{100 * r['standard_error']:.2f} points" for r in tried) + ".")
+    skipped = next((r["skipped"] for r in rows if r.get("skipped")), None)
+    if skipped:
+        rule += f" The networks were not trained: {skipped}."
     rungs = max((len(r.get("rungs") or []) for r in rows), default=1)
     halving = "" if rungs < 2 else (
         f" Successive halving: the networks trained {', then '.join(f'{100 * f:.0f} %' for f in rung_fractions(rungs))}"
@@ -51,8 +56,8 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
         if rungs > 1:
             by_rung = " → ".join(fmt.format(v) for v in r.get("rungs") or [] if v is not None) + " | "
         if r["score"] is None:
-            lines.append(f"| {r['candidate']} | {r['kind']} | not started (budget spent) | " + ("| " if rungs > 1 else "")
-                         + "| | |")
+            why = "not trained (the cheap candidates decided)" if r.get("skipped") else "not started (budget spent)"
+            lines.append(f"| {r['candidate']} | {r['kind']} | {why} | " + ("| " if rungs > 1 else "") + "| | |")
         else:
             lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {by_rung}{r['epochs']} | "
                          f"{r['train_seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
