@@ -117,14 +117,20 @@ class MiniRocket(keras.layers.Layer):
     Input ``(batch, T * C)`` time-major rows, as the pipeline stores them (scaled: with ``unscale`` =
     ``(mean, scale)`` of the scaler, the layer first undoes the per-step standardisation, so the kernels see
     the series' own shape, as the transform was designed for); output ``(batch, 84 * sum(per_dilation))``
-    PPVs in [0, 1]. Equal to `tasks.core.rocket.transform` (a test holds the two to the same values).
+    PPVs in [0, 1], or with ``standardize`` each minus its mean and over its standard deviation on the training
+    rows (``moments``, kept as weights: the margin of an RBF SVC then weighs every feature alike, as the paper's
+    standardised ridge does). Without ``standardize``, equal to `tasks.core.rocket.transform` (a test holds the
+    two to the same values).
 
     Memory per call: about ``84 * batch * T * C`` floats per dilation.
     """
 
     def __init__(self, length: int, n_channels: int, dilations: list[int], per_dilation: list[int],
-                 channels: list[list[float]], unscale: list[list[float]] | None = None, biases=None, **kwargs):
+                 channels: list[list[float]], unscale: list[list[float]] | None = None, biases=None,
+                 standardize: bool = False, moments=None, **kwargs):
         super().__init__(**kwargs)
+        self.standardize = bool(standardize)
+        self._moments = None if moments is None else [np.asarray(m, dtype="float32") for m in moments]
         self.length, self.n_channels = int(length), int(n_channels)
         self.dilations = [int(d) for d in dilations]
         self.per_dilation = [int(f) for f in per_dilation]
@@ -152,6 +158,14 @@ class MiniRocket(keras.layers.Layer):
     def build(self, input_shape):
         init = keras.initializers.Constant(self._initial) if self._initial is not None else "zeros"
         self.biases = self.add_weight(shape=(self.n_features,), initializer=init, trainable=False, name="biases")
+        if self.standardize:  # each feature's mean and scale on the training rows, as weights
+            mean, scale = self._moments if self._moments is not None else (None, None)
+            self.feature_mean = self.add_weight(
+                shape=(self.n_features,), trainable=False, name="feature_mean",
+                initializer=keras.initializers.Constant(mean) if mean is not None else "zeros")
+            self.feature_scale = self.add_weight(
+                shape=(self.n_features,), trainable=False, name="feature_scale",
+                initializer=keras.initializers.Constant(scale) if scale is not None else "ones")
 
     def call(self, inputs):
         from tasks.core.rocket import KERNEL_LENGTH, KERNELS, N_KERNELS, padded_length
@@ -185,7 +199,10 @@ class MiniRocket(keras.layers.Layer):
                    / sizes for j in range(f)]
             out.append(ops.reshape(ops.stack(ppv, axis=2), (-1, N_KERNELS * f)))  # (B, 84 * f): kernel, then feature
             at += N_KERNELS * f
-        return ops.concatenate(out, axis=1)
+        features = ops.concatenate(out, axis=1)
+        if self.standardize:
+            features = (features - self.feature_mean) / self.feature_scale
+        return features
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_features)
@@ -193,4 +210,4 @@ class MiniRocket(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "length": self.length, "n_channels": self.n_channels,
                 "dilations": self.dilations, "per_dilation": self.per_dilation, "channels": self.channels,
-                "unscale": self.unscale}
+                "unscale": self.unscale, "standardize": self.standardize}

@@ -78,8 +78,8 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
     cnn1d/cnn2d, flatten or global pooling] -> Dense+Dropout per ``hidden`` -> ``features``
     (batch, hidden[-1]) -> head: softmax (batch, k), or linear (batch, 1 or k) for the
     squared-hinge objective. ``identity``: inputs -> ``features`` (batch, d) -> head. ``rocket``:
-    inputs -> `tasks.core.layers.MiniRocket` as ``features`` -> head; ``rocket`` = (its fitted
-    `tasks.core.rocket.RocketParams`, the scaler it undoes or None): see `fit_rocket`.
+    inputs -> `tasks.core.layers.MiniRocket` (standardised features) as ``features`` -> head; ``rocket`` =
+    `fit_rocket`'s (transform, the scaler it undoes or None, the features' means and scales).
     """
     import keras
 
@@ -95,10 +95,10 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
 
         if rocket is None:
             raise ValueError("encoder.kind = 'rocket' is built from its fitted transform (fit_rocket)")
-        params, scaler = rocket
+        params, scaler, moments = rocket
         x = MiniRocket(shape[0], shape[1], params.dilations.tolist(), params.per_dilation.tolist(),
                        params.channels.tolist(), None if scaler is None else [scaler["mean"], scaler["scale"]],
-                       biases=params.biases, name=FEATURE_LAYER)(x)
+                       biases=params.biases, standardize=True, moments=moments, name=FEATURE_LAYER)(x)
     if config.augment_shift:
         from tasks.core.layers import RandomShift
 
@@ -174,19 +174,32 @@ ROCKET_FIT_ROWS = 2048  # a streamed training split: the biases come from a seed
 
 
 def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: Layout,
-               scaler: dict[str, list[float]] | None) -> tuple[Any, dict[str, list[float]] | None]:
+               scaler: dict[str, list[float]] | None) -> tuple[Any, dict[str, list[float]] | None, list[np.ndarray]]:
     """MiniRocket fitted on the training rows (`tasks.core.rocket.fit`), on the series themselves: ``scaler``
-    (the rows' per-step standardisation) is undone first, and again by the layer on every row it reads."""
+    (the rows' per-step standardisation) is undone first, and again by the layer on every row it reads; then
+    the mean and standard deviation of each feature on the same rows (a constant feature: scale 1).
+
+    Returns:
+        (the transform, ``scaler``, [feature means, feature scales]): `build_encoder`'s ``rocket``.
+    """
+    import keras
+
     from tasks.core import rocket
+    from tasks.core.layers import MiniRocket
 
     _, (length, channels) = resolve_architecture(config, layout)
     if isinstance(X_train, TableRows):
         X = next(X_train.minibatches(min(len(X_train), ROCKET_FIT_ROWS), config.seed, lambda y: y))[0]
     else:
         X = np.asarray(X_train, dtype=np.float64)
-    if scaler is not None:
-        X = X * np.asarray(scaler["scale"]) + np.asarray(scaler["mean"])
-    return rocket.fit(X, length, channels, config.rocket_features, config.seed), scaler
+    raw = X * np.asarray(scaler["scale"]) + np.asarray(scaler["mean"]) if scaler is not None else X
+    params = rocket.fit(raw, length, channels, config.rocket_features, config.seed)
+    inputs = keras.Input((X.shape[1],))
+    plain = keras.Model(inputs, MiniRocket(length, channels, params.dilations.tolist(), params.per_dilation.tolist(),
+                                           params.channels.tolist(), biases=params.biases)(inputs))
+    F = plain.predict(raw.astype("float32"), batch_size=256, verbose=0)
+    scale = F.std(axis=0)
+    return params, scaler, [F.mean(axis=0), np.where(scale > 0, scale, 1.0).astype("float32")]
 
 
 def _check_deadline(deadline: float | None) -> None:
