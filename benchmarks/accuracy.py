@@ -12,6 +12,11 @@ Datasets:
   the one thing a user must say about it). Their strongest simple baseline is 1-nearest-
   neighbour with dynamic time warping, which the ``knn`` approach includes.
 
+On sequences two more columns: ``rocket`` (a second run with ``encoder.kind = "rocket"``: features_svc on
+MiniRocket's features alone) and ``minirocket+ridge`` (the paper's reference: this project's MiniRocket
+transform on the run's non-test rows, then a standardised ridge classifier with its penalty chosen by
+leave-one-out, `minirocket_ridge`); ``--no-rocket`` leaves them out.
+
 Each (dataset, seed) runs the real pipeline flow with the default config and every seed
 (``data``, ``encoder``, ``svc``, ``linear_hinge``, ``rff``, ``knn``) set to the seed: the
 split of the built-in tables, the validation rows carved from train, initialisations and
@@ -133,7 +138,7 @@ def summary(runs: list[dict]) -> str:
     names = list(dict.fromkeys(r["dataset"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     approaches = [a for a in (*APPROACHES, "rocket", "minirocket+ridge") if any(a in r["accuracy"] for r in runs)]
-    width = 15
+    width = 18
     lines = [f"marginflow test accuracy (%), mean ± sd over seeds {seeds}, default settings; "
              f"{os.cpu_count()} cores, Python {platform.python_version()}", "",
              f"{'dataset':<14}{'layout':<10}{'test':>5}" + "".join(f"{a:>{width}}" for a in approaches)
