@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.core.candidates import Candidate
+from tasks.core.candidates import Candidate, networks_skipped
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used, step_budget
 from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder, save_keras
-from tasks.core.search import networks_skipped, rung_config, survivors, train_candidate
+from tasks.core.search import rung_config, survivors, train_candidate
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.progress import SHARED_IMPORTS, import_once
@@ -51,7 +51,7 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
         start, previous, position: a later rung's inputs (module docstring); ``position`` is this
             candidate's index in ``previous``.
         cheap: a network's first rung: the cheap candidates' scores; nothing is trained when they decide
-            (`tasks.core.search.networks_skipped`).
+            (`tasks.core.candidates.networks_skipped`).
     """
     log = stage_logger()
     if cheap:

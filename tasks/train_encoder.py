@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig
-from tasks.core.candidates import CHEAP_KINDS, candidate_set, rung_fractions
+from tasks.core.candidates import CHEAP_KINDS, candidate_set, networks_skipped, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
-from tasks.core.search import networks_skipped
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage

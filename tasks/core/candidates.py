@@ -21,7 +21,7 @@ Sequence ``[T, C]``, shift ``s = max(1, round(0.15 T))`` steps:
 Table ``[d]``: ``mlp`` (dense 256, 128, dropout 0.1) and ``mlp-narrow`` (dense 64, 32, dropout 0.3).
 
 Cheap candidates first (`CHEAP_KINDS`: identity, and rocket for sequences): they are scored before any
-network trains, and the networks train only when they could still win (`tasks.core.search.networks_skipped`).
+network trains, and the networks train only when they could still win (`networks_skipped`).
 
 Training length: candidates with shifts train up to 150 epochs (patience 25, batch 32: each
 epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64); none more
@@ -89,3 +89,21 @@ def rung_fractions(n_rungs: int) -> list[float]:
     """The share of the step budget a candidate has trained at the end of each of ``n_rungs`` rungs of the
     search (`tasks.core.search`): the budgets double up to the whole one (3 -> [1/4, 1/2, 1])."""
     return [2.0 ** (r - n_rungs + 1) for r in range(n_rungs)]
+
+
+def networks_skipped(cheap_scores: list[float | None], n_train: int, config: EncoderConfig) -> str | None:
+    """Why the search trains no network after its cheap candidates (identity, rocket) scored ``cheap_scores``
+    on ``n_train`` training rows, or None when the networks train.
+
+    A network is kept only when it beats the cheap candidate kept by more than a standard error on the same
+    rows (`tasks.train_encoder.selection`): none can beat a perfect score. And below
+    ``encoder.search_networks_from`` training rows they are not trained at all: on the public sequence sets
+    measured (28 to 50 training rows) no network beat MiniRocket (benchmarks/RESULTS.md).
+    """
+    if n_train < config.search_networks_from:
+        return (f"{n_train} training rows < encoder.search_networks_from = {config.search_networks_from}: "
+                "the cheap candidates decide")
+    done = [s for s in cheap_scores if s is not None]
+    if done and max(done) >= 1.0:
+        return "a cheap candidate scored 100 % on validation: no network can beat it by the rule"
+    return None

@@ -92,24 +92,6 @@ def search_rungs(kinds: list[str], n_train: int, streamed: bool, config: Encoder
     return halving_rungs(networks)
 
 
-def networks_skipped(cheap_scores: list[float | None], n_train: int, config: EncoderConfig) -> str | None:
-    """Why the search trains no network after its cheap candidates (identity, rocket) scored ``cheap_scores``
-    on ``n_train`` training rows, or None when the networks train.
-
-    A network is kept only when it beats the cheap candidate kept by more than a standard error on the same
-    rows (`tasks.train_encoder.selection`): none can beat a perfect score. And below
-    ``encoder.search_networks_from`` training rows they are not trained at all: on the public sequence sets
-    measured (28 to 50 training rows) no network beat MiniRocket (benchmarks/RESULTS.md).
-    """
-    if n_train < config.search_networks_from:
-        return (f"{n_train} training rows < encoder.search_networks_from = {config.search_networks_from}: "
-                "the cheap candidates decide")
-    done = [s for s in cheap_scores if s is not None]
-    if done and max(done) >= 1.0:
-        return "a cheap candidate scored 100 % on validation: no network can beat it by the rule"
-    return None
-
-
 def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Callable[..., Any],
                  score: Callable[[Any], Any]) -> tuple[list[list[Any]], list[list[Any]]]:
     """Lay out the search: every training and scoring call of every candidate and rung, each after the calls
@@ -120,7 +102,7 @@ def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Calla
     ``previous`` (every network's previous score) and ``position`` (its index among them); a network's first
     rung also gets ``cheap``, the scores of the cheap candidates (`CHEAP_KINDS`), which are laid out first,
     when they include ``rocket`` (sequences, where this was measured): it stops itself when they already
-    decide (`networks_skipped`). ``score(trained)`` scores one training. What a call is belongs to the caller: a Prefect task submitted (the flow, where a
+    decide (`tasks.core.candidates.networks_skipped`). ``score(trained)`` scores one training. What a call is belongs to the caller: a Prefect task submitted (the flow, where a
     later rung stops itself when it is not among the better half) or a stage function called directly.
 
     Args:
@@ -131,7 +113,7 @@ def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Calla
     trained: list[list[Any]] = [[] for _ in specs]
     scored: list[list[Any]] = [[] for _ in specs]
     cheap = [i for i in range(len(specs)) if i not in networks]
-    gate = any(specs[c].encoder.kind == "rocket" for c in cheap)  # measured on sequences only: see networks_skipped
+    gate = any(specs[c].encoder.kind == "rocket" for c in cheap)  # measured on sequences only
     for i in cheap + networks:  # the cheap candidates first: the networks read their scores
         extra = {"cheap": [scored[c][0] for c in cheap]} if i in networks and gate else {}
         trained[i].append(train(i, specs[i], rung=[0.0, fractions[0]] if rungs and i in networks else None, **extra))
