@@ -74,14 +74,13 @@ def minirocket_ridge(dataset, seed: int) -> float:
     through its Keras layer) fitted on the non-test rows of the ``dataset`` artifact (the unscaled series), then
     standardised features and a ridge classifier with its penalty chosen by leave-one-out over 10**-3 .. 10**3
     (scikit-learn's RidgeClassifierCV), scored on the test rows. Sequences only."""
-    import keras
     import numpy as np
     from sklearn.linear_model import RidgeClassifierCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from tasks.core import rocket
-    from tasks.core.layers import MiniRocket
+    from tasks.core.networks import rocket_features
     from tasks.store.tables import load_split, read_meta
 
     length, channels = (read_meta(dataset)["layout"]["shape"] + [1])[:2]
@@ -89,12 +88,9 @@ def minirocket_ridge(dataset, seed: int) -> float:
     X_fit, y_fit = np.concatenate([parts[0][0], parts[1][0]]), np.concatenate([parts[0][1], parts[1][1]])
     X_test, y_test = parts[2]
     params = rocket.fit(X_fit, length, channels, seed=seed)
-    inputs = keras.Input((X_fit.shape[1],))
-    model = keras.Model(inputs, MiniRocket(length, channels, params.dilations.tolist(), params.per_dilation.tolist(),
-                                           params.channels.tolist(), biases=params.biases)(inputs))
     clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)))
-    clf.fit(model.predict(X_fit, batch_size=256, verbose=0), y_fit)
-    return float(clf.score(model.predict(X_test, batch_size=256, verbose=0), y_test))
+    clf.fit(rocket_features(params, length, X_fit), y_fit)
+    return float(clf.score(rocket_features(params, length, X_test), y_test))
 
 
 def run_one(name: str, seed: int, root: Path, extra: list[str]) -> dict:

@@ -173,6 +173,20 @@ def _objective(config: EncoderConfig, n_classes: int) -> tuple[str, list[str], A
 ROCKET_FIT_ROWS = 2048  # a streamed training split: the biases come from a seeded sample of this many rows
 
 
+def rocket_features(params, length: int, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """MiniRocket's PPVs of rows ``X`` (n, T * C) under a fitted transform (`tasks.core.rocket.RocketParams`),
+    computed by its Keras layer (unstandardised): what `tasks.core.rocket.transform` gives, fast."""
+    import keras
+
+    from tasks.core.layers import MiniRocket
+
+    inputs = keras.Input((X.shape[1],))
+    model = keras.Model(inputs, MiniRocket(length, params.n_channels, params.dilations.tolist(),
+                                           params.per_dilation.tolist(), params.channels.tolist(),
+                                           biases=params.biases)(inputs))
+    return model.predict(np.asarray(X, dtype="float32"), batch_size=batch_size, verbose=0)
+
+
 def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: Layout,
                scaler: dict[str, list[float]] | None) -> tuple[Any, dict[str, list[float]] | None, list[np.ndarray]]:
     """MiniRocket fitted on the training rows (`tasks.core.rocket.fit`), on the series themselves: ``scaler``
@@ -182,10 +196,7 @@ def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: L
     Returns:
         (the transform, ``scaler``, [feature means, feature scales]): `build_encoder`'s ``rocket``.
     """
-    import keras
-
     from tasks.core import rocket
-    from tasks.core.layers import MiniRocket
 
     _, (length, channels) = resolve_architecture(config, layout)
     if isinstance(X_train, TableRows):
@@ -194,10 +205,7 @@ def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: L
         X = np.asarray(X_train, dtype=np.float64)
     raw = X * np.asarray(scaler["scale"]) + np.asarray(scaler["mean"]) if scaler is not None else X
     params = rocket.fit(raw, length, channels, config.rocket_features, config.seed)
-    inputs = keras.Input((X.shape[1],))
-    plain = keras.Model(inputs, MiniRocket(length, channels, params.dilations.tolist(), params.per_dilation.tolist(),
-                                           params.channels.tolist(), biases=params.biases)(inputs))
-    F = plain.predict(raw.astype("float32"), batch_size=256, verbose=0)
+    F = rocket_features(params, length, raw)
     scale = F.std(axis=0)
     return params, scaler, [F.mean(axis=0), np.where(scale > 0, scale, 1.0).astype("float32")]
 

@@ -11,6 +11,7 @@ from tasks.catalog import NAMES
 from tasks.config import flatten
 from tasks.ops.bundle import MANIFEST, MODEL_FILES
 from tasks.ops.registry import Version, json_object
+from tasks.ops.runs import accuracies, read_run
 
 METRICS = ("accuracy", "macro_f1", "n_test", "source")
 
@@ -18,13 +19,7 @@ METRICS = ("accuracy", "macro_f1", "n_test", "source")
 def run_accuracies(v: Version) -> dict[str, float]:
     """Every approach's test accuracy in the run that registered ``v`` (from its report), {} when not recorded."""
     report = v.run.get("report")
-    if not report:
-        return {}
-    info = json_object(Path(report) / "run.json")
-    root = Path(v.path).parent.parent
-    metrics = json_object(root / str(info.get("report_artifact") or "-") / "metrics.json")
-    approaches = metrics.get("approaches") if isinstance(metrics.get("approaches"), dict) else {}
-    return {n: a["accuracy"] for n, a in approaches.items() if isinstance(a, dict) and "accuracy" in a}
+    return accuracies(read_run(Path(v.path).parent.parent, report)[1]) if report else {}
 
 
 def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[str, Any]:

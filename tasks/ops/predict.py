@@ -113,12 +113,10 @@ class Predicted:
 def _same_labels(predicted: np.ndarray, given: pd.Series) -> tuple[int, int]:
     """(rows with a label, of them predicted right): labels compared as numbers when both sides are, else as text."""
     known = given.notna().to_numpy()
-    p, g = pd.Series(predicted)[known], given[known].reset_index(drop=True)
-    p = p.reset_index(drop=True)
+    p, g = pd.Series(predicted[known]), pd.Series(given.to_numpy()[known])
     pn, gn = pd.to_numeric(p, errors="coerce"), pd.to_numeric(g, errors="coerce")
-    if pn.notna().all() and gn.notna().all():
-        return int(known.sum()), int((pn.to_numpy() == gn.to_numpy()).sum())
-    return int(known.sum()), int((p.astype(str).to_numpy() == g.astype(str).to_numpy()).sum())
+    same = pn == gn if pn.notna().all() and gn.notna().all() else p.astype(str) == g.astype(str)
+    return int(known.sum()), int(same.sum())
 
 
 def predict_file(model: Bundle, input_path: str, output_path: str, batch_rows: int = 10_000,

@@ -9,11 +9,11 @@ are missing or damaged is listed as such, never a reason to fail.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from tasks.catalog import NAMES
+from tasks.ops.registry import json_object
 from tasks.ops.runreport import REPORTS_DIR
 
 
@@ -22,12 +22,18 @@ def root_key(root: str | Path) -> str:
     return hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
 
 
-def _object(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def read_run(root: str | Path, folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """A run's report folder: (its ``run.json``, the ``metrics.json`` of the report artifact it names, that
+    file's path); {} for what is missing or unreadable. The artifact's path is relative to the data root."""
+    info = json_object(Path(folder) / "run.json")
+    metrics_file = Path(root) / str(info.get("report_artifact") or "-") / "metrics.json"
+    return info, json_object(metrics_file) if info.get("report_artifact") else {}, metrics_file
+
+
+def accuracies(metrics: dict[str, Any]) -> dict[str, float]:
+    """approach -> test accuracy, from a ``metrics.json`` ({} when it holds none)."""
+    approaches = metrics.get("approaches") if isinstance(metrics.get("approaches"), dict) else {}
+    return {n: a["accuracy"] for n, a in approaches.items() if isinstance(a, dict) and "accuracy" in a}
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
@@ -38,17 +44,14 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
     folder = Path(root) / REPORTS_DIR
     rows = []
     for path in sorted(folder.glob("*/run.json")) if folder.is_dir() else []:
-        info = _object(path)
-        metrics_file = Path(root) / str(info.get("report_artifact") or "") / "metrics.json"  # relative to the root
-        metrics = _object(metrics_file) if info.get("report_artifact") else {}
-        approaches = metrics.get("approaches") if isinstance(metrics.get("approaches"), dict) else {}
+        info, metrics, metrics_file = read_run(root, path.parent)
         problem = None if info and metrics else (f"{path}: unreadable" if not info else
                                                  f"{metrics_file}: missing or unreadable (its metrics are not shown)")
         rows.append({
             "run": str(info.get("flow_run_name") or path.parent.name), "flow_run_id": str(info.get("flow_run_id") or ""),
             "date": str(info.get("date") or ""), "dataset": str(metrics.get("source") or ""),
             "changes": info.get("changes") if isinstance(info.get("changes"), dict) else {},
-            "accuracy": {n: a.get("accuracy") for n, a in approaches.items() if isinstance(a, dict)},
+            "accuracy": accuracies(metrics),
             "main": metrics.get("main"), "wall_seconds": info.get("wall_seconds"),
             "version": info.get("version"), "new_version": bool(info.get("new_version")),
             "report": str(path.parent), "problem": problem,
