@@ -109,6 +109,9 @@ class RandomShift(keras.layers.Layer):
         return {**super().get_config(), "max_shift": self.max_shift, "image_shape": self.image_shape, "seed": self.seed}
 
 
+FEATURE_CHUNK = 4  # MiniRocket compares each convolution with this many biases at a time
+
+
 @keras.saving.register_keras_serializable(package="marginflow")
 class MiniRocket(keras.layers.Layer):
     """MiniRocket's transform (`tasks.core.rocket`) as a Keras layer: fixed kernels, dilations and channel
@@ -122,7 +125,7 @@ class MiniRocket(keras.layers.Layer):
     standardised ridge does). Without ``standardize``, equal to `tasks.core.rocket.transform` (a test holds the
     two to the same values).
 
-    Memory per call: about ``84 * batch * T * C`` floats per dilation.
+    Memory per call: about ``84 * batch * T * (9 C + FEATURE_CHUNK)`` floats at a time.
     """
 
     def __init__(self, length: int, n_channels: int, dilations: list[int], per_dilation: list[int],
@@ -155,6 +158,24 @@ class MiniRocket(keras.layers.Layer):
                 where[i, k, pooled_positions(length, d, i, k)] = 1.0
         return where
 
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """The biases laid out for the scan: an index (D, 84, width) into the biases, ``width`` the most features
+        per kernel at one dilation rounded up to a multiple of `FEATURE_CHUNK`, the padding pointing at one
+        extra entry, ``n_features``; and the index of each output feature in the scan's flat (dilation, kernel,
+        feature) order."""
+        from tasks.core.rocket import N_KERNELS
+
+        per = np.asarray(self.per_dilation)
+        width = -(-int(per.max()) // FEATURE_CHUNK) * FEATURE_CHUNK
+        index = np.full((len(per), N_KERNELS, width), self.n_features, dtype="int32")
+        keep, at = [], 0
+        for i, f in enumerate(per):
+            for k in range(N_KERNELS):
+                index[i, k, :f] = np.arange(at, at + f)
+                keep.extend((i * N_KERNELS + k) * width + np.arange(f))
+                at += f
+        return index, np.asarray(keep, dtype="int32")
+
     def build(self, input_shape):
         init = keras.initializers.Constant(self._initial) if self._initial is not None else "zeros"
         self.biases = self.add_weight(shape=(self.n_features,), initializer=init, trainable=False, name="biases")
@@ -168,6 +189,9 @@ class MiniRocket(keras.layers.Layer):
                 initializer=keras.initializers.Constant(scale) if scale is not None else "ones")
 
     def call(self, inputs):
+        """One scan over the dilations, and inside it a loop over that dilation's chunks of `FEATURE_CHUNK`
+        features per kernel: the compiled program has one body whatever the number of dilations and features
+        (a loop unrolled in Python took seconds to compile, once per model)."""
         from tasks.core.rocket import KERNEL_LENGTH, KERNELS, N_KERNELS, padded_length
 
         ops = keras.ops
@@ -178,28 +202,42 @@ class MiniRocket(keras.layers.Layer):
         length = padded_length(self.length)
         if length > self.length:
             x = ops.pad(x, ((0, 0), (0, length - self.length), (0, 0)))
+        reach = (KERNEL_LENGTH // 2) * max(self.dilations)
+        x = ops.pad(x, ((0, 0), (reach, reach), (0, 0)))  # zeros beyond either end, for every dilation
         picks = np.zeros((N_KERNELS, KERNEL_LENGTH), "float32")
         picks[np.arange(N_KERNELS)[:, None], KERNELS] = 1.0
         masks = np.asarray(self.channels, "float32").reshape(len(self.dilations), N_KERNELS, self.n_channels)
-        positions = self._positions()
-        out, at = [], 0
-        for i, d in enumerate(self.dilations):
-            pad = (KERNEL_LENGTH // 2) * d
-            padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))
-            shifted = ops.stack([padded[:, j * d:j * d + length, :] for j in range(KERNEL_LENGTH)])  # (9, B, T, C)
-            conv = 3.0 * ops.einsum("kj,jbtc->kbtc", picks, shifted) - ops.sum(shifted, axis=0)[None]
-            conv = ops.einsum("kbtc,kc->kbt", conv, masks[i])  # the channels each kernel adds
-            where = positions[i]  # (84, T'): the positions each kernel pools over
-            f = self.per_dilation[i]
-            bias = ops.reshape(self.biases[at:at + N_KERNELS * f], (N_KERNELS, f))
+        index, keep = self._layout()
+        width = index.shape[-1]
+        biases = ops.take(ops.concatenate([self.biases, ops.convert_to_tensor(np.array([np.inf], "float32"))]),
+                          index)  # (D, 84, width)
+        n_chunks = -(-np.asarray(self.per_dilation, "int32") // FEATURE_CHUNK)
+        steps = np.arange(length)[None, :] + reach  # (1, T'): position t of the unpadded series
+        offsets = np.arange(KERNEL_LENGTH)[:, None] - KERNEL_LENGTH // 2  # (9, 1)
+
+        def dilation(carry, step):
+            d, chunks, mask, where, bias = step  # bias: (84, width)
+            shifted = ops.take(x, ops.reshape(steps + offsets * d, (-1,)), axis=1)  # (B, 9 * T', C)
+            shifted = ops.reshape(shifted, (-1, KERNEL_LENGTH, length, self.n_channels))
+            conv = 3.0 * ops.einsum("kj,bjtc->kbtc", picks, shifted) - ops.sum(shifted, axis=1)[None]
+            conv = ops.einsum("kbtc,kc->kbt", conv, mask)  # the channels each kernel adds
             # the positions counted as a (B, 84) tensor of the data's shape: XLA compiles a division by a
-            # broadcast constant into a multiplication by its reciprocal, which rounds differently from a mean
-            sizes = ops.einsum("kbt,kt->bk", ops.cast(ops.equal(conv, conv), "float32"), where)  # x == x: not foldable
-            ppv = [ops.einsum("kbt,kt->bk", ops.cast(ops.greater(conv, bias[:, j][:, None, None]), "float32"), where)
-                   / sizes for j in range(f)]
-            out.append(ops.reshape(ops.stack(ppv, axis=2), (-1, N_KERNELS * f)))  # (B, 84 * f): kernel, then feature
-            at += N_KERNELS * f
-        features = ops.concatenate(out, axis=1)
+            # constant into a multiplication by its reciprocal, which rounds differently from a mean
+            sizes = ops.einsum("kbt,kt->bk", ops.cast(ops.equal(conv, conv), "float32"), where)
+
+            def chunk(c, out):  # features 4c .. 4c + 3 of every kernel at this dilation
+                b = ops.slice(bias, (0, c * FEATURE_CHUNK), (N_KERNELS, FEATURE_CHUNK))  # (84, FEATURE_CHUNK)
+                above = ops.cast(ops.greater(conv[..., None], b[:, None, None, :]), "float32")  # (84, B, T', F)
+                counts = ops.einsum("kbtf,kt->bkf", above, where)
+                # a divisor of the counts' own shape (+ 0 * counts: not a broadcast, which XLA would invert)
+                return ops.slice_update(out, (0, 0, c * FEATURE_CHUNK), counts / (sizes[..., None] + 0.0 * counts))
+
+            # only the chunks this dilation has features in
+            return carry, ops.fori_loop(0, chunks, chunk, ops.zeros((ops.shape(x)[0], N_KERNELS, width), "float32"))
+
+        _, ppv = ops.scan(dilation, 0, (np.asarray(self.dilations, "int32"), n_chunks, masks, self._positions(), biases))
+        ppv = ops.reshape(ops.transpose(ppv, (1, 0, 2, 3)), (-1, len(self.dilations) * N_KERNELS * width))
+        features = ops.take(ppv, keep, axis=1)  # (B, n_features): dilation, kernel, then feature
         if self.standardize:
             features = (features - self.feature_mean) / self.feature_scale
         return features
