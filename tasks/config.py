@@ -156,8 +156,9 @@ class EncoderConfig(_Section):
     search_halving: bool = Field(True, description="kind = auto, scored on the val split: successive halving (every "
                                                    "network trains a quarter or half of the step budget, the better "
                                                    "half continues from its weights); false: each trains the whole budget")
-    search_svc_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field(
-        "rbf", description="kind = auto: the SVC that scores candidates (the selection's own, never the svc section)")
+    search_svc_kernel: Literal["auto", "rbf", "linear", "poly", "sigmoid"] = Field(
+        "auto", description="kind = auto: the kernel of the SVC that scores candidates (the selection's own, never "
+                            "the svc section); auto: linear for rocket, rbf for the others, as svc.kernel = auto")
     search_svc_C: float = Field(10.0, gt=0.0, description="kind = auto: C of the SVC that scores candidates")
     search_svc_gamma: Literal["scale", "auto"] | float = Field(
         "scale", description="kind = auto: gamma of the SVC that scores candidates")
@@ -198,6 +199,9 @@ RETIRED_SVC_KEYS = {
 class SVCConfig(_Section):
     """scikit-learn SVC on the encoder features (``train_svc``) and on the raw features (``raw_svc``).
 
+    ``kernel = "auto"`` (`tasks.core.svm.resolve_kernel`): linear on the features of a ``rocket`` encoder,
+    rbf on any other features and on the raw inputs.
+
     With ``search = true``, ``C`` and ``gamma`` are chosen by stratified k-fold
     cross-validation on the training rows only (never val or test): every pair of
     ``search_C`` x ``search_gamma_factor`` is one ``svc_cv`` task, where a gamma factor
@@ -214,7 +218,9 @@ class SVCConfig(_Section):
     most ``auto_budget_s`` seconds and holds at most ``auto_exact_max_mb`` of rows; else approx.
     """
 
-    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    kernel: Literal["auto", "rbf", "linear", "poly", "sigmoid"] = Field(
+        "auto", description="auto: linear on the features of a rocket encoder (MiniRocket's, made for a linear "
+                            "classifier), rbf on any other features and on the raw inputs")
     C: float = Field(10.0, gt=0.0)
     gamma: Literal["scale", "auto"] | float = "scale"
     class_weight: Literal["balanced"] | None = None

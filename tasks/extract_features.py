@@ -3,7 +3,8 @@
 Reads ``scaled`` ``batch_rows`` rows at a time and writes each batch's features as row groups,
 so memory stays flat at any size. Output artifact ``features``: ``features.parquet`` with the
 features named ``f000..`` (float32, one list column: `tasks.store.tables`), ``__label__`` and
-``__split__``; its Parquet metadata names the encoder digest. Also ``meta.json`` carried over from the dataset,
+``__split__``; its Parquet metadata names the encoder digest. Also ``meta.json`` carried over from the dataset
+with ``encoder_kind`` (the encoder's resolved kind: ``svc.kernel = "auto"`` reads it),
 and ``timing.json`` (the extraction's seconds; ``inputs_seconds``: the encoder's, `tasks.store.outputs.total_seconds`).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from tasks.config import FeaturesConfig
 from tasks.core.networks import embed, load_feature_model
-from tasks.store.artifacts import ArtifactRef, ArtifactWriter
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.outputs import total_seconds, write_timing
 from tasks.store.progress import OwnTime
@@ -33,6 +34,6 @@ def extract_features(scaled: ArtifactRef, encoder: ArtifactRef, config: Features
         with OwnTime() as took:
             map_table(scaled, w.path(table_file("features")), names, lambda X: embed(model, X, config.batch_size), batch,
                       metadata=metadata, progress=batch_progress("extract_features", meta["n_rows"], batch))
-        w.write_json("meta.json", meta)
+        w.write_json("meta.json", {**meta, "encoder_kind": read_json(encoder, "config.json").get("resolved_kind")})
         write_timing(w, took.seconds, total_seconds(encoder))
     return w.ref

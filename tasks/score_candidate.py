@@ -1,7 +1,7 @@
 """Stage score_candidate: score one trained ``encoder_candidate`` with the selection's SVC.
 
-The SVC is the ``encoder`` section's ``search_svc_kernel``, ``search_svc_C`` and ``search_svc_gamma``
-(`tasks.core.search.selection_svc`), fitted on the features ``encoder_candidate`` stored and scored on
+The SVC is the ``encoder`` section's ``search_svc_kernel`` (``auto``: linear for ``rocket``, rbf for the
+others), ``search_svc_C`` and ``search_svc_gamma`` (`tasks.core.search.selection_svc`), fitted on the features ``encoder_candidate`` stored and scored on
 its held-out rows; the ``svc`` section is never read. A change to those keys rescores every candidate
 without training one. Output artifact ``candidate_score``: ``score.json`` (validation score, per-fold
 scores, per-row correctness, and the candidate's epochs and seconds). Nothing to score (a candidate
@@ -14,6 +14,7 @@ import numpy as np
 
 from tasks.config import SVCConfig
 from tasks.core.search import Heldout, score_heldout
+from tasks.core.svm import resolve_kernel
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.runlog import stage_logger
@@ -31,6 +32,7 @@ def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str)
     if candidate is None:
         return None
     trained = read_json(candidate, "train.json")
+    config = resolve_kernel(config, candidate.params["candidate"]["encoder"]["kind"])  # search_svc_kernel = auto
     with np.load(candidate.file("heldout.npz")) as arrays:
         score = score_heldout(Heldout.from_arrays(arrays, trained["validation"]), config)
     stage_logger().info("encoder candidate %s%s: validation accuracy %.4f (%s)", trained["candidate"],

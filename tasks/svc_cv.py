@@ -9,7 +9,7 @@ resolved gamma and the per-fold scores. Validation and test rows are never read.
 
 from __future__ import annotations
 
-from tasks._svc_stage import decide
+from tasks._svc_stage import decide, for_data
 from tasks.core.svm import CVPoint, cv_row
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -24,6 +24,7 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str, solver: ArtifactRef | N
     ``solver`` (``choose_solver``'s artifact for ``data``)."""
     meta = read_meta(data)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
+    point = point.model_copy(update={"kernel": for_data(point.svc_config(), data).kernel})  # svc.kernel = auto
     decision = read_json(solver, "solver.json") if solver is not None else decide(data, point.svc_config())
     solver_name = decision["solver"]
     X, y = load_split(data, "train", max_rows=batch, seed=point.seed)

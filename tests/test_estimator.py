@@ -94,7 +94,7 @@ def test_grid_search_over_svc_and_encoder_and_clone_refit():
     again = clone(best).fit(X, y)
     np.testing.assert_array_equal(again.predict(X), best.predict(X))
     np.testing.assert_array_equal(again.decision_function(X), best.decision_function(X))
-    assert base.get_params()["svc__kernel"] == "rbf"
+    assert base.get_params()["svc__kernel"] == "auto"
     with pytest.raises(ValueError, match="svc__nope"):
         clone(base).set_params(svc__nope=1)
 

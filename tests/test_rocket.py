@@ -110,6 +110,11 @@ def test_a_rocket_encoder_is_bundled_and_predicts_the_same_after_reload(prefect_
     assert predicted.tolist() == np.asarray(["a", "b"])[stored].tolist()
     metrics = json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
     assert metrics["approaches"]["features_svc"]["accuracy"] >= 0.9  # the bumps are plain to see
+    # svc.kernel = "auto": linear on MiniRocket's features, rbf on the raw inputs; the fitted model says so too
+    fitted = {name: json.loads(result.artifacts[name].file("config.json").read_text())["kernel"]
+              for name in ("train_svc", "raw_svc")}
+    assert fitted == {"train_svc": "linear", "raw_svc": "rbf"}
+    assert model.svc.kernel == "linear"
 
 
 def test_the_search_trains_no_network_when_a_cheap_candidate_already_wins(prefect_api, tmp_path):
@@ -133,3 +138,17 @@ def test_the_search_trains_no_network_when_a_cheap_candidate_already_wins(prefec
         assert "3 not run" in result.stages["train_encoder.candidates"].artifact
         if extra:
             assert max(r["score"] for r in cheap) == 1.0
+
+
+def test_auto_kernel_is_linear_on_rocket_features_only():
+    from tasks.config import SVCConfig
+    from tasks.core.svm import fit_svc, resolve_kernel
+
+    auto = SVCConfig()
+    assert auto.kernel == "auto"
+    assert resolve_kernel(auto, "rocket").kernel == "linear"
+    assert [resolve_kernel(auto, kind).kernel for kind in ("cnn1d", "identity", "mlp", None)] == ["rbf"] * 4
+    chosen = SVCConfig(kernel="poly")
+    assert resolve_kernel(chosen, "rocket") is chosen  # a kernel the user names is kept
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    assert fit_svc(X, (X[:, 0] > 0).astype(int), auto).kernel == "rbf"  # unresolved: as for raw inputs

@@ -24,9 +24,9 @@ from tasks.config import EncoderConfig, FeaturesConfig, LinearHingeConfig, RFFCo
 from tasks.core.layout import Layout, resolve_layout
 from tasks.core.margin import decide, rbf_gamma
 from tasks.core.margin_models import build_linear_hinge, build_rff_svm, fit_keras_margin
-from tasks.core.networks import cut_at_features, embed, train
+from tasks.core.networks import cut_at_features, embed, resolve_architecture, train
 from tasks.core.scaling import apply_scaler, fit_scaler
-from tasks.core.svm import cv_row, fit_searched, grid, skops_load
+from tasks.core.svm import cv_row, fit_searched, grid, resolve_kernel, skops_load
 from tasks.errors import InputError
 
 # the catalog's margin approaches; ``knn``, the pipeline's baseline, has no margins to offer
@@ -218,8 +218,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         weights = None if sample_weight is None else sample_weight[fit_rows]
         return (X[fit_rows], codes[fit_rows], weights), (X[val_rows], codes[val_rows])
 
-    def _fit_svc_on(self, F, y, w):
-        config = self._config("svc")
+    def _fit_svc_on(self, F, y, w, encoder_kind: str | None = None):
+        config = resolve_kernel(self._config("svc"), encoder_kind)
         rows = [cv_row(F, y, point) for point in grid(config)] if config.search else None
         self.svc_, _, self.search_, _ = fit_searched((F, y), config, rows, w)
 
@@ -227,7 +227,8 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         X, y, w = fit
         self.encoder_, self.history_ = train(X, y, *val, len(self.classes_), self._config("encoder"),
                                              Layout.from_json(self.layout_, X.shape[1]))
-        self._fit_svc_on(self._features(X), y, w)
+        kind = resolve_architecture(self._config("encoder"), Layout.from_json(self.layout_, X.shape[1]))[0]
+        self._fit_svc_on(self._features(X), y, w, kind)
 
     def _fit_raw_svc(self, fit, val):
         self._fit_svc_on(*fit)

@@ -188,59 +188,51 @@ class MiniRocket(keras.layers.Layer):
                 shape=(self.n_features,), trainable=False, name="feature_scale",
                 initializer=keras.initializers.Constant(scale) if scale is not None else "ones")
 
-    def call(self, inputs):
-        """One scan over the dilations, and inside it a loop over that dilation's chunks of `FEATURE_CHUNK`
-        features per kernel: the compiled program has one body whatever the number of dilations and features
-        (a loop unrolled in Python took seconds to compile, once per model)."""
-        from tasks.core.rocket import KERNEL_LENGTH, KERNELS, N_KERNELS, padded_length
+    def _structure(self) -> tuple[np.ndarray, ...]:
+        """The transform's fixed arrays, `_ppv`'s arguments after the biases (arguments, not constants: one
+        compiled program serves every transform of the same shapes, e.g. the folds of a search)."""
+        if getattr(self, "_arrays", None) is None:
+            index, keep = self._layout()
+            self._arrays = (np.asarray(self.dilations, "int32"),
+                            (-(-np.asarray(self.per_dilation, "int32") // FEATURE_CHUNK)).astype("int32"),
+                            np.asarray(self.channels, "float32").reshape(len(self.dilations), -1, self.n_channels),
+                            self._positions(), index, keep)
+        return self._arrays
 
-        ops = keras.ops
+    def _statics(self) -> dict[str, int]:
+        from tasks.core.rocket import KERNEL_LENGTH
+
+        return {"length": self.length, "n_channels": self.n_channels,
+                "reach": (KERNEL_LENGTH // 2) * max(self.dilations)}
+
+    def call(self, inputs):
         x = inputs
         if self.unscale is not None:
             x = x * np.asarray(self.unscale[1], "float32") + np.asarray(self.unscale[0], "float32")
-        x = ops.reshape(x, (-1, self.length, self.n_channels))
-        length = padded_length(self.length)
-        if length > self.length:
-            x = ops.pad(x, ((0, 0), (0, length - self.length), (0, 0)))
-        reach = (KERNEL_LENGTH // 2) * max(self.dilations)
-        x = ops.pad(x, ((0, 0), (reach, reach), (0, 0)))  # zeros beyond either end, for every dilation
-        picks = np.zeros((N_KERNELS, KERNEL_LENGTH), "float32")
-        picks[np.arange(N_KERNELS)[:, None], KERNELS] = 1.0
-        masks = np.asarray(self.channels, "float32").reshape(len(self.dilations), N_KERNELS, self.n_channels)
-        index, keep = self._layout()
-        width = index.shape[-1]
-        biases = ops.take(ops.concatenate([self.biases, ops.convert_to_tensor(np.array([np.inf], "float32"))]),
-                          index)  # (D, 84, width)
-        n_chunks = -(-np.asarray(self.per_dilation, "int32") // FEATURE_CHUNK)
-        steps = np.arange(length)[None, :] + reach  # (1, T'): position t of the unpadded series
-        offsets = np.arange(KERNEL_LENGTH)[:, None] - KERNEL_LENGTH // 2  # (9, 1)
-
-        def dilation(carry, step):
-            d, chunks, mask, where, bias = step  # bias: (84, width)
-            shifted = ops.take(x, ops.reshape(steps + offsets * d, (-1,)), axis=1)  # (B, 9 * T', C)
-            shifted = ops.reshape(shifted, (-1, KERNEL_LENGTH, length, self.n_channels))
-            conv = 3.0 * ops.einsum("kj,bjtc->kbtc", picks, shifted) - ops.sum(shifted, axis=1)[None]
-            conv = ops.einsum("kbtc,kc->kbt", conv, mask)  # the channels each kernel adds
-            # the positions counted as a (B, 84) tensor of the data's shape: XLA compiles a division by a
-            # constant into a multiplication by its reciprocal, which rounds differently from a mean
-            sizes = ops.einsum("kbt,kt->bk", ops.cast(ops.equal(conv, conv), "float32"), where)
-
-            def chunk(c, out):  # features 4c .. 4c + 3 of every kernel at this dilation
-                b = ops.slice(bias, (0, c * FEATURE_CHUNK), (N_KERNELS, FEATURE_CHUNK))  # (84, FEATURE_CHUNK)
-                above = ops.cast(ops.greater(conv[..., None], b[:, None, None, :]), "float32")  # (84, B, T', F)
-                counts = ops.einsum("kbtf,kt->bkf", above, where)
-                # a divisor of the counts' own shape (+ 0 * counts: not a broadcast, which XLA would invert)
-                return ops.slice_update(out, (0, 0, c * FEATURE_CHUNK), counts / (sizes[..., None] + 0.0 * counts))
-
-            # only the chunks this dilation has features in
-            return carry, ops.fori_loop(0, chunks, chunk, ops.zeros((ops.shape(x)[0], N_KERNELS, width), "float32"))
-
-        _, ppv = ops.scan(dilation, 0, (np.asarray(self.dilations, "int32"), n_chunks, masks, self._positions(), biases))
-        ppv = ops.reshape(ops.transpose(ppv, (1, 0, 2, 3)), (-1, len(self.dilations) * N_KERNELS * width))
-        features = ops.take(ppv, keep, axis=1)  # (B, n_features): dilation, kernel, then feature
+        features = _ppv(x, self.biases, *self._structure(), **self._statics())
         if self.standardize:
             features = (features - self.feature_mean) / self.feature_scale
         return features
+
+    def features(self, X: np.ndarray, max_floats: int = 2 ** 26) -> np.ndarray:
+        """What the layer outputs for rows ``X`` (n, T * C), as float32 numpy, without a Keras model: on JAX one
+        compiled program per row-batch shape for the whole process (a Keras model compiles its own, once per
+        model). Rows per batch: a power of two keeping one step's ``84 * batch * T * (9 C + FEATURE_CHUNK)``
+        floats under ``max_floats`` (256 MiB)."""
+        from tasks.core.margin import padded_forward
+        from tasks.core.rocket import N_KERNELS, padded_length
+
+        if not self.built:
+            self.build((None, self.length * self.n_channels))
+        per_row = N_KERNELS * padded_length(self.length) * (9 * self.n_channels + FEATURE_CHUNK)
+        size = 1 << max(int(max_floats // per_row).bit_length() - 1, 0)
+        if keras.backend.backend() == "jax":
+            weights = [w.value for w in self.weights]
+            forward = lambda chunk: _jitted_call(self._statics(), self.unscale, self.standardize)(  # noqa: E731
+                chunk, weights, self._structure())
+        else:
+            forward = self
+        return padded_forward(forward, np.asarray(X, dtype="float32"), size).astype("float32")
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_features)
@@ -249,3 +241,70 @@ class MiniRocket(keras.layers.Layer):
         return {**super().get_config(), "length": self.length, "n_channels": self.n_channels,
                 "dilations": self.dilations, "per_dilation": self.per_dilation, "channels": self.channels,
                 "unscale": self.unscale, "standardize": self.standardize}
+
+
+def _ppv(x, biases, dilations, n_chunks, masks, where, index, keep, *, length: int, n_channels: int, reach: int):
+    """MiniRocket's PPVs of rows ``x`` (B, T * C), in keras.ops: one scan over the dilations, and inside it a loop
+    over that dilation's chunks of `FEATURE_CHUNK` features per kernel, so the compiled program has one body
+    whatever the number of dilations and features (a loop unrolled in Python took seconds to compile).
+
+    ``biases`` (n_features,); then `MiniRocket._structure`: ``dilations`` (D,), ``n_chunks`` (D,) chunks per
+    dilation, ``masks`` (D, 84, C) channels each kernel adds, ``where`` (D, 84, T') positions pooled,
+    ``index`` (D, 84, width) the biases' layout, ``keep`` (n_features,) the outputs' order; ``reach`` the
+    zero padding at either end (4 x the largest dilation).
+    """
+    from tasks.core.rocket import KERNEL_LENGTH, KERNELS, N_KERNELS, padded_length
+
+    ops = keras.ops
+    x = ops.reshape(x, (-1, length, n_channels))
+    padded = padded_length(length)
+    x = ops.pad(x, ((0, 0), (reach, reach + padded - length), (0, 0)))  # zeros beyond either end
+    picks = np.zeros((N_KERNELS, KERNEL_LENGTH), "float32")
+    picks[np.arange(N_KERNELS)[:, None], KERNELS] = 1.0
+    width = index.shape[-1]
+    biases = ops.take(ops.concatenate([biases, ops.convert_to_tensor(np.array([np.inf], "float32"))]), index)
+    steps = np.arange(padded)[None, :] + reach  # (1, T'): position t of the series
+    offsets = np.arange(KERNEL_LENGTH)[:, None] - KERNEL_LENGTH // 2  # (9, 1)
+
+    def dilation(carry, step):
+        d, chunks, mask, pooled, bias = step  # bias: (84, width)
+        shifted = ops.take(x, ops.reshape(steps + offsets * d, (-1,)), axis=1)  # (B, 9 * T', C)
+        shifted = ops.reshape(shifted, (-1, KERNEL_LENGTH, padded, n_channels))
+        conv = 3.0 * ops.einsum("kj,bjtc->kbtc", picks, shifted) - ops.sum(shifted, axis=1)[None]
+        conv = ops.einsum("kbtc,kc->kbt", conv, mask)  # the channels each kernel adds
+        # the positions counted as a (B, 84) tensor of the data's shape: XLA compiles a division by a
+        # constant into a multiplication by its reciprocal, which rounds differently from a mean
+        sizes = ops.einsum("kbt,kt->bk", ops.cast(ops.equal(conv, conv), "float32"), pooled)
+
+        def chunk(c, out):  # features 4c .. 4c + 3 of every kernel at this dilation
+            b = ops.slice(bias, (0, c * FEATURE_CHUNK), (N_KERNELS, FEATURE_CHUNK))
+            above = ops.cast(ops.greater(conv[..., None], b[:, None, None, :]), "float32")  # (84, B, T', F)
+            counts = ops.einsum("kbtf,kt->bkf", above, pooled)
+            # a divisor of the counts' own shape (+ 0 * counts: not a broadcast, which XLA would invert)
+            return ops.slice_update(out, (0, 0, c * FEATURE_CHUNK), counts / (sizes[..., None] + 0.0 * counts))
+
+        return carry, ops.fori_loop(0, chunks, chunk, ops.zeros((ops.shape(x)[0], N_KERNELS, width), "float32"))
+
+    _, ppv = ops.scan(dilation, 0, (dilations, n_chunks, masks, where, biases))  # (D, B, 84, width)
+    ppv = ops.reshape(ops.transpose(ppv, (1, 0, 2, 3)), (-1, ppv.shape[0] * N_KERNELS * width))
+    return ops.take(ppv, keep, axis=1)  # (B, n_features): dilation, kernel, then feature
+
+
+_JITTED: dict = {}
+
+
+def _jitted_call(statics: dict[str, int], unscale, standardize: bool):
+    """`MiniRocket.call` as one ``jax.jit`` function of (rows, the layer's weights, its structure) for these
+    static settings, kept for the process."""
+    key = (tuple(sorted(statics.items())), None if unscale is None else tuple(map(tuple, unscale)), standardize)
+    if key not in _JITTED:
+        import jax
+
+        def forward(x, weights, structure):
+            if unscale is not None:
+                x = x * np.asarray(unscale[1], "float32") + np.asarray(unscale[0], "float32")
+            out = _ppv(x, weights[0], *structure, **statics)
+            return (out - weights[1]) / weights[2] if standardize else out
+
+        _JITTED[key] = jax.jit(forward)
+    return _JITTED[key]

@@ -173,18 +173,13 @@ def _objective(config: EncoderConfig, n_classes: int) -> tuple[str, list[str], A
 ROCKET_FIT_ROWS = 2048  # a streamed training split: the biases come from a seeded sample of this many rows
 
 
-def rocket_features(params, length: int, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def rocket_features(params, length: int, X: np.ndarray) -> np.ndarray:
     """MiniRocket's PPVs of rows ``X`` (n, T * C) under a fitted transform (`tasks.core.rocket.RocketParams`),
     computed by its Keras layer (unstandardised): what `tasks.core.rocket.transform` gives, fast."""
-    import keras
-
     from tasks.core.layers import MiniRocket
 
-    inputs = keras.Input((X.shape[1],))
-    model = keras.Model(inputs, MiniRocket(length, params.n_channels, params.dilations.tolist(),
-                                           params.per_dilation.tolist(), params.channels.tolist(),
-                                           biases=params.biases)(inputs))
-    return model.predict(np.asarray(X, dtype="float32"), batch_size=batch_size, verbose=0)
+    return MiniRocket(length, params.n_channels, params.dilations.tolist(), params.per_dilation.tolist(),
+                      params.channels.tolist(), biases=params.biases).features(X)
 
 
 def fit_rocket(X_train: np.ndarray | TableRows, config: EncoderConfig, layout: Layout,
@@ -441,4 +436,8 @@ def embed(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """(n, d) rows -> (n, k) float32 features, ``batch_size`` rows per forward pass."""
     if len(X) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
+    from tasks.core.layers import MiniRocket
+
+    if len(model.layers) == 2 and isinstance(model.layers[-1], MiniRocket):  # a rocket encoder's features
+        return model.layers[-1].features(X)  # its own batches, and no compile per model
     return padded_forward(model.predict_on_batch, X, batch_size).astype(np.float32)

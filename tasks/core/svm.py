@@ -19,10 +19,26 @@ from tasks.core.margin import rbf_gamma
 from tasks.core.metrics import metric_value
 from tasks.errors import InputError
 
+# svc.kernel = "auto": the kernel on the features of an encoder of each kind (rbf for the others and raw inputs)
+AUTO_KERNEL = {"rocket": "linear"}
+
+
+def resolve_kernel(config: SVCConfig, encoder_kind: str | None) -> SVCConfig:
+    """``config`` with ``kernel = "auto"`` resolved for the features of an encoder of ``encoder_kind`` (None: the
+    scaled inputs themselves): linear on MiniRocket's features (about 10,000 standardised PPVs, made for a linear
+    classifier: on the public sequence sets an RBF SVC on them lost up to 7 points to a linear one,
+    benchmarks/RESULTS.md), rbf on everything else."""
+    if config.kernel != "auto":
+        return config
+    return config.model_copy(update={"kernel": AUTO_KERNEL.get(encoder_kind or "", "rbf")})
+
 
 def fit_svc(X_train: np.ndarray, y_train: np.ndarray, config: SVCConfig, sample_weight: np.ndarray | None = None):
-    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices (optionally weighted)."""
+    """Fit ``SVC(kernel, C, gamma, class_weight)`` on (n, k) features and (n,) class indices (optionally weighted).
+    ``kernel = "auto"`` not resolved for an encoder's features (`resolve_kernel`) is rbf, as for raw inputs."""
     from sklearn.svm import SVC
+
+    config = resolve_kernel(config, None)
 
     return SVC(
         kernel=config.kernel, C=config.C, gamma=config.gamma, class_weight=config.class_weight,
@@ -38,6 +54,7 @@ SV_SHARE_FOR_SQUARE = 0.2  # auto: from this share of support vectors per row, t
 
 def approx_gamma(sample: np.ndarray, config: SVCConfig) -> float | None:
     """The kernel's gamma as ``SVC`` resolves it, on ``sample`` (the training rows, or a sample of them)."""
+    config = resolve_kernel(config, None)
     if config.kernel == "linear":
         return None
     if config.gamma == "auto":
@@ -50,6 +67,7 @@ def kernel_map(sample: np.ndarray, n_train: int, config: SVCConfig):
     seeded sample of them), as many as `tasks.core.nystroem.components_for` gives for ``n_train`` rows."""
     from tasks.core.nystroem import KernelMap, components_for, pick_centres
 
+    config = resolve_kernel(config, None)
     if config.kernel == "linear":
         return KernelMap("linear", None)
     m = components_for(n_train, config.approx_components)
