@@ -129,6 +129,10 @@ class EncoderConfig(_Section):
     batch_norm: bool = False
     augment_shift: int = Field(0, ge=0, description="cnn1d/cnn2d: while training, shift each signal or image by "
                                                     "up to this many steps or pixels (edge repeated); 0 = off")
+    augment_rotate: float = Field(0.0, ge=0.0, le=45.0, description="cnn2d: while training, rotate each image by up "
+                                                                   "to this many degrees about its centre; 0 = off")
+    augment_scale: float = Field(0.0, ge=0.0, lt=0.5, description="cnn2d: while training, scale each image by a "
+                                                                 "factor within 1 +- this; 0 = off")
     objective: Literal["softmax", "squared_hinge"] = "softmax"
     hidden: list[int] = Field(default_factory=lambda: [256, 128])
     activation: Literal["relu", "gelu", "tanh", "selu", "swish"] = "relu"

@@ -198,6 +198,10 @@ CASES = {
         lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
                       "--set", "encoder.augment_shift=2"],
         "encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d'"),
+    "run: rotations on a table": (
+        lambda t, d: ["run", "--input", str(_labelled(d)), "--label", "species", "--data-dir", str(d / "fresh"),
+                      "--set", "encoder.augment_rotate=10"],
+        "encoder.augment_rotate needs encoder.kind = 'cnn2d' (rows must be images)"),
 }
 
 

@@ -275,6 +275,34 @@ def test_random_shift_moves_rows_while_training_only_and_round_trips(tmp_path):
     assert again.layers[0].get_config()["max_shift"] == 2
 
 
+def test_random_affine_rotates_and_scales_images_while_training_only_and_round_trips(tmp_path):
+    import keras
+
+    from tasks.core.layers import RandomAffine
+
+    bar = np.zeros((8, 8), "float32")
+    bar[1:7, 3:5] = 1.0  # a vertical bar through the centre
+    x = np.repeat(bar.reshape(1, 64), 16, axis=0)
+    quarter = RandomAffine(90.0, 0.0, [8, 8, 1], seed=0)
+    np.testing.assert_array_equal(np.asarray(quarter(x)), x)  # inference: identity
+    np.testing.assert_array_equal(np.asarray(RandomAffine(0.0, 0.0, [8, 8, 1])(x, training=True)), x)
+    turned = np.asarray(quarter(x, training=True)).reshape(16, 8, 8)
+    assert len({t.tobytes() for t in turned}) > 8  # an angle per row
+    # mass moves from the bar's column to its row as the angle grows: some rows are turned well away from it
+    assert (turned[:, :, 3:5].sum(axis=(1, 2)) < 0.8 * bar[:, 3:5].sum()).any()
+    np.testing.assert_allclose(turned.sum(axis=(1, 2)), bar.sum(), rtol=0.35)  # turned, not lost
+    shrink = RandomAffine(0.0, 0.3, [8, 8, 1], seed=1)
+    sizes = np.asarray(shrink(x, training=True)).reshape(16, 8, 8)[:, :, 3:5].sum(axis=(1, 2))
+    assert sizes.min() < bar.sum() - 1 < bar.sum() + 1 < sizes.max()  # longer and shorter bars
+    model = keras.Sequential([keras.Input((64,)), RandomAffine(10.0, 0.1, [8, 8, 1], seed=1), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+    assert again.layers[0].get_config()["max_degrees"] == 10.0
+    with pytest.raises(ValueError, match="max_scale"):
+        RandomAffine(10.0, 1.5, [8, 8, 1])
+
+
 def test_metric_value_known_answers():
     from tasks.core.metrics import metric_value
 

@@ -109,6 +109,51 @@ class RandomShift(keras.layers.Layer):
         return {**super().get_config(), "max_shift": self.max_shift, "image_shape": self.image_shape, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="marginflow")
+class RandomAffine(keras.layers.Layer):
+    """Training-time augmentation of images: rotate each by a random angle in ``[-max_degrees, max_degrees]`` and
+    scale it by a random factor in ``[1 - max_scale, 1 + max_scale]``, about its centre (bilinear, the nearest
+    edge pixel repeated into what comes from outside). Flat rows (batch, H * W * C) of ``image_shape``, channels
+    last. At inference (``training=False``) the identity.
+
+    Input and output shape ``(batch, d)``.
+    """
+
+    def __init__(self, max_degrees: float, max_scale: float, image_shape: list[int], seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= float(max_degrees) <= 180 or not 0 <= float(max_scale) < 1:
+            raise ValueError(f"need 0 <= max_degrees <= 180 and 0 <= max_scale < 1, got {max_degrees}, {max_scale}")
+        self.max_degrees, self.max_scale = float(max_degrees), float(max_scale)
+        self.image_shape = [int(v) for v in image_shape]
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs, training=False):
+        if not training or (self.max_degrees == 0 and self.max_scale == 0):
+            return inputs
+        ops = keras.ops
+        n = ops.shape(inputs)[0]
+        h, w, c = self.image_shape
+        angle = keras.random.uniform((n,), -1.0, 1.0, seed=self.seed_generator) * (self.max_degrees * np.pi / 180)
+        scale = 1.0 + keras.random.uniform((n,), -1.0, 1.0, seed=self.seed_generator) * self.max_scale
+        # the output pixel (x, y) reads the input at centre + R(-angle) (x, y) - centre) / scale
+        cos, sin = ops.cos(angle) / scale, ops.sin(angle) / scale
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        zero = ops.zeros_like(cos)
+        transform = ops.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zero, zero],
+                              axis=1)
+        images = ops.image.affine_transform(ops.reshape(inputs, (-1, h, w, c)), transform, interpolation="bilinear",
+                                            fill_mode="nearest", data_format="channels_last")
+        return ops.reshape(images, (-1, h * w * c))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_degrees": self.max_degrees, "max_scale": self.max_scale,
+                "image_shape": self.image_shape, "seed": self.seed}
+
+
 FEATURE_CHUNK = 4  # MiniRocket compares each convolution with this many biases at a time
 
 

@@ -58,6 +58,9 @@ def resolve_architecture(config: EncoderConfig, layout: Layout) -> tuple[str, li
         shape = [d]
     if config.augment_shift and kind in ("mlp", "identity", "rocket"):
         raise InputError("encoder.augment_shift needs encoder.kind = 'cnn1d' or 'cnn2d' (rows must be signals or images)")
+    for key in ("augment_rotate", "augment_scale"):
+        if getattr(config, key) and kind != "cnn2d":
+            raise InputError(f"encoder.{key} needs encoder.kind = 'cnn2d' (rows must be images)")
     return kind, shape
 
 
@@ -99,6 +102,10 @@ def build_encoder(n_features: int, n_classes: int, config: EncoderConfig, layout
         x = MiniRocket(shape[0], shape[1], params.dilations.tolist(), params.per_dilation.tolist(),
                        params.channels.tolist(), None if scaler is None else [scaler["mean"], scaler["scale"]],
                        biases=params.biases, standardize=True, moments=moments, name=FEATURE_LAYER)(x)
+    if config.augment_rotate or config.augment_scale:
+        from tasks.core.layers import RandomAffine
+
+        x = RandomAffine(config.augment_rotate, config.augment_scale, shape, seed=config.seed, name="affine")(x)
     if config.augment_shift:
         from tasks.core.layers import RandomShift
 
@@ -354,7 +361,8 @@ KERAS_CLASSES = {
     "keras": {"DTypePolicy"},
     None: {"__keras_tensor__"},
 }
-MARGINFLOW_LAYERS = {"marginflow>RandomShift", "marginflow>RandomFourierFeatures", "marginflow>MiniRocket"}
+MARGINFLOW_LAYERS = {"marginflow>RandomShift", "marginflow>RandomAffine", "marginflow>RandomFourierFeatures",
+                     "marginflow>MiniRocket"}
 
 
 def check_keras_layers(path: str | Path) -> None:
