@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig
-from tasks.core.candidates import CHEAP_KINDS, candidate_set, networks_skipped, rung_fractions
+from tasks.core.candidates import CHEAP_KINDS, ENSEMBLE, candidate_set, networks_skipped, rung_fractions
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
@@ -36,7 +36,7 @@ from tasks.store.tables import read_meta
 def best_network(rows: list[dict[str, Any]]) -> int | None:
     """Index of the best network among the candidates that ran: the one that went furthest in successive
     halving, then the best score (ties: the earlier); None when no network ran."""
-    networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] not in CHEAP_KINDS]
+    networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] not in (*CHEAP_KINDS, ENSEMBLE)]
     return max(networks, key=lambda i: (rows[i]["reached"], rows[i]["score"], -i)) if networks else None
 
 
@@ -44,8 +44,32 @@ def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
     return next((r for r in reversed(refs) if r is not None), None)
 
 
+def ensemble_members(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]]) -> list[int]:
+    """The candidates (indices) whose features make the ensemble: on images with ``encoder.search_ensemble``,
+    every network that trained (at the last rung it reached), when there are at least two; else none."""
+    if not config.search_ensemble or layout.kind != "image":
+        return []
+    specs = candidate_set(layout, config)
+    members = [i for i, rungs in enumerate(scores) if specs[i].encoder.kind not in CHEAP_KINDS and _last(rungs)]
+    return members if len(members) >= 2 else []
+
+
+def score_ensemble(config: EncoderConfig, names: list[str], trained: list[ArtifactRef]) -> dict[str, Any]:
+    """The ensemble's score (as a ``candidate_score``'s ``score.json``), from its members' stored held-out features:
+    concatenated, scored by the selection's SVC (rbf: `tasks.core.svm.resolve_kernel`)."""
+    from tasks.core.search import Heldout, joined, score_heldout, selection_svc
+    from tasks.core.svm import resolve_kernel
+
+    heldouts = []
+    for ref in trained:
+        with np.load(ref.file("heldout.npz")) as arrays:
+            heldouts.append(Heldout.from_arrays(arrays, read_json(ref, "train.json")["validation"]))
+    score = score_heldout(joined(heldouts), resolve_kernel(selection_svc(config), ENSEMBLE))
+    return {**score, "members": names, "epochs": None, "train_seconds": 0.0}
+
+
 def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
-              n_train: int | None = None) -> list[dict[str, Any]]:
+              n_train: int | None = None, ensemble: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
     and for those that ran the validation used, epochs, seconds, ``rungs`` (its score at each rung of
     successive halving) and ``reached`` (the rung it reached, as the share of the step budget allotted
@@ -54,8 +78,11 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     Args:
         scores: per candidate, its ``candidate_score`` artifact of each rung (None where it did not run).
 
-    The rule, from the default up: ``rocket`` on sequences (MiniRocket is the strongest cheap method there), then
-    ``identity``, then the best network (`best_network`); each is kept only when its advantage over the one kept
+    ``ensemble``: `score_ensemble`'s record, when the search has one (images); its row comes last.
+
+    The rule, from the default up: the ensemble on images (the networks' features side by side), ``rocket`` on
+    sequences (MiniRocket is the strongest cheap method there), then ``identity``, then the best network
+    (`best_network`); each is kept only when its advantage over the one kept
     so far, row by row on the same held-out rows, is more than one standard error of that advantage (the
     one-standard-error rule: on a few dozen validation rows, most differences between candidates are noise). Each challenger's row holds
     ``advantage``, ``standard_error`` and ``against``. A candidate that did not run (its budget spent) is
@@ -74,6 +101,10 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
             row["rungs"] = [None if s is None else s["score"] for s in stored]
             correct[i] = np.asarray(score["correct"], dtype=np.float64)
         rows.append(row)
+    if ensemble is not None:
+        correct[len(rows)] = np.asarray(ensemble["correct"], dtype=np.float64)
+        rows.append({"candidate": ENSEMBLE, "kind": ENSEMBLE, "chosen": False, "members": ensemble["members"],
+                     **{k: ensemble[k] for k in ("score", "scores", "validation", "epochs", "train_seconds")}})
     if not correct:
         raise InputError("encoder.kind = 'auto': no candidate encoder finished; raise encoder.search_budget_s")
     network = best_network(rows)
@@ -82,6 +113,8 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     order = ("rocket", "identity") if any(r["kind"] == "rocket" for r in rows) else ("identity",)
     chain = [i for kind in order for i in correct if rows[i]["kind"] == kind]
     chain += [network] if network is not None else []
+    if ensemble is not None:  # images: the networks together are the default (measured on digits: RESULTS.md)
+        chain.insert(0, len(rows) - 1)
     best = chain[0]
     for challenger in chain[1:]:
         d = correct[challenger] - correct[best]
@@ -97,6 +130,19 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
             if row["score"] is None and row["kind"] not in CHEAP_KINDS and reason is not None:
                 row["skipped"] = reason
     return rows
+
+
+def _write_ensemble(w: ArtifactWriter, trained: list[ArtifactRef], names: list[str], network: dict[str, Any],
+                    seed: int) -> dict[str, Any]:
+    """Write the ensemble of the ``trained`` candidates' encoders as ``encoder.keras``; its ``config.json`` (the
+    best network's, ``network``, with the kind and the members)."""
+    from tasks.core.networks import ensemble_encoder, load_encoder
+
+    members = [load_encoder(ref.file("encoder.keras")) for ref in trained]
+    model = ensemble_encoder(members, int(network["n_classes"]), seed)
+    save_keras(model, w.path("encoder.keras"))
+    return {**network, "kind": ENSEMBLE, "resolved_kind": ENSEMBLE, "members": names,
+            "n_features_out": int(model.get_layer("features").output.shape[-1])}
 
 
 @stage("train_encoder")
@@ -116,9 +162,12 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         layout = Layout.from_meta(meta)
         if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]))
+        members = ensemble_members(config, layout, scores)
+        specs = candidate_set(layout, config)
+        ensemble = score_ensemble(config, [specs[i].name for i in members], [_last(candidates[i]) for i in members]) \
+            if members else None
+        rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]), ensemble)
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
-        winner = _last(candidates[chosen])
         network = best_network(rows)  # where deep_hinge starts
         skipped = [r["candidate"] for r in rows if r["score"] is None]
         log.info("train_encoder: layout %s %s (%s); kept candidate %s (validation accuracy %.4f) of %s%s",
@@ -126,8 +175,14 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                  ", ".join(f"{r['candidate']} {r['score']:.4f}" for r in rows if r["score"] is not None),
                  f"; not started (budget spent): {', '.join(skipped)}" if skipped else "")
         with ArtifactWriter(root, "encoder", params) as w:
-            shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
-            chosen_config = read_json(winner, "config.json")
+            if rows[chosen]["kind"] == ENSEMBLE:
+                winner = _last(candidates[network])  # its history and settings stand for the ensemble's
+                chosen_config = _write_ensemble(w, [_last(candidates[i]) for i in members], rows[chosen]["members"],
+                                                read_json(winner, "config.json"), config.seed)
+            else:
+                winner = _last(candidates[chosen])
+                shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
+                chosen_config = read_json(winner, "config.json")
             best = None if network is None else _last(candidates[network])
             if best is not None:
                 shutil.copyfile(best.file("encoder.keras"), w.path("network.keras"))

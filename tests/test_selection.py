@@ -328,10 +328,50 @@ def test_successive_halving_keeps_the_full_searchs_candidate(prefect_api, tmp_pa
         result = pipeline(config=config, data_dir=str(tmp_path / f"d{halving}"), until="train_encoder")
         stored = json.loads((Path(result.stages["train_encoder"].artifact) / "config.json").read_text())
         rows = stored["selection"]
+        # images: the networks' features side by side are scored too (nothing trained for it), and a row of their own
+        ensemble = rows[-1]
+        assert ensemble["kind"] == "ensemble" and ensemble["members"] == ["cnn2d-shift", "cnn2d-deep-shift", "cnn2d"]
+        assert ensemble["score"] is not None and ensemble["train_seconds"] == 0.0
         kept[halving] = (next(r["candidate"] for r in rows if r["chosen"]), stored["network"]["candidate"])
         steps[halving] = sum(r.get("reached", 0) for r in rows if r["score"] is not None and r["kind"] != "identity")
         if halving:
             assert "10 encoder_candidate tasks for 4 candidates, 3 not run" in result.stages["train_encoder.candidates"].artifact
-            assert sorted(r.get("reached") for r in rows if r["kind"] != "identity") == [0.25, 0.5, 1.0]
+            assert sorted(r.get("reached") for r in rows if r["kind"] not in ("identity", "ensemble")) == [0.25, 0.5, 1.0]
     assert kept[True] == kept[False]
     assert steps[True] < steps[False]
+
+
+def test_an_ensemble_is_its_members_features_side_by_side_and_passes_the_bundles_check(tmp_path):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    from tasks.core.candidates import candidate_set
+    from tasks.core.networks import (
+        build_encoder,
+        check_keras_layers,
+        cut_at_features,
+        embed,
+        ensemble_encoder,
+        load_encoder,
+        save_keras,
+    )
+    from tasks.core.search import Heldout, joined
+
+    layout = Layout("image", [8, 8, 1], "")
+    specs = [c for c in candidate_set(layout, EncoderConfig()) if c.encoder.kind == "cnn2d"]
+    members = [build_encoder(64, 3, c.encoder, layout) for c in specs]
+    model = ensemble_encoder(members, 3, seed=0)
+    save_keras(model, tmp_path / "e.keras")
+    check_keras_layers(tmp_path / "e.keras")  # what the bundle accepts
+    again = load_encoder(tmp_path / "e.keras")
+    X = np.random.default_rng(0).normal(size=(5, 64)).astype("float32")
+    expected = np.concatenate([embed(cut_at_features(m), X, 8) for m in members], axis=1)
+    assert expected.shape == (5, 128 * len(members))
+    np.testing.assert_allclose(embed(cut_at_features(again), X, 8), expected, rtol=1e-5, atol=1e-6)
+    y = np.array([0, 1, 2, 0, 1])
+    a = Heldout([(np.ones((5, 2)), y, np.zeros((3, 2)), y[:3])], "val split")
+    b = Heldout([(np.full((5, 3), 2.0), y, np.ones((3, 3)), y[:3])], "val split")
+    both = joined([a, b])
+    assert both.folds[0][0].shape == (5, 5) and both.folds[0][2].shape == (3, 5) and both.validation == "val split"
+    with pytest.raises(ValueError, match="held-out rows differ"):
+        joined([a, Heldout([(np.ones((5, 3)), y, np.ones((3, 3)), y[::-1][:3])], "val split")])

@@ -23,6 +23,9 @@ Table ``[d]``: ``mlp`` (dense 256, 128, dropout 0.1) and ``mlp-narrow`` (dense 6
 Cheap candidates first (`CHEAP_KINDS`: identity, and rocket for sequences): they are scored before any
 network trains, and the networks train only when they could still win (`networks_skipped`).
 
+Images, ``encoder.search_ensemble``: the networks' features concatenated (`ENSEMBLE`, at the rung each reached)
+are scored too, from what the networks stored; no training of its own.
+
 Training length: candidates with shifts train up to 150 epochs (patience 25, batch 32: each
 epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64); none more
 than ``encoder.max_steps`` steps (`tasks.core.margin.step_budget`). The
@@ -40,6 +43,9 @@ from tasks.core.layout import Layout
 
 # kinds fitted without gradient training (seconds): the simplest candidates, against which a network must win
 CHEAP_KINDS = ("identity", "rocket")
+# images: the features of every network the search trained, side by side (``encoder.search_ensemble``); not a
+# candidate of its own (nothing trains for it), scored from the networks' stored held-out features
+ENSEMBLE = "ensemble"
 _LONG = {"epochs": 150, "patience": 25, "batch_size": 32}
 _SHORT = {"epochs": 60, "patience": 10, "batch_size": 32}
 

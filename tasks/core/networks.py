@@ -352,7 +352,7 @@ def best_epoch(history: dict[str, list[float]]) -> int:
 # What a marginflow encoder or margin model is made of: Keras modules and classes, and marginflow's layers.
 KERAS_CLASSES = {
     "keras.layers": {"InputLayer", "Dense", "Dropout", "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "Flatten",
-                     "Reshape", "Identity", "BatchNormalization", "Activation", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
+                     "Reshape", "Identity", "Concatenate", "BatchNormalization", "Activation", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
                      "GlobalAveragePooling2D"},
     "keras.src.models.functional": {"Functional"},
     "keras.initializers": {"GlorotUniform", "Zeros", "Ones", "Constant"},
@@ -428,11 +428,25 @@ def load_encoder(path: str | Path):
     return keras.models.load_model(Path(path), compile=False, safe_mode=True)
 
 
-def cut_at_features(encoder):
+def cut_at_features(encoder, name: str | None = None):
     """The encoder cut at its ``features`` layer: (batch, d) -> (batch, hidden[-1])."""
     import keras
 
-    return keras.Model(encoder.input, encoder.get_layer(FEATURE_LAYER).output)
+    return keras.Model(encoder.input, encoder.get_layer(FEATURE_LAYER).output, name=name)
+
+
+def ensemble_encoder(members: list, n_classes: int, seed: int):
+    """One encoder of trained encoders ``members``: each cut at its ``features`` layer (a nested model,
+    ``member_<i>``), side by side as ``features`` (batch, sum of their widths), then an untrained softmax head (as
+    ``identity``'s: the SVC reads the features). Augmentation layers inside the members act only in training,
+    and nothing trains it."""
+    import keras
+
+    inputs = keras.Input(shape=(int(members[0].inputs[0].shape[-1]),), name="inputs")
+    parts = [cut_at_features(m, name=f"member_{i}")(inputs) for i, m in enumerate(members)]
+    x = keras.layers.Concatenate(name=FEATURE_LAYER)(parts)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=glorot(seed, 200), name="head")(x)
+    return keras.Model(inputs, outputs, name="encoder")
 
 
 def load_feature_model(path: str | Path):

@@ -36,7 +36,8 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     chosen = next(r for r in rows if r["chosen"])
     tried = [r for r in rows if "advantage" in r]
     rule = "" if not tried else (
-        " From the default up (rocket on sequences, identity, then the best network), each is kept only when it "
+        " From the default up (the networks' ensemble on images, rocket on sequences, identity, then the best "
+        "network), each is kept only when it "
         "beats the one kept so far by more than one standard error on the same rows: here "
         + "; ".join(f"{r['candidate']} against {r.get('against', 'identity')} {100 * r['advantage']:+.2f} ± "
                     f"{100 * r['standard_error']:.2f} points" for r in tried) + ".")
@@ -59,7 +60,9 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
             why = "not trained (the cheap candidates decided)" if r.get("skipped") else "not started (budget spent)"
             lines.append(f"| {r['candidate']} | {r['kind']} | {why} | " + ("| " if rungs > 1 else "") + "| | |")
         else:
-            lines.append(f"| {r['candidate']} | {r['kind']} | {fmt.format(r['score'])} | {by_rung}{r['epochs']} | "
+            name = r["candidate"] + (f" ({' + '.join(r['members'])})" if r.get("members") else "")
+            epochs = "" if r["epochs"] is None else r["epochs"]
+            lines.append(f"| {name} | {r['kind']} | {fmt.format(r['score'])} | {by_rung}{epochs} | "
                          f"{r['train_seconds']:.1f} | {'yes' if r['chosen'] else ''} |")
     return [*lines, ""]
 

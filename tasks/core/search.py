@@ -64,6 +64,18 @@ class Heldout:
                     for i in range(n)], validation)
 
 
+def joined(heldouts: list[Heldout]) -> Heldout:
+    """The held-out features of several candidates side by side, fold by fold (an ensemble's: its features are its
+    members' concatenated). Every candidate of one search holds out the same rows in the same order."""
+    folds = []
+    for parts in zip(*(h.folds for h in heldouts), strict=True):
+        if any(not (np.array_equal(p[1], parts[0][1]) and np.array_equal(p[3], parts[0][3])) for p in parts):
+            raise ValueError("the candidates' held-out rows differ; they cannot be joined")
+        folds.append((np.concatenate([p[0] for p in parts], axis=1), parts[0][1],
+                      np.concatenate([p[2] for p in parts], axis=1), parts[0][3]))
+    return Heldout(folds, heldouts[0].validation)
+
+
 def selection_svc(encoder: EncoderConfig) -> SVCConfig:
     """The SVC that scores candidates: the ``encoder.search_svc_*`` keys, the encoder's seed."""
     return SVCConfig(kernel=encoder.search_svc_kernel, C=encoder.search_svc_C, gamma=encoder.search_svc_gamma,
