@@ -101,7 +101,8 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
         save_keras(model, w.path("encoder.keras"))
         w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
                                                            info["epochs"]), "candidate": candidate.name,
-                                     "rung": rung, "budget": budget_used(X_train, config, history)})
+                                     # the whole budget, as the history covers every rung so far
+                                     "rung": rung, "budget": budget_used(X_train, candidate.encoder, history)})
         w.write_json("history.json", history)
         w.write_json("train.json", {"candidate": candidate.name, "rung": rung, **info})
         with open(w.path("heldout.npz"), "wb") as f:
