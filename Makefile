@@ -25,12 +25,13 @@ test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, one 
 fuzz: $(STAMP)  ## the property-based input tests with 2,000 generated inputs each (6,000 in all; make test runs 30 each)
 	MARGINFLOW_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
-bench: $(STAMP)  ## accuracy, loop, speed and predict benchmarks (each prints a table)
+bench: $(STAMP)  ## accuracy, loop, speed, predict and image-encoder benchmarks (each prints a table)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/predict.py
+	$(BIN)/python benchmarks/image_encoders.py
 
 bench-scale: $(STAMP)  ## large data: 10k, 100k and 1M rows x 784 end to end, and exact vs approx SVM (about an hour)
 	$(BIN)/python benchmarks/scale.py
