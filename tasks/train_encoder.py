@@ -30,7 +30,7 @@ from tasks.store.cache import stage
 from tasks.store.outputs import write_timing
 from tasks.store.progress import OwnTime
 from tasks.store.runlog import epoch_progress, stage_logger
-from tasks.store.tables import read_meta
+from tasks.store.tables import batch_rows_of, read_meta
 
 
 def best_network(rows: list[dict[str, Any]]) -> int | None:
@@ -44,10 +44,13 @@ def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
     return next((r for r in reversed(refs) if r is not None), None)
 
 
-def ensemble_members(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]]) -> list[int]:
+def ensemble_members(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
+                     streamed: bool = False) -> list[int]:
     """The candidates (indices) whose features make the ensemble: on images with ``encoder.search_ensemble``,
-    every network that trained (at the last rung it reached), when there are at least two; else none."""
-    if not config.search_ensemble or layout.kind != "image":
+    every network that trained (at the last rung it reached), when there are at least two; else none. Not
+    when the training rows are streamed (more than ``data.batch_rows``): extracting an ensemble's features costs
+    its members' together, and that was not measured at that size."""
+    if not config.search_ensemble or layout.kind != "image" or streamed:
         return []
     specs = candidate_set(layout, config)
     members = [i for i, rungs in enumerate(scores) if specs[i].encoder.kind not in CHEAP_KINDS and _last(rungs)]
@@ -162,7 +165,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         layout = Layout.from_meta(meta)
         if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        members = ensemble_members(config, layout, scores)
+        members = ensemble_members(config, layout, scores, int(meta["split_sizes"]["train"]) > batch_rows_of(meta))
         specs = candidate_set(layout, config)
         ensemble = score_ensemble(config, [specs[i].name for i in members], [_last(candidates[i]) for i in members]) \
             if members else None
