@@ -38,6 +38,9 @@ def test_the_layer_equals_the_numpy_transform_exactly(length, channels):
     inputs = keras.Input((length * channels,))
     model = keras.Model(inputs, layer(inputs))
     assert np.array_equal(model.predict(fresh, batch_size=32, verbose=0), expected)
+    # without a Keras model: one compiled program per shape for the process, the last batch padded
+    assert np.array_equal(layer.features(fresh), expected)
+    assert np.array_equal(layer.features(fresh, max_floats=84 * 9 * 13 * max(length, 9) * channels), expected)
 
 
 def test_the_feature_count_is_84_times_the_features_per_kernel_for_any_channels():
