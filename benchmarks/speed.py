@@ -38,7 +38,7 @@ from pathlib import Path
 
 def _search_direct(scaled, config, root: str) -> dict:
     """The encoder search as the flow lays it out (`tasks.core.search.search_graph`), called without Prefect."""
-    from tasks.core.candidates import candidate_set
+    from tasks.core.candidates import CHEAP_KINDS, candidate_set, ensemble_scored
     from tasks.core.layout import Layout
     from tasks.core.search import search_graph, search_rungs, selection_svc
     from tasks.encoder_candidate import encoder_candidate
@@ -53,7 +53,11 @@ def _search_direct(scaled, config, root: str) -> dict:
     trained, scored = search_graph(specs, rungs, lambda i, spec, **rung: encoder_candidate.fn(scaled, spec, root=root,
                                                                                                **rung),
                                    lambda t: score_candidate.fn(t, svc, root=root))
-    return {"candidates": trained, "scores": scored}
+    found = {"candidates": trained, "scores": scored}
+    if ensemble_scored(Layout.from_meta(meta), config.encoder, n_train > batch_rows_of(meta)):
+        networks = [rungs for rungs, spec in zip(trained, specs, strict=True) if spec.encoder.kind not in CHEAP_KINDS]
+        found["ensemble"] = score_candidate.fn(None, svc, root=root, members=networks)
+    return found
 
 
 def _direct(config, root: str) -> None:

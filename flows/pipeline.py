@@ -32,7 +32,7 @@ from flows.plan import (
 from tasks.catalog import BY_NAME
 from tasks.choose_solver import choose_solver
 from tasks.config import Config, changes, run_name, source_name
-from tasks.core.candidates import CHEAP_KINDS, candidate_set
+from tasks.core.candidates import CHEAP_KINDS, ENSEMBLE, candidate_set, ensemble_scored
 from tasks.core.layout import Layout
 from tasks.core.report import render_stages
 from tasks.core.search import search_graph, search_rungs, selection_svc
@@ -127,7 +127,8 @@ def pipeline(
         return _run(config, root, refresh, until, started)
 
 
-def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tuple[list[list[Any]], list[list[Any]]]:
+def _submit_candidates(scaled, config: Config, root: str,
+                       refresh: bool) -> tuple[list[list[Any]], list[list[Any]], Any | None]:
     """Submit the encoder search for the scaled rows' layout (waits for ``scaled``): per candidate, one
     ``encoder_candidate`` and one ``score_candidate`` per rung of successive halving (one rung without it).
 
@@ -138,7 +139,8 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
     take seconds) none, so at least one always runs and no network starts after ``encoder.search_budget_s``.
     """
     meta = read_meta(scaled.result().at(root))
-    specs = candidate_set(Layout.from_meta(meta), config.encoder)
+    layout = Layout.from_meta(meta)
+    specs = candidate_set(layout, config.encoder)
     n_train = int(meta["split_sizes"]["train"])
     rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
     deadline = time.time() + config.encoder.search_budget_s
@@ -155,8 +157,14 @@ def _submit_candidates(scaled, config: Config, root: str, refresh: bool) -> tupl
         names[id(future)] = name
         return future
 
-    return search_graph(specs, rungs, trained, lambda future: score.with_options(
+    trainings, scores = search_graph(specs, rungs, trained, lambda future: score.with_options(
         task_run_name=f"{SCORE_TASK} {names[id(future)]}").submit(future, svc, root=root))
+    together = None
+    if ensemble_scored(layout, config.encoder, n_train > batch_rows_of(meta)):  # after every network's last rung
+        networks = [rungs for rungs, spec in zip(trainings, specs, strict=True) if spec.encoder.kind not in CHEAP_KINDS]
+        together = score.with_options(task_run_name=f"{SCORE_TASK} {ENSEMBLE}").submit(None, svc, root=root,
+                                                                                       members=networks)
+    return trainings, scores, together
 
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None, started: float) -> PipelineResult:
@@ -191,11 +199,15 @@ def _run(config: Config, root: str, refresh: list[str] | None, until: str | None
             if not futures[stage.inputs[0]].state.is_completed():  # the search needs the rows' layout
                 for name in futures:  # in table order: the earliest stage's own error, as below
                     futures[name].result()
-            trained, scored = _submit_candidates(futures[stage.inputs[0]], config, root, CANDIDATE_TASK in forced)
+            trained, scored, together = _submit_candidates(futures[stage.inputs[0]], config, root,
+                                                           CANDIDATE_TASK in forced)
             searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK} tasks for {len(trained)} candidates",
                                                     [f for rungs in trained for f in rungs])
-            searches[f"{stage.name}.scores"] = (f"{SCORE_TASK}s", [f for rungs in scored for f in rungs])
+            searches[f"{stage.name}.scores"] = (f"{SCORE_TASK}s", [f for rungs in scored for f in rungs]
+                                                + ([together] if together is not None else []))
             kwargs["candidates"], kwargs["scores"] = trained, scored
+            if together is not None:
+                kwargs["ensemble"] = together
         futures[stage.name] = task.submit(*args, **kwargs)
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)

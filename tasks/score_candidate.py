@@ -6,6 +6,11 @@ its held-out rows; the ``svc`` section is never read. A change to those keys res
 without training one. Output artifact ``candidate_score``: ``score.json`` (validation score, per-fold
 scores, per-row correctness, and the candidate's epochs and seconds). Nothing to score (a candidate
 not trained: budget spent, or stopped by successive halving) returns nothing.
+
+With ``members`` (images, `tasks.core.candidates.ensemble_scored`) it scores the ensemble instead: every network
+of the search at the last rung it trained, their stored held-out features side by side
+(`tasks.core.search.joined`), under the same SVC (rbf for ``search_svc_kernel = "auto"``); ``score.json`` then
+names the ``members`` and their ``member_artifacts``. Fewer than two networks trained: nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.config import SVCConfig
-from tasks.core.search import Heldout, score_heldout
+from tasks.core.candidates import ENSEMBLE
+from tasks.core.search import Heldout, joined, score_heldout
 from tasks.core.svm import resolve_kernel
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
@@ -22,13 +28,44 @@ from tasks.store.runlog import stage_logger
 
 def scored_row(inputs: dict) -> str | None:
     """The display row of a candidate's score: its candidate's (``candidate <name>``); None when nothing is scored."""
+    if inputs.get("members") is not None:
+        return f"candidate {ENSEMBLE}"
     trained = inputs["candidate"]
     return None if trained is None else f"candidate {trained.params['candidate']['name']}"
 
 
+def _last(rungs: list[ArtifactRef | None]) -> ArtifactRef | None:
+    return next((r for r in reversed(rungs) if r is not None), None)
+
+
+def _score_ensemble(members: list[list[ArtifactRef | None]], config: SVCConfig, root: str) -> ArtifactRef | None:
+    trained = [t for t in (_last(rungs) for rungs in members) if t is not None]
+    if len(trained) < 2:
+        return None
+    heldouts, names = [], []
+    for ref in trained:
+        record = read_json(ref, "train.json")
+        names.append(record["candidate"])
+        with np.load(ref.file("heldout.npz")) as arrays:
+            heldouts.append(Heldout.from_arrays(arrays, record["validation"]))
+    config = resolve_kernel(config, ENSEMBLE)
+    score = score_heldout(joined(heldouts), config)
+    stage_logger().info("encoder candidate %s (%s): validation accuracy %.4f (%s)", ENSEMBLE, " + ".join(names),
+                        score["score"], score["validation"])
+    digests = [t.sha256 for t in trained]
+    with ArtifactWriter(root, "candidate_score", {"members": digests, "svc": config.model_dump()}) as w:
+        w.write_json("score.json", {"candidate": ENSEMBLE, "members": names, "member_artifacts": digests, "rung": None,
+                                    "epochs": None, "train_seconds": 0.0, **score})
+    return w.ref
+
+
 @stage("score_candidate", imports=(), label=scored_row)
-def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str) -> ArtifactRef | None:
-    """``score.json`` of ``candidate``'s features under the SVC ``config``; None for no candidate."""
+def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str,
+                    members: list[list[ArtifactRef | None]] | None = None) -> ArtifactRef | None:
+    """``score.json`` of ``candidate``'s features under the SVC ``config``, or of the ensemble of ``members``
+    (per network, its ``encoder_candidate`` of each rung); None when there is nothing to score."""
+    if members is not None:
+        return _score_ensemble(members, config, root)
     if candidate is None:
         return None
     trained = read_json(candidate, "train.json")

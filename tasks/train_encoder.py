@@ -30,7 +30,7 @@ from tasks.store.cache import stage
 from tasks.store.outputs import write_timing
 from tasks.store.progress import OwnTime
 from tasks.store.runlog import epoch_progress, stage_logger
-from tasks.store.tables import batch_rows_of, read_meta
+from tasks.store.tables import read_meta
 
 
 def best_network(rows: list[dict[str, Any]]) -> int | None:
@@ -44,33 +44,6 @@ def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
     return next((r for r in reversed(refs) if r is not None), None)
 
 
-def ensemble_members(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
-                     streamed: bool = False) -> list[int]:
-    """The candidates (indices) whose features make the ensemble: on images with ``encoder.search_ensemble``,
-    every network that trained (at the last rung it reached), when there are at least two; else none. Not
-    when the training rows are streamed (more than ``data.batch_rows``): extracting an ensemble's features costs
-    its members' together, and that was not measured at that size."""
-    if not config.search_ensemble or layout.kind != "image" or streamed:
-        return []
-    specs = candidate_set(layout, config)
-    members = [i for i, rungs in enumerate(scores) if specs[i].encoder.kind not in CHEAP_KINDS and _last(rungs)]
-    return members if len(members) >= 2 else []
-
-
-def score_ensemble(config: EncoderConfig, names: list[str], trained: list[ArtifactRef]) -> dict[str, Any]:
-    """The ensemble's score (as a ``candidate_score``'s ``score.json``), from its members' stored held-out features:
-    concatenated, scored by the selection's SVC (rbf: `tasks.core.svm.resolve_kernel`)."""
-    from tasks.core.search import Heldout, joined, score_heldout, selection_svc
-    from tasks.core.svm import resolve_kernel
-
-    heldouts = []
-    for ref in trained:
-        with np.load(ref.file("heldout.npz")) as arrays:
-            heldouts.append(Heldout.from_arrays(arrays, read_json(ref, "train.json")["validation"]))
-    score = score_heldout(joined(heldouts), resolve_kernel(selection_svc(config), ENSEMBLE))
-    return {**score, "members": names, "epochs": None, "train_seconds": 0.0}
-
-
 def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
               n_train: int | None = None, ensemble: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per candidate of the search, in candidate order: name, kind, score (None when skipped),
@@ -81,7 +54,8 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     Args:
         scores: per candidate, its ``candidate_score`` artifact of each rung (None where it did not run).
 
-    ``ensemble``: `score_ensemble`'s record, when the search has one (images); its row comes last.
+    ``ensemble``: the ensemble's ``score.json`` (`tasks.score_candidate`), when the search has one (images); its
+    row comes last.
 
     The rule, from the default up: the ensemble on images (the networks' features side by side), ``rocket`` on
     sequences (MiniRocket is the strongest cheap method there), then ``identity``, then the best network
@@ -151,25 +125,29 @@ def _write_ensemble(w: ArtifactWriter, trained: list[ArtifactRef], names: list[s
 @stage("train_encoder")
 def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                   candidates: list[list[ArtifactRef | None]] | None = None,
-                  scores: list[list[ArtifactRef | None]] | None = None) -> ArtifactRef:
+                  scores: list[list[ArtifactRef | None]] | None = None,
+                  ensemble: ArtifactRef | None = None) -> ArtifactRef:
     """Keep the best candidate (``kind = "auto"``) or train the configured encoder; write the ``encoder`` artifact.
 
     ``candidates`` and ``scores``: per candidate, its ``encoder_candidate`` and ``candidate_score`` artifact of
-    each rung of the search (None where it did not run).
+    each rung of the search (None where it did not run); ``ensemble``: the ``candidate_score`` of the networks
+    together (images; None when not scored).
     """
     log = stage_logger()
     params = {"scaled": scaled.sha256, "config": config.model_dump(),
-              "candidates": [[None if c is None else c.sha256 for c in rungs] for rungs in scores or []]}
+              "candidates": [[None if c is None else c.sha256 for c in rungs] for rungs in scores or []],
+              "ensemble": None if ensemble is None else ensemble.sha256}
     if config.kind == "auto":
         meta = read_meta(scaled)
         layout = Layout.from_meta(meta)
         if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        members = ensemble_members(config, layout, scores, int(meta["split_sizes"]["train"]) > batch_rows_of(meta))
-        specs = candidate_set(layout, config)
-        ensemble = score_ensemble(config, [specs[i].name for i in members], [_last(candidates[i]) for i in members]) \
-            if members else None
-        rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]), ensemble)
+        together = None if ensemble is None else read_json(ensemble, "score.json")
+        names = [c.name for c in candidate_set(layout, config)]
+        members = [] if together is None else [names.index(name) for name in together["members"]]
+        if together is not None and [_last(candidates[i]).sha256 for i in members] != together["member_artifacts"]:
+            raise ValueError("the ensemble's score was made from other trainings than the candidates given")
+        rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]), together)
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
         network = best_network(rows)  # where deep_hinge starts
         skipped = [r["candidate"] for r in rows if r["score"] is None]

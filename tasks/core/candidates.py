@@ -91,6 +91,13 @@ def candidate_set(layout: Layout, base: EncoderConfig) -> list[Candidate]:
     return [Candidate(name=name, encoder=EncoderConfig(**{**keep, **values})) for name, values in rows]
 
 
+def ensemble_scored(layout: Layout, config: EncoderConfig, streamed: bool) -> bool:
+    """Whether the search scores the ensemble of its networks (`ENSEMBLE`): on images with
+    ``encoder.search_ensemble``, when the training rows are held in memory (not ``streamed``: extracting an
+    ensemble's features costs its members' together, and that was not measured past ``data.batch_rows``)."""
+    return config.search_ensemble and layout.kind == "image" and not streamed
+
+
 def rung_fractions(n_rungs: int) -> list[float]:
     """The share of the step budget a candidate has trained at the end of each of ``n_rungs`` rungs of the
     search (`tasks.core.search`): the budgets double up to the whole one (3 -> [1/4, 1/2, 1])."""
