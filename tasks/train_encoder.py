@@ -1,8 +1,9 @@
 """Stage train_encoder: the Keras encoder (MLP, 1-D or 2-D CNN, or identity) whose features feed the SVC.
 
-With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given
-(`selection`: the best network when it beats ``identity`` by more than a standard error, else
-``identity``); otherwise it trains the configured encoder on the training rows (early stopping on val).
+With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given, or on images
+the ensemble of the networks (`selection`: from a default up, each challenger kept only when it beats the one
+kept by more than a standard error); otherwise it trains the configured encoder on the training rows (early
+stopping on val). A kept ensemble is written as one encoder (`tasks.core.networks.ensemble_encoder`).
 After a search the best network's trained weights are kept too (``network.keras``), for ``deep_hinge``.
 
 Output artifact ``encoder``: ``encoder.keras`` (the whole classifier; load with
