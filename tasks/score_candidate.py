@@ -7,7 +7,7 @@ without training one. Output artifact ``candidate_score``: ``score.json`` (valid
 scores, per-row correctness, and the candidate's epochs and seconds). Nothing to score (a candidate
 not trained: budget spent, or stopped by successive halving) returns nothing.
 
-With ``members`` (images, `tasks.core.candidates.ensemble_scored`) it scores the ensemble instead: every network
+With ``members`` (images and sequences, `tasks.core.candidates.ensemble_scored`) it scores the ensemble instead: every network
 of the search at the last rung it trained, their stored held-out features side by side
 (`tasks.core.search.joined`), under the same SVC (rbf for ``search_svc_kernel = "auto"``); ``score.json`` then
 names the ``members`` and their ``member_artifacts``. Fewer than two networks trained: nothing.

@@ -1,7 +1,7 @@
 """Stage train_encoder: the Keras encoder (MLP, 1-D or 2-D CNN, or identity) whose features feed the SVC.
 
-With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given, or on images
-the ensemble of the networks (`selection`: from a default up, each challenger kept only when it beats the one
+With ``encoder.kind = "auto"`` it keeps one of the ``encoder_candidate`` artifacts it is given, or (images and
+sequences) the ensemble of the networks (`selection`: from a default up, each challenger kept only when it beats the one
 kept by more than a standard error); otherwise it trains the configured encoder on the training rows (early
 stopping on val). A kept ensemble is written as one encoder (`tasks.core.networks.ensemble_encoder`).
 After a search the best network's trained weights are kept too (``network.keras``), for ``deep_hinge``.
@@ -55,10 +55,10 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     Args:
         scores: per candidate, its ``candidate_score`` artifact of each rung (None where it did not run).
 
-    ``ensemble``: the ensemble's ``score.json`` (`tasks.score_candidate`), when the search has one (images); its
-    row comes last.
+    ``ensemble``: the ensemble's ``score.json`` (`tasks.score_candidate`), when the search has one (images and
+    sequences, two networks trained or more); its row comes last.
 
-    The rule, from the default up: the ensemble on images (the networks' features side by side), ``rocket`` on
+    The rule, from the default up: the networks' ensemble (their features side by side), ``rocket`` on
     sequences (MiniRocket is the strongest cheap method there), then ``identity``, then the best network
     (`best_network`); each is kept only when its advantage over the one kept
     so far, row by row on the same held-out rows, is more than one standard error of that advantage (the
@@ -91,7 +91,7 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     order = ("rocket", "identity") if any(r["kind"] == "rocket" for r in rows) else ("identity",)
     chain = [i for kind in order for i in correct if rows[i]["kind"] == kind]
     chain += [network] if network is not None else []
-    if ensemble is not None:  # images: the networks together are the default (measured on digits: RESULTS.md)
+    if ensemble is not None:  # the networks together are the default (measured on digits and mnist1d: RESULTS.md)
         chain.insert(0, len(rows) - 1)
     best = chain[0]
     for challenger in chain[1:]:
@@ -132,7 +132,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
 
     ``candidates`` and ``scores``: per candidate, its ``encoder_candidate`` and ``candidate_score`` artifact of
     each rung of the search (None where it did not run); ``ensemble``: the ``candidate_score`` of the networks
-    together (images; None when not scored).
+    together (None when not scored).
     """
     log = stage_logger()
     params = {"scaled": scaled.sha256, "config": config.model_dump(),

@@ -375,3 +375,14 @@ def test_an_ensemble_is_its_members_features_side_by_side_and_passes_the_bundles
     assert both.folds[0][0].shape == (5, 5) and both.folds[0][2].shape == (3, 5) and both.validation == "val split"
     with pytest.raises(ValueError, match="held-out rows differ"):
         joined([a, Heldout([(np.ones((5, 3)), y, np.ones((3, 3)), y[::-1][:3])], "val split")])
+
+
+def test_the_ensemble_is_scored_for_images_and_sequences_held_in_memory_only():
+    from tasks.core.candidates import ensemble_scored
+
+    on, off = EncoderConfig(), EncoderConfig(search_ensemble=False)
+    image, sequence, table = Layout("image", [8, 8, 1], ""), Layout("sequence", [40, 1], ""), Layout("table", [13], "")
+    assert ensemble_scored(image, on, streamed=False) and ensemble_scored(sequence, on, streamed=False)
+    assert not ensemble_scored(table, on, streamed=False)  # not measured on tables
+    assert not ensemble_scored(image, on, streamed=True)  # its extraction costs its members' together
+    assert not ensemble_scored(image, off, streamed=False)

@@ -23,8 +23,8 @@ Table ``[d]``: ``mlp`` (dense 256, 128, dropout 0.1) and ``mlp-narrow`` (dense 6
 Cheap candidates first (`CHEAP_KINDS`: identity, and rocket for sequences): they are scored before any
 network trains, and the networks train only when they could still win (`networks_skipped`).
 
-Images, ``encoder.search_ensemble``: the networks' features concatenated (`ENSEMBLE`, at the rung each reached)
-are scored too, from what the networks stored; no training of its own.
+Images and sequences, ``encoder.search_ensemble``: the networks' features concatenated (`ENSEMBLE`, at the rung
+each reached) are scored too, from what the networks stored; no training of its own.
 
 Training length: candidates with shifts train up to 150 epochs (patience 25, batch 32: each
 epoch sees newly shifted rows), the others up to 60 (patience 10, batch 32 or 64); none more
@@ -92,10 +92,11 @@ def candidate_set(layout: Layout, base: EncoderConfig) -> list[Candidate]:
 
 
 def ensemble_scored(layout: Layout, config: EncoderConfig, streamed: bool) -> bool:
-    """Whether the search scores the ensemble of its networks (`ENSEMBLE`): on images with
-    ``encoder.search_ensemble``, when the training rows are held in memory (not ``streamed``: extracting an
-    ensemble's features costs its members' together, and that was not measured past ``data.batch_rows``)."""
-    return config.search_ensemble and layout.kind == "image" and not streamed
+    """Whether the search scores the ensemble of its networks (`ENSEMBLE`): on images and sequences (measured on
+    digits and mnist1d; not on tables) with ``encoder.search_ensemble``, when the training rows are held in
+    memory (not ``streamed``: extracting an ensemble's features costs its members' together, and that was not
+    measured past ``data.batch_rows``). It needs two networks trained (few rows: none are)."""
+    return config.search_ensemble and layout.kind in ("image", "sequence") and not streamed
 
 
 def rung_fractions(n_rungs: int) -> list[float]:

@@ -36,7 +36,7 @@ def _encoder_section(encoder: dict[str, Any] | None, fmt: str) -> list[str]:
     chosen = next(r for r in rows if r["chosen"])
     tried = [r for r in rows if "advantage" in r]
     rule = "" if not tried else (
-        " From the default up (the networks' ensemble on images, rocket on sequences, identity, then the best "
+        " From the default up (the networks' ensemble, rocket on sequences, identity, then the best "
         "network), each is kept only when it "
         "beats the one kept so far by more than one standard error on the same rows: here "
         + "; ".join(f"{r['candidate']} against {r.get('against', 'identity')} {100 * r['advantage']:+.2f} ± "
