@@ -38,7 +38,7 @@ from pathlib import Path
 
 def _search_direct(scaled, config, root: str) -> dict:
     """The encoder search as the flow lays it out (`tasks.core.search.search_graph`), called without Prefect."""
-    from tasks.core.candidates import CHEAP_KINDS, candidate_set, ensemble_scored
+    from tasks.core.candidates import candidate_set, ensemble_scored
     from tasks.core.layout import Layout
     from tasks.core.search import search_graph, search_rungs, selection_svc
     from tasks.encoder_candidate import encoder_candidate
@@ -46,18 +46,18 @@ def _search_direct(scaled, config, root: str) -> dict:
     from tasks.store.tables import batch_rows_of, read_meta
 
     meta = read_meta(scaled)
-    specs = candidate_set(Layout.from_meta(meta), config.encoder)
+    layout = Layout.from_meta(meta)
+    specs = candidate_set(layout, config.encoder)
     n_train = int(meta["split_sizes"]["train"])
-    rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
+    streamed = n_train > batch_rows_of(meta)
+    rungs = search_rungs([c.encoder.kind for c in specs], n_train, streamed, config.encoder)
     svc = selection_svc(config.encoder)
-    trained, scored = search_graph(specs, rungs, lambda i, spec, **rung: encoder_candidate.fn(scaled, spec, root=root,
-                                                                                               **rung),
-                                   lambda t: score_candidate.fn(t, svc, root=root))
-    found = {"candidates": trained, "scores": scored}
-    if ensemble_scored(Layout.from_meta(meta), config.encoder, n_train > batch_rows_of(meta)):
-        networks = [rungs for rungs, spec in zip(trained, specs, strict=True) if spec.encoder.kind not in CHEAP_KINDS]
-        found["ensemble"] = score_candidate.fn(None, svc, root=root, members=networks)
-    return found
+    trained, scored, ensemble = search_graph(
+        specs, rungs, lambda i, spec, **rung: encoder_candidate.fn(scaled, spec, root=root, **rung),
+        lambda t: score_candidate.fn(t, svc, root=root),
+        (lambda networks: score_candidate.fn(None, svc, root=root, members=networks))
+        if ensemble_scored(layout, config.encoder, streamed) else None)
+    return {"candidates": trained, "scores": scored, "ensemble": ensemble}
 
 
 def _direct(config, root: str) -> None:

@@ -132,7 +132,8 @@ def _submit_candidates(scaled, config: Config, root: str,
     """Submit the encoder search for the scaled rows' layout (waits for ``scaled``): per candidate, one
     ``encoder_candidate`` and one ``score_candidate`` per rung of successive halving (one rung without it).
 
-    Returns (training futures, score futures), per candidate and rung. Every task is submitted now: a later
+    Returns (training futures, score futures), per candidate and rung, and the future of the networks'
+    ensemble's score (None when none is scored: `tasks.core.candidates.ensemble_scored`). Every task is submitted now: a later
     rung reads the previous rung's scores and stops itself when it is not among the better half
     (`tasks.encoder_candidate`), so the graph is static and each rung is cached on its own. The search
     budget starts now: every network gets its deadline, the cheap candidates (which are laid out first and
@@ -142,7 +143,8 @@ def _submit_candidates(scaled, config: Config, root: str,
     layout = Layout.from_meta(meta)
     specs = candidate_set(layout, config.encoder)
     n_train = int(meta["split_sizes"]["train"])
-    rungs = search_rungs([c.encoder.kind for c in specs], n_train, n_train > batch_rows_of(meta), config.encoder)
+    streamed = n_train > batch_rows_of(meta)
+    rungs = search_rungs([c.encoder.kind for c in specs], n_train, streamed, config.encoder)
     deadline = time.time() + config.encoder.search_budget_s
     train = encoder_candidate.with_options(refresh_cache=refresh)
     score = score_candidate.with_options(refresh_cache=refresh)
@@ -157,14 +159,13 @@ def _submit_candidates(scaled, config: Config, root: str,
         names[id(future)] = name
         return future
 
-    trainings, scores = search_graph(specs, rungs, trained, lambda future: score.with_options(
-        task_run_name=f"{SCORE_TASK} {names[id(future)]}").submit(future, svc, root=root))
-    together = None
-    if ensemble_scored(layout, config.encoder, n_train > batch_rows_of(meta)):  # after every network's last rung
-        networks = [rungs for rungs, spec in zip(trainings, specs, strict=True) if spec.encoder.kind not in CHEAP_KINDS]
-        together = score.with_options(task_run_name=f"{SCORE_TASK} {ENSEMBLE}").submit(None, svc, root=root,
-                                                                                       members=networks)
-    return trainings, scores, together
+    def together(networks):
+        return score.with_options(task_run_name=f"{SCORE_TASK} {ENSEMBLE}").submit(None, svc, root=root,
+                                                                                     members=networks)
+
+    return search_graph(specs, rungs, trained, lambda future: score.with_options(
+        task_run_name=f"{SCORE_TASK} {names[id(future)]}").submit(future, svc, root=root),
+        together if ensemble_scored(layout, config.encoder, streamed) else None)
 
 
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None, started: float) -> PipelineResult:

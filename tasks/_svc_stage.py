@@ -42,18 +42,18 @@ from tasks.store.tables import (
 )
 
 
-def for_data(config: SVCConfig, data_ref: ArtifactRef) -> SVCConfig:
-    """``config`` with ``kernel = "auto"`` resolved for ``data_ref``'s rows: the features of the encoder kind its
-    meta names (``extract_features`` writes it), or the scaled inputs (`tasks.core.svm.resolve_kernel`)."""
-    return resolve_kernel(config, read_meta(data_ref).get("encoder_kind"))
+def for_data(config: SVCConfig, meta: dict[str, Any]) -> SVCConfig:
+    """``config`` with ``kernel = "auto"`` resolved for the rows whose ``meta.json`` is ``meta``: the features of the
+    encoder kind it names (``extract_features`` writes it), or the scaled inputs (`tasks.core.svm.resolve_kernel`)."""
+    return resolve_kernel(config, meta.get("encoder_kind"))
 
 
 def decide(data_ref: ArtifactRef, config: SVCConfig) -> dict[str, Any]:
     """`tasks.core.svm.resolve_solver` for the training rows of ``data_ref``; the exact fit's cost, when it
     must be predicted, is measured on a seeded sample of at most `PROBE_SAMPLE` (and ``data.batch_rows``)
     training rows."""
-    config = for_data(config, data_ref)
     meta = read_meta(data_ref)
+    config = for_data(config, meta)
     n_train, d = int(meta["split_sizes"]["train"]), len(feature_names(data_ref))
     sample = None
     if config.solver == "auto" and n_train > PROBE_ROWS:
@@ -115,7 +115,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     log = stage_logger()
     meta = read_meta(data_ref)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
-    fitted, search = searched_config(for_data(config, data_ref), [read_json(ref, "cv.json") for ref in cv or []])
+    fitted, search = searched_config(for_data(config, meta), [read_json(ref, "cv.json") for ref in cv or []])
     if search:
         log.info("%s: search chose C=%g gamma=%s (CV %s %.4f)", kind, fitted.C, fitted.gamma,
                  search["metric"], search["chosen"]["mean"])

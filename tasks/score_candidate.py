@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.config import SVCConfig
-from tasks.core.candidates import ENSEMBLE
+from tasks.core.candidates import ENSEMBLE, last_trained
 from tasks.core.search import Heldout, joined, score_heldout
 from tasks.core.svm import resolve_kernel
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
@@ -34,12 +34,8 @@ def scored_row(inputs: dict) -> str | None:
     return None if trained is None else f"candidate {trained.params['candidate']['name']}"
 
 
-def _last(rungs: list[ArtifactRef | None]) -> ArtifactRef | None:
-    return next((r for r in reversed(rungs) if r is not None), None)
-
-
 def _score_ensemble(members: list[list[ArtifactRef | None]], config: SVCConfig, root: str) -> ArtifactRef | None:
-    trained = [t for t in (_last(rungs) for rungs in members) if t is not None]
+    trained = [t for t in (last_trained(rungs) for rungs in members) if t is not None]
     if len(trained) < 2:
         return None
     heldouts, names = [], []

@@ -24,7 +24,7 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str, solver: ArtifactRef | N
     ``solver`` (``choose_solver``'s artifact for ``data``)."""
     meta = read_meta(data)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
-    point = point.model_copy(update={"kernel": for_data(point.svc_config(), data).kernel})  # svc.kernel = auto
+    point = point.model_copy(update={"kernel": for_data(point.svc_config(), meta).kernel})  # svc.kernel = auto
     decision = read_json(solver, "solver.json") if solver is not None else decide(data, point.svc_config())
     solver_name = decision["solver"]
     X, y = load_split(data, "train", max_rows=batch, seed=point.seed)

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EncoderConfig
-from tasks.core.candidates import CHEAP_KINDS, ENSEMBLE, candidate_set, networks_skipped, rung_fractions
+from tasks.core.candidates import (
+    CHEAP_KINDS,
+    ENSEMBLE,
+    candidate_set,
+    last_trained,
+    networks_skipped,
+    rung_fractions,
+)
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
@@ -39,10 +46,6 @@ def best_network(rows: list[dict[str, Any]]) -> int | None:
     halving, then the best score (ties: the earlier); None when no network ran."""
     networks = [i for i, r in enumerate(rows) if r["score"] is not None and r["kind"] not in (*CHEAP_KINDS, ENSEMBLE)]
     return max(networks, key=lambda i: (rows[i]["reached"], rows[i]["score"], -i)) if networks else None
-
-
-def _last(refs: list[ArtifactRef | None]) -> ArtifactRef | None:
-    return next((r for r in reversed(refs) if r is not None), None)
 
 
 def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactRef | None]],
@@ -146,7 +149,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         together = None if ensemble is None else read_json(ensemble, "score.json")
         names = [c.name for c in candidate_set(layout, config)]
         members = [] if together is None else [names.index(name) for name in together["members"]]
-        if together is not None and [_last(candidates[i]).sha256 for i in members] != together["member_artifacts"]:
+        if together is not None and [last_trained(candidates[i]).sha256 for i in members] != together["member_artifacts"]:
             raise ValueError("the ensemble's score was made from other trainings than the candidates given")
         rows = selection(config, layout, scores, int(meta["split_sizes"]["train"]), together)
         chosen = next(i for i, r in enumerate(rows) if r["chosen"])
@@ -158,14 +161,14 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                  f"; not started (budget spent): {', '.join(skipped)}" if skipped else "")
         with ArtifactWriter(root, "encoder", params) as w:
             if rows[chosen]["kind"] == ENSEMBLE:
-                winner = _last(candidates[network])  # its history and settings stand for the ensemble's
-                chosen_config = _write_ensemble(w, [_last(candidates[i]) for i in members], rows[chosen]["members"],
+                winner = last_trained(candidates[network])  # its history and settings stand for the ensemble's
+                chosen_config = _write_ensemble(w, [last_trained(candidates[i]) for i in members], rows[chosen]["members"],
                                                 read_json(winner, "config.json"), config.seed)
             else:
-                winner = _last(candidates[chosen])
+                winner = last_trained(candidates[chosen])
                 shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
                 chosen_config = read_json(winner, "config.json")
-            best = None if network is None else _last(candidates[network])
+            best = None if network is None else last_trained(candidates[network])
             if best is not None:
                 shutil.copyfile(best.file("encoder.keras"), w.path("network.keras"))
             w.write_json("config.json", {

@@ -36,6 +36,8 @@ How a candidate is scored: `tasks.core.search`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict
 
 from tasks.config import EncoderConfig
@@ -46,6 +48,7 @@ CHEAP_KINDS = ("identity", "rocket")
 # images: the features of every network the search trained, side by side (``encoder.search_ensemble``); not a
 # candidate of its own (nothing trains for it), scored from the networks' stored held-out features
 ENSEMBLE = "ensemble"
+T = TypeVar("T")
 _LONG = {"epochs": 150, "patience": 25, "batch_size": 32}
 _SHORT = {"epochs": 60, "patience": 10, "batch_size": 32}
 
@@ -97,6 +100,11 @@ def ensemble_scored(layout: Layout, config: EncoderConfig, streamed: bool) -> bo
     memory (not ``streamed``: extracting an ensemble's features costs its members' together, and that was not
     measured past ``data.batch_rows``). It needs two networks trained (few rows: none are)."""
     return config.search_ensemble and layout.kind in ("image", "sequence") and not streamed
+
+
+def last_trained(rungs: list[T | None]) -> T | None:
+    """A candidate's last training among its rungs (None where a rung did not run), or None when none ran."""
+    return next((r for r in reversed(rungs) if r is not None), None)
 
 
 def rung_fractions(n_rungs: int) -> list[float]:

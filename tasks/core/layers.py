@@ -185,6 +185,7 @@ class MiniRocket(keras.layers.Layer):
         self.channels = [[float(v) for v in row] for row in channels]
         self.unscale = None if unscale is None else [[float(v) for v in part] for part in unscale]
         self._initial = None if biases is None else np.asarray(biases, dtype="float32")
+        self._arrays = None  # `_structure`, made once
 
     @property
     def n_features(self) -> int:
@@ -236,7 +237,7 @@ class MiniRocket(keras.layers.Layer):
     def _structure(self) -> tuple[np.ndarray, ...]:
         """The transform's fixed arrays, `_ppv`'s arguments after the biases (arguments, not constants: one
         compiled program serves every transform of the same shapes, e.g. the folds of a search)."""
-        if getattr(self, "_arrays", None) is None:
+        if self._arrays is None:
             index, keep = self._layout()
             self._arrays = (np.asarray(self.dilations, "int32"),
                             (-(-np.asarray(self.per_dilation, "int32") // FEATURE_CHUNK)).astype("int32"),
@@ -250,14 +251,12 @@ class MiniRocket(keras.layers.Layer):
         return {"length": self.length, "n_channels": self.n_channels,
                 "reach": (KERNEL_LENGTH // 2) * max(self.dilations)}
 
+    def _weights(self) -> list:
+        """The biases, and with ``standardize`` the features' means and scales: `_output`'s weights."""
+        return [self.biases, self.feature_mean, self.feature_scale] if self.standardize else [self.biases]
+
     def call(self, inputs):
-        x = inputs
-        if self.unscale is not None:
-            x = x * np.asarray(self.unscale[1], "float32") + np.asarray(self.unscale[0], "float32")
-        features = _ppv(x, self.biases, *self._structure(), **self._statics())
-        if self.standardize:
-            features = (features - self.feature_mean) / self.feature_scale
-        return features
+        return _output(inputs, self._weights(), self._structure(), self.unscale, self._statics())
 
     def features(self, X: np.ndarray, max_floats: int = 2 ** 26) -> np.ndarray:
         """What the layer outputs for rows ``X`` (n, T * C), as float32 numpy, without a Keras model: on JAX one
@@ -272,9 +271,11 @@ class MiniRocket(keras.layers.Layer):
         per_row = N_KERNELS * padded_length(self.length) * (9 * self.n_channels + FEATURE_CHUNK)
         size = 1 << max(int(max_floats // per_row).bit_length() - 1, 0)
         if keras.backend.backend() == "jax":
-            weights = [w.value for w in self.weights]
-            forward = lambda chunk: _jitted_call(self._statics(), self.unscale, self.standardize)(  # noqa: E731
-                chunk, weights, self._structure())
+            jitted, weights, structure = _jitted_call(self._statics(), self.unscale), self._weights(), self._structure()
+            weights = [w.value for w in weights]
+
+            def forward(chunk):
+                return jitted(chunk, weights, structure)
         else:
             forward = self
         return padded_forward(forward, np.asarray(X, dtype="float32"), size).astype("float32")
@@ -335,21 +336,24 @@ def _ppv(x, biases, dilations, n_chunks, masks, where, index, keep, *, length: i
     return ops.take(ppv, keep, axis=1)  # (B, n_features): dilation, kernel, then feature
 
 
+def _output(x, weights: list, structure: tuple, unscale: list[list[float]] | None, statics: dict[str, int]):
+    """What `MiniRocket` outputs for rows ``x``: the scaler undone (``unscale``), the PPVs (`_ppv`), standardised
+    when ``weights`` holds the features' means and scales after the biases."""
+    if unscale is not None:
+        x = x * np.asarray(unscale[1], "float32") + np.asarray(unscale[0], "float32")
+    out = _ppv(x, weights[0], *structure, **statics)
+    return (out - weights[1]) / weights[2] if len(weights) == 3 else out
+
+
 _JITTED: dict = {}
 
 
-def _jitted_call(statics: dict[str, int], unscale, standardize: bool):
-    """`MiniRocket.call` as one ``jax.jit`` function of (rows, the layer's weights, its structure) for these
-    static settings, kept for the process."""
-    key = (tuple(sorted(statics.items())), None if unscale is None else tuple(map(tuple, unscale)), standardize)
+def _jitted_call(statics: dict[str, int], unscale: list[list[float]] | None):
+    """`_output` as one ``jax.jit`` function of (rows, the layer's weights, its structure) for these static settings,
+    kept for the process (standardised or not follows from the weights given: a trace per case)."""
+    key = (tuple(sorted(statics.items())), None if unscale is None else tuple(map(tuple, unscale)))
     if key not in _JITTED:
         import jax
 
-        def forward(x, weights, structure):
-            if unscale is not None:
-                x = x * np.asarray(unscale[1], "float32") + np.asarray(unscale[0], "float32")
-            out = _ppv(x, weights[0], *structure, **statics)
-            return (out - weights[1]) / weights[2] if standardize else out
-
-        _JITTED[key] = jax.jit(forward)
+        _JITTED[key] = jax.jit(lambda x, weights, structure: _output(x, weights, structure, unscale, statics))
     return _JITTED[key]

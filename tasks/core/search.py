@@ -105,17 +105,21 @@ def search_rungs(kinds: list[str], n_train: int, streamed: bool, config: Encoder
 
 
 def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Callable[..., Any],
-                 score: Callable[[Any], Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+                 score: Callable[[Any], Any], together: Callable[[list[list[Any]]], Any] | None = None,
+                 ) -> tuple[list[list[Any]], list[list[Any]], Any]:
     """Lay out the search: every training and scoring call of every candidate and rung, each after the calls
-    whose results it reads; returns (trained, scored), per candidate and rung.
+    whose results it reads; returns (trained, scored), per candidate and rung, and the ensemble's score.
 
     ``train(i, spec, rung=[before, fraction] or None)`` trains candidate ``i`` (its first rung; ``rung`` None:
     the whole budget, one rung), and for a later rung also gets ``start`` (its own previous training),
     ``previous`` (every network's previous score) and ``position`` (its index among them); a network's first
     rung also gets ``cheap``, the scores of the cheap candidates (`CHEAP_KINDS`), which are laid out first,
     when they include ``rocket`` (sequences, where this was measured): it stops itself when they already
-    decide (`tasks.core.candidates.networks_skipped`). ``score(trained)`` scores one training. What a call is belongs to the caller: a Prefect task submitted (the flow, where a
-    later rung stops itself when it is not among the better half) or a stage function called directly.
+    decide (`tasks.core.candidates.networks_skipped`). ``score(trained)`` scores one training;
+    ``together(rungs)``, when given (`tasks.core.candidates.ensemble_scored`), scores the networks' ensemble from
+    every network's trainings, laid out last (None when not given). What a call is belongs to the caller: a
+    Prefect task submitted (the flow, where a later rung stops itself when it is not among the better half) or a
+    stage function called directly.
 
     Args:
         rungs: `search_rungs`'s fractions, or None (no successive halving).
@@ -136,7 +140,7 @@ def search_graph(specs: list[Candidate], rungs: list[float] | None, train: Calla
             trained[i].append(train(i, specs[i], rung=[fractions[r - 1], fractions[r]], start=trained[i][-1],
                                     previous=previous, position=position))
             scored[i].append(score(trained[i][-1]))
-    return trained, scored
+    return trained, scored, together([trained[i] for i in networks]) if together is not None else None
 
 
 def survivors(scores: list[float | None], keep: int) -> list[int]:
