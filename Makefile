@@ -7,7 +7,7 @@ PORT   ?= 4200
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test fuzz bench bench-scale dashboard screenshots lint clean
+.PHONY: demo test fuzz bench bench-smoke bench-scale dashboard screenshots lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)  ## accuracy, loop, speed, predict and image-encoder benchmarks 
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/predict.py
 	$(BIN)/python benchmarks/image_encoders.py
+
+bench-smoke: $(STAMP)  ## every benchmark at tiny size (seconds each; make test runs these too)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pytest -q -m bench_smoke
 
 bench-scale: $(STAMP)  ## large data: 10k, 100k and 1M rows x 784 end to end, and exact vs approx SVM (about an hour)
 	$(BIN)/python benchmarks/scale.py

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from tasks.catalog import NAMES as APPROACHES
+from tasks.store.kinds import METRICS
 
 BUILTIN = ("iris", "wine", "breast_cancer", "digits", "mnist1d")
 PUBLIC = ("GunPoint", "Coffee", "BasicMotions")
@@ -108,7 +109,7 @@ def run_one(name: str, seed: int, root: Path, extra: list[str]) -> dict:
     start = time.perf_counter()
     result = pipeline(config=config, data_dir=str(root / f"{name}-{seed}"))
     seconds = time.perf_counter() - start
-    metrics = json.loads((Path(result.stages["evaluate"].artifact) / "metrics.json").read_text())
+    metrics = json.loads((Path(result.stages["evaluate"].artifact) / METRICS).read_text())
     encoder = metrics.get("encoder") or {}
     chosen = next((r["candidate"] for r in encoder.get("selection") or [] if r["chosen"]), encoder.get("kind"))
     accuracy = {a: metrics["approaches"][a]["accuracy"] for a in metrics["approaches"]}
@@ -116,7 +117,7 @@ def run_one(name: str, seed: int, root: Path, extra: list[str]) -> dict:
     if layout == "sequence" and rocket_columns:  # the rocket encoder on its own, and the paper's reference
         only = load_config(None, [*overrides, "encoder.kind='rocket'", "evaluate.approaches=['features_svc']"], flags)
         again = pipeline(config=only, data_dir=str(root / f"{name}-{seed}"))
-        accuracy["rocket"] = json.loads((Path(again.stages["evaluate"].artifact) / "metrics.json").read_text())[
+        accuracy["rocket"] = json.loads((Path(again.stages["evaluate"].artifact) / METRICS).read_text())[
             "approaches"]["features_svc"]["accuracy"]
         accuracy["minirocket+ridge"] = minirocket_ridge(result.artifacts["ingest"], seed)
     return {"dataset": name, "seed": seed, "n_test": metrics["n_test"], "seconds": round(seconds, 1),
@@ -180,7 +181,13 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write every run's numbers here")
     parser.add_argument("--no-rocket", action="store_true", help="sequences: leave out the rocket encoder's run "
                                                                  "and the MiniRocket + ridge reference")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                        "(benchmarks/smoke.py); its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import smoke
+
+        args.datasets, args.seeds, args.set = "iris", 1, [*smoke.SET, *args.set]
     global rocket_columns
     rocket_columns = not args.no_rocket
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]

@@ -61,7 +61,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated (module docstring)")
     parser.add_argument("--groups", default=DEFAULT_GROUPS, help="comma-separated ensembles of variants joined by |")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                        "(benchmarks/smoke.py); its numbers mean nothing")
     args = parser.parse_args()
+    extra = []
+    if args.smoke:
+        args.seeds, args.variants, args.groups = 1, "cnn2d,cnn2d+seed1", "cnn2d|cnn2d+seed1"
+        extra = ["encoder.max_steps=20"]
     variants = args.variants.split(",")
     groups = [g.split("|") for g in args.groups.split(",") if g]
     unknown = {m for g in groups for m in g} - set(variants)
@@ -72,7 +78,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {}
     seconds: dict[str, list[float]] = {}
     for seed in range(args.seeds):
-        config = load_config(None, [f"{k}={seed}" for k in SEED_KEYS], {"data.dataset": "digits"})
+        config = load_config(None, [*(f"{k}={seed}" for k in SEED_KEYS), *extra], {"data.dataset": "digits"})
         scaled = pipeline(config=config, data_dir=str(root / f"digits-{seed}"), until="scale").artifacts["scale"]
         meta = read_meta(scaled)
         layout = Layout.from_meta(meta)

@@ -64,7 +64,14 @@ def main() -> None:
     parser.add_argument("--stress", type=int, default=0, metavar="N", help="N alternating runs (threads and dask)")
     parser.add_argument("--exe", help="the marginflow command to measure (default: this environment's)")
     parser.add_argument("--export-api", action="store_true", help="set PREFECT_API_URL to the dashboard's address")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                        "(benchmarks/smoke.py); its numbers mean nothing")
     args = parser.parse_args()
+    dataset, tiny = "digits", []
+    if args.smoke:  # iris stands in for digits, with a small encoder
+        import smoke
+
+        dataset, tiny = "iris", [a for s in smoke.SET for a in ("--set", s)]
     if args.exe:
         EXE[:] = [args.exe]
     from flows.server import free_port, stop_server
@@ -87,11 +94,11 @@ def main() -> None:
     if args.export_api:
         env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     try:
-        t, p = _cli("run", "--dataset", "iris", "--data-dir", str(work / "iris"), "--json", env=env)
+        t, p = _cli("run", "--dataset", "iris", "--data-dir", str(work / "iris"), "--json", *tiny, env=env)
         assert p.returncode == 0, p.stderr[-2000:]
         assert args.export_api or "running dashboard" in p.stderr, p.stderr[-500:]
         row("cold iris, dashboard running", t, 12)
-        digits = ("run", "--dataset", "digits", "--data-dir", str(work / "digits"), "--json")
+        digits = ("run", "--dataset", dataset, "--data-dir", str(work / dataset), "--json", *tiny)
         t, cold = _cli(*digits, env=env)
         assert cold.returncode == 0, cold.stderr[-2000:]
         row("cold digits, dashboard running", t, 35)

@@ -27,7 +27,7 @@ MEASURE = (
 )
 
 
-def _train(root: Path) -> None:
+def _train(root: Path, smoke: bool = False) -> None:
     import numpy as np
     import pandas as pd
     from sklearn.datasets import load_iris
@@ -39,7 +39,8 @@ def _train(root: Path) -> None:
     frame = pd.DataFrame(bunch.data, columns=[f"x{i}" for i in range(4)])
     frame["species"] = np.asarray(bunch.target_names)[bunch.target]
     frame.to_csv(root / "iris.csv", index=False)
-    config = load_config(None, ["encoder.hidden=[16]", "encoder.epochs=10", "evaluate.approaches=['features_svc']"],
+    config = load_config(None, ["encoder.hidden=[16]", f"encoder.epochs={3 if smoke else 10}",
+                                "evaluate.approaches=['features_svc']"],
                          {"data.input": str(root / "iris.csv"), "data.label": "species", "data.dataset": None})
     pipeline(config=config, data_dir=str(root / "data"))
 
@@ -65,13 +66,17 @@ def main() -> None:
     parser.add_argument("--rows", default="100000,1600000", help="input sizes, comma-separated")
     parser.add_argument("--batch-rows", default="10000,100000", help="batch sizes, comma-separated")
     parser.add_argument("--formats", default="parquet,csv", help="input formats, comma-separated")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                        "(benchmarks/smoke.py); its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.batch_rows = "2000", "1000"
     sizes = [int(v) for v in args.rows.split(",")]
     batches = [int(v) for v in args.batch_rows.split(",")]
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     root = Path(tempfile.mkdtemp(prefix="marginflow-predict-"))
-    _train(root)
+    _train(root, args.smoke)
     exe = str(Path(sys.executable).parent / "marginflow")
 
     results = []

@@ -57,7 +57,7 @@ def _data(work: Path, n: int) -> Path:
     return path
 
 
-def run_size(work: Path, n: int, every: bool) -> dict:
+def run_size(work: Path, n: int, every: bool, extra: list[str] = ()) -> dict:
     """One ``marginflow run`` on ``n`` rows in a new process; its stages, wall time, peak RSS and result."""
     path = _data(work, n)
     data_dir = work / f"data-{n}"
@@ -69,6 +69,8 @@ def run_size(work: Path, n: int, every: bool) -> dict:
             "--split-column", "split", "--data-dir", str(data_dir), "--json"]
     if not every:
         argv += ["--set", "evaluate.approaches=['features_svc']"]
+    for override in extra:
+        argv += ["--set", override]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(work / f"run-{n}.log", "w"), cwd=ROOT)
     out = proc.stdout.read()
@@ -256,7 +258,18 @@ def main() -> None:
     p.add_argument("--encoder-steps", type=int, default=2000)
     p.add_argument("--solver-sizes", type=int, nargs="+", default=[5_000, 10_000, 20_000, 50_000])
     p.add_argument("--no-references", action="store_true", help="leave out the SGD and sklearn reference columns")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                   "(benchmarks/smoke.py); its numbers mean nothing")
     args = p.parse_args()
+    extra: list[str] = []
+    if args.smoke:
+        import smoke
+
+        args.sizes, args.solver_sizes, args.encoder_steps, extra = [600], [300], 10, smoke.SET
+        if args.work == p.get_default("work"):
+            import tempfile
+
+            args.work = tempfile.mkdtemp(prefix="marginflow-scale-smoke-")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"# marginflow scale benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
@@ -264,7 +277,7 @@ def main() -> None:
     runs = []
     if args.part in ("runs", "all"):
         for n in args.sizes:
-            runs.append(run_size(work, n, every=n <= 10_000))
+            runs.append(run_size(work, n, every=n <= 10_000, extra=extra))
             print(f"{n} rows: {runs[-1]['wall_s']:.0f} s, {runs[-1]['rss_mb']:.0f} MB", file=sys.stderr)
         print("\n".join(_stage_table(runs)))
         for r in runs:

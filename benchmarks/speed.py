@@ -36,52 +36,12 @@ import time
 from pathlib import Path
 
 
-def _search_direct(scaled, config, root: str) -> dict:
-    """The encoder search as the flow lays it out (`tasks.core.search.search_graph`), called without Prefect."""
-    from tasks.core.candidates import candidate_set, ensemble_scored
-    from tasks.core.layout import Layout
-    from tasks.core.search import search_graph, search_rungs, selection_svc
-    from tasks.encoder_candidate import encoder_candidate
-    from tasks.score_candidate import score_candidate
-    from tasks.store.tables import batch_rows_of, read_meta
-
-    meta = read_meta(scaled)
-    layout = Layout.from_meta(meta)
-    specs = candidate_set(layout, config.encoder)
-    n_train = int(meta["split_sizes"]["train"])
-    streamed = n_train > batch_rows_of(meta)
-    rungs = search_rungs([c.encoder.kind for c in specs], n_train, streamed, config.encoder)
-    svc = selection_svc(config.encoder)
-    trained, scored, ensemble = search_graph(
-        specs, rungs, lambda i, spec, **rung: encoder_candidate.fn(scaled, spec, root=root, **rung),
-        lambda t: score_candidate.fn(t, svc, root=root),
-        (lambda networks: score_candidate.fn(None, svc, root=root, members=networks))
-        if ensemble_scored(layout, config.encoder, streamed) else None)
-    return {"candidates": trained, "scores": scored, "ensemble": ensemble}
-
-
 def _direct(config, root: str) -> None:
-    """Every stage of `flows.plan` the flow runs for ``config``, called one after another without Prefect."""
-    from flows.plan import load_task, stage_config, stages_needed
-    from tasks.catalog import BY_NAME
-    from tasks.choose_solver import choose_solver
-    from tasks.core.svm import grid
-    from tasks.ingest import describe_source
-    from tasks.svc_cv import svc_cv
+    """Every stage (and task inside one) the flow runs for ``config``, laid out by the flow's own `flows.runner.
+    lay_out` on plain calls, one after another, without Prefect."""
+    from flows.runner import DirectRunner, lay_out
 
-    refs = {}
-    for stage in stages_needed(config.evaluate.approaches):
-        args = [refs[name] for name in stage.inputs] or [describe_source(config.data)]
-        kwargs = {"config": stage_config(config, stage), "root": root}
-        if stage.models:
-            kwargs["models"] = {a: refs[BY_NAME[a].stage] for a in config.evaluate.approaches}
-        if stage.search:
-            kwargs["solver"] = choose_solver.fn(args[0], config.svc, root=root)
-        if stage.search and config.svc.search:
-            kwargs["cv"] = [svc_cv.fn(args[0], point, root=root, solver=kwargs["solver"]) for point in grid(config.svc)]
-        if stage.candidates and config.encoder.kind == "auto":
-            kwargs.update(_search_direct(args[0], config, root))
-        refs[stage.name] = load_task(stage.name).fn(*args, **kwargs)
+    lay_out(config, root, DirectRunner())
 
 
 def _timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -129,15 +89,14 @@ def _scaled_rows(dataset: str, root: Path):
     return scale.fn(dataset_ref, config.scale, root=str(root))
 
 
-def engine_part(dataset: str, grid_dataset: str, work: Path) -> None:
+def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = ()) -> None:
     from flows.engine import task_runner
     from flows.pipeline import pipeline
     from flows.plan import BY_STAGE
-    from tasks.catalog import BY_NAME
     from tasks.config import load_config
     from tasks.core.svm import grid
 
-    config = load_config(None, [], {"data.dataset": dataset})
+    config = load_config(None, list(extra), {"data.dataset": dataset})
     dask = config.model_copy(update={"engine": config.engine.model_copy(update={"kind": "dask", "workers": 2})})
     search = config.svc.model_copy(update={"search": True})
     pipeline(config=config, data_dir=str(work / "e-warmup"))  # imports and compilation, not counted
@@ -170,8 +129,7 @@ def engine_part(dataset: str, grid_dataset: str, work: Path) -> None:
         print(f"{name:<72}{secs:>9.2f}{ratio:>9.2f}  {target}")
 
     seconds = {k: v.seconds for k, v in dask_run.stages.items() if not k.endswith(".cv")}
-    reads = {s.name: [*s.inputs, *([BY_NAME[a].stage for a in config.evaluate.approaches] if s.models else [])]
-             for s in BY_STAGE.values()}
+    reads = {s.name: s.reads(config.evaluate.approaches) for s in BY_STAGE.values()}
     total = sum(seconds.values())
     path_s, path = critical_path(seconds, reads)
     print("\nper task (dask run, seconds): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
@@ -187,7 +145,14 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--part", choices=("cache", "engine", "all"), default="all")
     parser.add_argument("--grid-dataset", default="mnist1d", help="built-in dataset of the engine part's search grid")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
+                        "(benchmarks/smoke.py); its numbers mean nothing")
     args = parser.parse_args()
+    extra: list[str] = []
+    if args.smoke:
+        import smoke
+
+        args.dataset, args.grid_dataset, extra = "iris", "iris", smoke.SET
 
     work = Path(tempfile.mkdtemp(prefix="marginflow-bench-"))
     server = None
@@ -205,13 +170,13 @@ def main() -> None:
 
     try:
         if args.part in ("engine", "all"):
-            engine_part(args.dataset, args.grid_dataset, work)
+            engine_part(args.dataset, args.grid_dataset, work, extra)
         if args.part == "engine":
             return
         from flows.pipeline import pipeline
         from tasks.config import load_config
 
-        config = load_config(None, [], {"data.dataset": args.dataset})
+        config = load_config(None, extra, {"data.dataset": args.dataset})
         _direct(config, str(work / "warmup"))  # imports and JAX compilation, not counted
         pipeline(config=config, data_dir=str(work / "warmup-flow"))  # Prefect client warm-up, not counted
 

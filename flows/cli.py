@@ -18,6 +18,7 @@ from typing import Any
 from flows.plan import CHOICES, STAGES, refresh_name, stage_name
 from tasks.config import BUILTIN_DATASETS
 from tasks.errors import InputError, first_line, printable
+from tasks.store.kinds import METRICS
 
 EPHEMERAL_TIMEOUT_S = 90
 
@@ -213,10 +214,9 @@ def _preflight(config, args: argparse.Namespace) -> None:
     not read again: its layout comes from that artifact.
     """
     from flows.engine import check_local_workers
-    from tasks.core.dataset import check_source, describe_source
     from tasks.core.layout import Layout
     from tasks.core.networks import check_against_data
-    from tasks.ingest import ingest
+    from tasks.ingest import check_source, describe_source, ingest
     from tasks.store.cache import lookup
     from tasks.store.tables import read_meta
 
@@ -322,7 +322,7 @@ def _terminal(args: argparse.Namespace) -> Iterator[None]:
     """Progress display (TTY), plain logs (no TTY) or nothing (--quiet, --json); --log-file in every case."""
     import logging
 
-    from flows.progress import live_display, log_setup
+    from flows.display import live_display, log_setup
 
     live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not args.quiet
     level = logging.ERROR if args.quiet else logging.WARNING if live else None  # None: Prefect's plain lines
@@ -363,7 +363,7 @@ def _report_result(args: argparse.Namespace, config, result) -> None:
     from tasks.store.artifacts import read_json
 
     report = result.artifacts.get("evaluate")
-    metrics = read_json(report, "metrics.json") if report else None
+    metrics = read_json(report, METRICS) if report else None
     if args.json:
         out = {
             "stages": {k: v.model_dump() for k, v in result.stages.items()},
@@ -530,7 +530,7 @@ def _promote_command(args: argparse.Namespace) -> int:
     found = known_api()
     if found:  # keep the dashboard's models table current
         os.environ["PREFECT_API_URL"] = found[0]
-        from flows.progress import log_setup
+        from flows.display import log_setup
         from flows.promote import promoted
 
         try:

@@ -1,4 +1,4 @@
-"""The pipeline flow: runs the stage table of `flows.plan`.
+"""The pipeline flow: runs the stage table of `flows.plan` (laid out by `flows.runner`).
 
 Main path: ingest -> scale -> train_encoder -> extract_features -> train_svc -> evaluate ->
 bundle; beside it the other approaches of `tasks.catalog` train from the same scaled split.
@@ -12,41 +12,16 @@ parameters are the whole typed config, so the dashboard shows what a run used.
 # from the real annotation objects when a served run loads this module by its entrypoint.
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from prefect import flow, unmapped
+from prefect import flow
 from pydantic import BaseModel
 
-from flows.plan import (
-    CANDIDATE_TASK,
-    SCORE_TASK,
-    SEARCH_TASK,
-    SOLVER_TASK,
-    STAGES,
-    TASKS,
-    load_task,
-    refresh_name,
-    stage_config,
-    stages_needed,
-)
-from tasks.catalog import BY_NAME
-from tasks.choose_solver import choose_solver
+from flows.runner import PrefectRunner, lay_out
 from tasks.config import Config, changes, run_name, source_name
-from tasks.core.candidates import CHEAP_KINDS, ENSEMBLE, candidate_set, ensemble_scored
-from tasks.core.layout import Layout
 from tasks.core.report import render_stages
-from tasks.core.search import search_graph, search_rungs, selection_svc
-from tasks.core.svm import grid
-from tasks.encoder_candidate import encoder_candidate
-from tasks.ingest import describe_source
-from tasks.ops.runreport import RunInfo, report_dir, write_run_report
-from tasks.ops.runs import list_runs, root_key, runs_table
-from tasks.register_model import register_model
-from tasks.score_candidate import score_candidate
-from tasks.store.artifacts import ArtifactRef, clean_staging
-from tasks.store.cache import describe, warm_code_versions
-from tasks.store.progress import emit
-from tasks.store.runlog import (
+from tasks.obs.progress import emit
+from tasks.obs.runlog import (
     add_tags,
     current_flow_run,
     flow_run_link,
@@ -55,8 +30,11 @@ from tasks.store.runlog import (
     stage_logger,
     tracked_run,
 )
-from tasks.store.tables import batch_rows_of, read_meta
-from tasks.svc_cv import svc_cv
+from tasks.ops.runreport import RunInfo, report_dir, write_run_report
+from tasks.ops.runs import list_runs, root_key, runs_table
+from tasks.register_model import register_model
+from tasks.store.artifacts import ArtifactRef, clean_staging
+from tasks.store.cache import describe
 
 
 class StageRun(BaseModel):
@@ -127,89 +105,12 @@ def pipeline(
         return _run(config, root, refresh, until, started)
 
 
-def _submit_candidates(scaled, config: Config, root: str,
-                       refresh: bool) -> tuple[list[list[Any]], list[list[Any]], Any | None]:
-    """Submit the encoder search for the scaled rows' layout (waits for ``scaled``): per candidate, one
-    ``encoder_candidate`` and one ``score_candidate`` per rung of successive halving (one rung without it).
-
-    Returns (training futures, score futures), per candidate and rung, and the future of the networks'
-    ensemble's score (None when none is scored: `tasks.core.candidates.ensemble_scored`). Every task is submitted now: a later
-    rung reads the previous rung's scores and stops itself when it is not among the better half
-    (`tasks.encoder_candidate`), so the graph is static and each rung is cached on its own. The search
-    budget starts now: every network gets its deadline, the cheap candidates (which are laid out first and
-    take seconds) none, so at least one always runs and no network starts after ``encoder.search_budget_s``.
-    """
-    meta = read_meta(scaled.result().at(root))
-    layout = Layout.from_meta(meta)
-    specs = candidate_set(layout, config.encoder)
-    n_train = int(meta["split_sizes"]["train"])
-    streamed = n_train > batch_rows_of(meta)
-    rungs = search_rungs([c.encoder.kind for c in specs], n_train, streamed, config.encoder)
-    deadline = time.time() + config.encoder.search_budget_s
-    train = encoder_candidate.with_options(refresh_cache=refresh)
-    score = score_candidate.with_options(refresh_cache=refresh)
-    svc = selection_svc(config.encoder)
-    names: dict[int, str] = {}  # a training future -> the name of its task runs: the candidate, and its rung
-
-    def trained(i: int, spec, **rung):
-        part = rung.get("rung")
-        name = spec.name + ("" if part is None else f" to {100 * part[1]:.0f}%")
-        future = train.with_options(task_run_name=f"{CANDIDATE_TASK} {name}").submit(  # cheap ones always run
-            scaled, spec, root=root, deadline=None if spec.encoder.kind in CHEAP_KINDS else deadline, **rung)
-        names[id(future)] = name
-        return future
-
-    def together(networks):
-        return score.with_options(task_run_name=f"{SCORE_TASK} {ENSEMBLE}").submit(None, svc, root=root,
-                                                                                     members=networks)
-
-    return search_graph(specs, rungs, trained, lambda future: score.with_options(
-        task_run_name=f"{SCORE_TASK} {names[id(future)]}").submit(future, svc, root=root),
-        together if ensemble_scored(layout, config.encoder, streamed) else None)
-
-
 def _run(config: Config, root: str, refresh: list[str] | None, until: str | None, started: float) -> PipelineResult:
-    """Submit the planned stages with the futures of their inputs; collect their states in table order."""
-    forced = {*STAGES, *TASKS} if "all" in (refresh or []) else {refresh_name(s) for s in refresh or []}
-    plan = stages_needed(config.evaluate.approaches, until)
-    # every code digest of the run's cache keys, here in the flow's thread before any task starts
-    warm_code_versions([f"tasks.{name}" for name in (*(s.name for s in plan), *TASKS)])
-    futures: dict[str, Any] = {}
-    # "<stage>.cv" / "<stage>.candidates" / "<stage>.solver": (what they are, futures); what None: one task, whose
-    # artifact its row shows
-    searches: dict[str, tuple[str | None, list[Any]]] = {}
+    """Submit the planned stages with the futures of their inputs (`flows.runner.lay_out`); collect their states
+    in table order."""
+    laid = lay_out(config, root, PrefectRunner(), refresh, until)
+    plan, futures, searches = laid.plan, laid.handles, laid.rows
     emit("plan", stages=[stage.name for stage in plan], flow_run_id=current_flow_run()[0])
-    for stage in plan:
-        task = load_task(stage.name).with_options(refresh_cache=stage.name in forced)
-        args = [futures[name] for name in stage.inputs] or [describe_source(config.data)]
-        kwargs: dict[str, Any] = {"config": stage_config(config, stage), "root": root}
-        if stage.models:
-            kwargs["models"] = {a: futures[BY_NAME[a].stage] for a in config.evaluate.approaches}
-        if stage.search:  # an SVC stage: one solver decision for its fit and its search points
-            decided = choose_solver.with_options(refresh_cache=SOLVER_TASK in forced).submit(
-                futures[stage.inputs[0]], config.svc, root=root)
-            searches[f"{stage.name}.solver"] = (None, [decided])
-            kwargs["solver"] = decided
-        if stage.search and config.svc.search:
-            cv = svc_cv.with_options(refresh_cache=SEARCH_TASK in forced).map(
-                unmapped(futures[stage.inputs[0]]), grid(config.svc), root=unmapped(root), solver=unmapped(decided))
-            searches[f"{stage.name}.cv"] = (f"{SEARCH_TASK} points", cv)
-            kwargs["cv"] = cv
-        if stage.candidates and config.encoder.kind == "auto":
-            futures[stage.inputs[0]].wait()
-            if not futures[stage.inputs[0]].state.is_completed():  # the search needs the rows' layout
-                for name in futures:  # in table order: the earliest stage's own error, as below
-                    futures[name].result()
-            trained, scored, together = _submit_candidates(futures[stage.inputs[0]], config, root,
-                                                           CANDIDATE_TASK in forced)
-            searches[f"{stage.name}.candidates"] = (f"{CANDIDATE_TASK} tasks for {len(trained)} candidates",
-                                                    [f for rungs in trained for f in rungs])
-            searches[f"{stage.name}.scores"] = (f"{SCORE_TASK}s", [f for rungs in scored for f in rungs]
-                                                + ([together] if together is not None else []))
-            kwargs["candidates"], kwargs["scores"] = trained, scored
-            if together is not None:
-                kwargs["ensemble"] = together
-        futures[stage.name] = task.submit(*args, **kwargs)
 
     result = PipelineResult(stages={}, artifacts={}, engine=config.engine.kind)
     for stage in plan:  # in table order, so the first failure raised is the earliest stage's own

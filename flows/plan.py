@@ -1,8 +1,10 @@
-"""The pipeline, declared once as data: which stages exist, what each reads, which config it gets.
+"""The pipeline, declared once as data: which stages exist, the task each runs, what each reads, which
+config it gets, and the tasks it fans out to (a solver decision, the SVC grid, the encoder search).
 
-`flows.pipeline` runs this table, the CLI takes its names, ``benchmarks/speed.py`` reuses it,
-and a test compares it with the graph the dashboard shows. No Prefect import here, so
-``marginflow --help`` stays fast; `load_task` imports a stage's module when it is run.
+`flows.runner` lays this table out on a runner: Prefect's task runner (`flows.pipeline`) or plain calls
+(``benchmarks/speed.py``); the CLI takes its names, and a test compares it with the graph the dashboard
+shows. Importing it imports the stage modules but not Prefect (a stage's Prefect task is built on first
+use: `tasks.store.cache.StageTask`), so ``marginflow --help`` stays fast.
 
 Names: a stage is verb_noun (``train_encoder``), the artifact it writes is a noun
 (``encoder``), an approach is named in `tasks.catalog` (``features_svc`` is trained by
@@ -11,11 +13,86 @@ Names: a stage is verb_noun (``train_encoder``), the artifact it writes is a nou
 
 from __future__ import annotations
 
-import importlib
+import inspect
 from dataclasses import dataclass
+from typing import Any
 
+from tasks.bundle import bundle
 from tasks.catalog import APPROACHES, BY_NAME, MAIN_APPROACH
+from tasks.choose_solver import choose_solver
 from tasks.config import MODEL_SECTIONS
+from tasks.deep_hinge import deep_hinge
+from tasks.encoder_candidate import encoder_candidate
+from tasks.evaluate import evaluate
+from tasks.extract_features import extract_features
+from tasks.ingest import ingest
+from tasks.knn import knn
+from tasks.linear_hinge import linear_hinge
+from tasks.raw_svc import raw_svc
+from tasks.rff_svm import rff_svm
+from tasks.scale import scale
+from tasks.score_candidate import score_candidate
+from tasks.svc_cv import svc_cv
+from tasks.train_encoder import train_encoder
+from tasks.train_svc import train_svc
+
+# --------------------------------------------------------------------------- fan-outs: tasks inside a stage
+
+
+@dataclass(frozen=True)
+class Solver:
+    """One ``choose_solver`` task on the stage's first input (which SVM solver fits those rows), passed as
+    ``solver``; it reads the ``svc`` section."""
+
+    tasks: tuple[Any, ...] = (choose_solver,)
+    kwargs: tuple[str, ...] = ("solver",)
+    row: str = "solver"
+
+    def applies(self, config) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Grid:
+    """With ``svc.search``: one ``svc_cv`` task per point of `tasks.core.svm.grid` on the first input, each
+    after the stage's `Solver`, passed as ``cv``."""
+
+    tasks: tuple[Any, ...] = (svc_cv,)
+    kwargs: tuple[str, ...] = ("cv",)
+    row: str = "cv"
+
+    def applies(self, config) -> bool:
+        return bool(config.svc.search)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """With ``encoder.kind = "auto"``: per candidate of the first input's layout, one ``encoder_candidate`` and
+    one ``score_candidate`` per rung of the search, and the networks' ensemble's score (`tasks.core.search.
+    search_graph`), passed as ``candidates``, ``scores`` and ``ensemble``; laid out once the first input exists
+    (its layout decides the candidates)."""
+
+    tasks: tuple[Any, ...] = (encoder_candidate, score_candidate)
+    kwargs: tuple[str, ...] = ("candidates", "scores", "ensemble")
+    row: str = "candidates"
+
+    def applies(self, config) -> bool:
+        return config.encoder.kind == "auto"
+
+
+@dataclass(frozen=True)
+class Models:
+    """The model artifact of each approach in ``evaluate.approaches`` (by its stage), passed as ``models``."""
+
+    tasks: tuple[Any, ...] = ()
+    kwargs: tuple[str, ...] = ("models",)
+    row: str = ""
+
+    def applies(self, config) -> bool:
+        return True
+
+
+Fanout = Solver | Grid | Candidates | Models
 
 
 @dataclass(frozen=True)
@@ -23,54 +100,68 @@ class Stage:
     """One stage of the pipeline.
 
     Attributes:
-        name: the stage's name: its Prefect task, its module ``tasks/<name>.py``, its key in ``--json``.
+        task: the stage's task (a `tasks.store.cache.stage`): its name is the stage's name, its Prefect task's,
+            its key in ``--json``; its function's parameters are checked against the rest of this row.
         artifact: the kind of artifact it writes.
         inputs: the stages whose artifacts it reads, in argument order (ingest reads the source).
         config: the config sections it receives; one is passed as itself, several as ``{section: ...}``.
-        models: ``evaluate`` only: it also reads ``{approach: model artifact}`` of the selected approaches.
-        search: an SVC stage: it also reads ``solver`` (``choose_solver`` on its first input: which SVM solver
-            fits) and, with ``svc.search``, ``cv``: the ``svc_cv`` grid mapped over its first input.
-        candidates: with ``encoder.kind = "auto"``, it also reads ``candidates`` and ``scores``: per candidate of
-            the first input's layout, one ``encoder_candidate`` and one ``score_candidate`` per rung of the
-            search (given the ``encoder`` section only).
+        fanouts: the tasks it also reads (`Solver`, `Grid`, `Candidates`, `Models`), by keyword.
     """
 
-    name: str
+    task: Any
     artifact: str
     inputs: tuple[str, ...]
     config: tuple[str, ...]
-    models: bool = False
-    search: bool = False
-    candidates: bool = False
+    fanouts: tuple[Fanout, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def reads(self, approaches: list[str]) -> list[str]:
+        """The stages whose artifacts it reads, its `Models` included."""
+        models = [BY_NAME[a].stage for a in approaches] if any(isinstance(f, Models) for f in self.fanouts) else []
+        return [*self.inputs, *models]
+
+    def check(self) -> None:
+        """Raise TypeError unless the task's function takes exactly this row's arguments (as Kedro's nodes are
+        checked against their functions)."""
+        params = list(inspect.signature(self.task.fn.__wrapped__).parameters)
+        want = [*(self.inputs or ["source"]), "config", *(k for f in self.fanouts for k in f.kwargs), "root"]
+        positional = params[: len(self.inputs or ["source"])]
+        if positional != params[: len(positional)] or sorted(params[len(positional):]) != sorted(
+                want[len(positional):]) or len(params) != len(want):
+            raise TypeError(f"stage {self.name}: its function takes {params}, the plan gives {want}")
 
 
+_TASKS = {t.name: t for t in (ingest, scale, train_encoder, extract_features, train_svc, raw_svc, linear_hinge,
+                              deep_hinge, rff_svm, knn, evaluate, bundle)}
 MAIN_PATH: tuple[Stage, ...] = (
-    Stage("ingest", "dataset", (), ("data",)),
-    Stage("scale", "scaled", ("ingest",), ("scale",)),
-    Stage("train_encoder", "encoder", ("scale",), ("encoder",), candidates=True),
-    Stage("extract_features", "features", ("scale", "train_encoder"), ("features",)),
+    Stage(ingest, "dataset", (), ("data",)),
+    Stage(scale, "scaled", ("ingest",), ("scale",)),
+    Stage(train_encoder, "encoder", ("scale",), ("encoder",), (Candidates(),)),
+    Stage(extract_features, "features", ("scale", "train_encoder"), ("features",)),
 )
 MAIN_STAGE: str = BY_NAME[MAIN_APPROACH].stage  # train_svc: the SVC on the encoder's features
 # the main path's SVC first, then the other approaches in catalog order; each approach's stage
 # writes an artifact of its own name, except the main path's ("svc")
 APPROACH_STAGES: tuple[Stage, ...] = tuple(
-    Stage(a.stage, "svc" if a.main else a.stage, a.reads, (a.section,), search=a.search)
+    Stage(_TASKS[a.stage], "svc" if a.main else a.stage, a.reads, (a.section,), (Solver(), Grid()) if a.search else ())
     for a in sorted(APPROACHES, key=lambda a: not a.main)
 )
 PIPELINE: tuple[Stage, ...] = (
     *MAIN_PATH,
     *APPROACH_STAGES,
-    Stage("evaluate", "report", ("scale", "train_encoder"), ("evaluate",), models=True),
-    Stage("bundle", "bundle", ("scale", "train_encoder", MAIN_STAGE), MODEL_SECTIONS),
+    Stage(evaluate, "report", ("scale", "train_encoder"), ("evaluate",), (Models(),)),
+    Stage(bundle, "bundle", ("scale", "train_encoder", MAIN_STAGE), MODEL_SECTIONS),
 )
 BY_STAGE: dict[str, Stage] = {s.name: s for s in PIPELINE}
 STAGES: tuple[str, ...] = tuple(BY_STAGE)
-SEARCH_TASK = "svc_cv"
-SOLVER_TASK = "choose_solver"
-CANDIDATE_TASK = "encoder_candidate"
-SCORE_TASK = "score_candidate"
+FANOUT_TASKS: dict[str, Any] = {t.name: t for s in PIPELINE for f in s.fanouts for t in f.tasks}
+SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK = svc_cv.name, choose_solver.name, encoder_candidate.name, \
+    score_candidate.name
 # the tasks inside stages (a search point, a solver decision, a candidate and its score): --refresh takes them too
-TASKS: tuple[str, ...] = (SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK)
+TASKS: tuple[str, ...] = tuple(FANOUT_TASKS)
 ALIASES: dict[str, str] = {
     **{s.artifact: s.name for s in PIPELINE if s.artifact != s.name},
     **{a.name: a.stage for a in APPROACHES if a.name != a.stage},
@@ -109,9 +200,7 @@ def _closure(name: str, approaches: list[str], out: set[str]) -> None:
     if name in out:
         return
     out.add(name)
-    stage = BY_STAGE[name]
-    reads = list(stage.inputs) + ([BY_NAME[a].stage for a in approaches] if stage.models else [])
-    for upstream in reads:
+    for upstream in BY_STAGE[name].reads(approaches):
         _closure(upstream, approaches, out)
 
 
@@ -129,8 +218,3 @@ def stage_config(config, stage: Stage):
     if len(stage.config) == 1:
         return getattr(config, stage.config[0])
     return {name: getattr(config, name) for name in stage.config}
-
-
-def load_task(name: str):
-    """The Prefect task of stage (or task) ``name``: attribute ``name`` of module ``tasks.<name>``."""
-    return getattr(importlib.import_module(f"tasks.{name}"), name)

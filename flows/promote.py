@@ -5,8 +5,8 @@ Run only when ``PREFECT_API_URL`` names a server; the promotion itself never dep
 from prefect import flow
 
 from tasks._publish import publish_models
+from tasks.obs.runlog import add_tags
 from tasks.ops.registry import Registry
-from tasks.store.runlog import add_tags
 
 
 @flow(name="marginflow-promote", flow_run_name="promote-{version}",

@@ -25,9 +25,9 @@ from flows.engine import run_pipeline
 from flows.pipeline import flow_run_name, run_tags
 from tasks.choose_champion import choose_champion
 from tasks.config import Config
+from tasks.obs.runlog import add_tags, tracked_run
 from tasks.ops.promotion import Decision
 from tasks.ops.registry import Registry
-from tasks.store.runlog import add_tags, tracked_run
 
 
 @flow(name="marginflow-retrain", flow_run_name=flow_run_name("retrain-"),

@@ -104,7 +104,7 @@ def running_dashboard(home: Path | None = None) -> str | None:
     process of this host that is alive and a server that answers now."""
     import json
 
-    from tasks.store.artifacts import process_alive
+    from tasks.obs.processes import process_alive
 
     try:
         record = json.loads(((home or prefect_home()) / DASHBOARD_RECORD).read_text())

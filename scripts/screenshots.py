@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flows.server import free_port, stop_server, wait_healthy  # noqa: E402
+from tasks.store.kinds import REPORT_HTML  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -187,7 +188,7 @@ def main() -> int:
             found = api(base, "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC",
                                                     "limit": 1})
             artifacts[name] = found[0]["id"]
-        report = Path(list_runs(work / "data")[0]["report"]) / "report.html"
+        report = Path(list_runs(work / "data")[0]["report"]) / REPORT_HTML
         browser = Browser(exe_browser, work / "chromium")
         try:
             browser.shot(f"{base}/runs", out / "runs.png")

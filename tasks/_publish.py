@@ -5,9 +5,9 @@ Not a stage itself; only stage modules and flows import it.
 
 from __future__ import annotations
 
+from tasks.obs.runlog import flow_run_link, publish_table
 from tasks.ops.registry import Registry, models_table
 from tasks.ops.runs import root_key
-from tasks.store.runlog import flow_run_link, publish_table
 
 
 def models_key(root) -> str:

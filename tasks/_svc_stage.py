@@ -27,9 +27,10 @@ from tasks.core.svm import (
     save_svc,
     searched_config,
 )
+from tasks.obs.runlog import stage_logger
 from tasks.store.artifacts import ArtifactRef, read_json
+from tasks.store.kinds import CONFIG, CV, SEARCH, SOLVER, SVC_MODEL
 from tasks.store.outputs import total_seconds, write_model_artifact
-from tasks.store.runlog import stage_logger
 from tasks.store.tables import (
     batch_rows_of,
     feature_names,
@@ -115,11 +116,11 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     log = stage_logger()
     meta = read_meta(data_ref)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
-    fitted, search = searched_config(for_data(config, meta), [read_json(ref, "cv.json") for ref in cv or []])
+    fitted, search = searched_config(for_data(config, meta), [read_json(ref, CV) for ref in cv or []])
     if search:
         log.info("%s: search chose C=%g gamma=%s (CV %s %.4f)", kind, fitted.C, fitted.gamma,
                  search["metric"], search["chosen"]["mean"])
-    record = read_json(solver, "solver.json") if solver is not None else decide(data_ref, config)
+    record = read_json(solver, SOLVER) if solver is not None else decide(data_ref, config)
     start = time.perf_counter()
     if record["solver"] == "exact":
         if n_train > batch:
@@ -143,8 +144,8 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
                  fit_seconds, predicted)
     params = {data_ref.kind: data_ref.sha256, "config": config.model_dump(), "cv": [r.sha256 for r in cv or []],
               "solver": solver.sha256 if solver is not None else None}
-    return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path("svc.skops")),
+    return write_model_artifact(root, kind, params, lambda w: save_svc(model, w.path(SVC_MODEL)),
                                 model.predict,  # streamed a batch at a time; NystroemRidge maps it in chunks
-                                data_ref, fit_seconds, extra={"config.json": fitted.model_dump(), "search.json": search,
-                                                              "solver.json": record},
+                                data_ref, fit_seconds, extra={CONFIG: fitted.model_dump(), SEARCH: search,
+                                                              SOLVER: record},
                                 inputs_seconds=total_seconds(data_ref))

@@ -6,10 +6,10 @@ from prefect import task
 
 from tasks._publish import publish_models
 from tasks.config import RetrainConfig
+from tasks.obs.runlog import publish_markdown, stage_logger
 from tasks.ops.promotion import Decision, choose, markdown
 from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactRef
-from tasks.store.runlog import publish_markdown, stage_logger
 
 
 @task(name="choose_champion")

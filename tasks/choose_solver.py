@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from tasks._svc_stage import decide
 from tasks.config import SVCConfig
+from tasks.obs.progress import SVC_IMPORTS
+from tasks.obs.runlog import stage_logger
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
-from tasks.store.progress import SVC_IMPORTS
-from tasks.store.runlog import stage_logger
+from tasks.store.kinds import SOLVER
 
 
 @stage("choose_solver", imports=SVC_IMPORTS)
@@ -26,5 +27,5 @@ def choose_solver(data: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRe
                         "" if predicted is None else f"; exact fit predicted {predicted:.1f} s, time ~ n^"
                                                      f"{record['probe_seconds']['exponent']:.2f}")
     with ArtifactWriter(root, "solver", {"data": data.sha256, "config": config.model_dump()}) as w:
-        w.write_json("solver.json", record)
+        w.write_json(SOLVER, record)
     return w.ref

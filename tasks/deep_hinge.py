@@ -12,16 +12,18 @@ Output artifact ``deep_hinge``: ``model.keras``, ``history.json``, ``predictions
 
 from __future__ import annotations
 
+from tasks._rows import keras_rows
 from tasks.config import EncoderConfig
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
 from tasks.core.margin_models import keras_predictor
-from tasks.core.networks import continue_training, keras_rows, load_encoder, save_keras, train, with_hinge_head
+from tasks.core.networks import continue_training, load_encoder, save_keras, train, with_hinge_head
+from tasks.obs.progress import OwnTime
+from tasks.obs.runlog import epoch_progress
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.cache import stage
+from tasks.store.kinds import BUDGET, CONFIG, ENCODER_MODEL, HISTORY, KERAS_MODEL, NETWORK
 from tasks.store.outputs import total_seconds, write_model_artifact
-from tasks.store.progress import OwnTime
-from tasks.store.runlog import epoch_progress
 
 FINE_TUNE_SHARE = 0.25  # of the network's step budget; its patience at most FINE_TUNE_PATIENCE epochs
 FINE_TUNE_PATIENCE = 10
@@ -30,7 +32,7 @@ FINE_TUNE_PATIENCE = 10
 def network_config(encoder: ArtifactRef, config: EncoderConfig) -> EncoderConfig:
     """The architecture ``deep_hinge`` trains: the ``encoder`` artifact's, or after an ``auto`` search
     the best candidate that is a network (``config``'s own when none is), with the squared-hinge objective."""
-    stored = read_json(encoder, "config.json")
+    stored = read_json(encoder, CONFIG)
     if stored.get("selection") is not None:
         stored = stored.get("network") or {}
     fields = {k: v for k, v in stored.items() if k in EncoderConfig.model_fields}
@@ -39,10 +41,10 @@ def network_config(encoder: ArtifactRef, config: EncoderConfig) -> EncoderConfig
 
 def trained_network(encoder: ArtifactRef) -> str | None:
     """The file of the trained network ``deep_hinge`` starts from, or None (train from scratch)."""
-    stored = read_json(encoder, "config.json")
+    stored = read_json(encoder, CONFIG)
     if stored.get("selection") is not None:
-        return "network.keras" if "network.keras" in encoder.files else None
-    return None if stored.get("resolved_kind") == "identity" else "encoder.keras"
+        return NETWORK if NETWORK in encoder.files else None
+    return None if stored.get("resolved_kind") == "identity" else ENCODER_MODEL
 
 
 @stage("deep_hinge")
@@ -65,6 +67,6 @@ def deep_hinge(scaled: ArtifactRef, encoder: ArtifactRef, config: EncoderConfig,
     budget = {**budget_used(X, cfg, history), "start": "scratch" if start is None else "trained network"}
     return write_model_artifact(root, "deep_hinge", {"scaled": scaled.sha256, "config": cfg.model_dump(),
                                                      "start": encoder.sha256 if start else None},
-                                lambda w: save_keras(model, w.path("model.keras")), keras_predictor(model), scaled,
-                                fit.seconds, extra={"history.json": history, "budget.json": budget},
+                                lambda w: save_keras(model, w.path(KERAS_MODEL)), keras_predictor(model), scaled,
+                                fit.seconds, extra={HISTORY: history, BUDGET: budget},
                                 inputs_seconds=total_seconds(encoder))  # its architecture (and start) came from it

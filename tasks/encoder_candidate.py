@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from tasks._rows import keras_rows
 from tasks.core.candidates import Candidate, networks_skipped
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used, step_budget
-from tasks.core.networks import BudgetSpent, encoder_config_json, keras_rows, load_encoder, save_keras
+from tasks.core.networks import BudgetSpent, encoder_config_json, load_encoder, save_keras
 from tasks.core.search import rung_config, survivors, train_candidate
+from tasks.obs.progress import SHARED_IMPORTS, import_once
+from tasks.obs.runlog import epoch_progress, stage_logger
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
-from tasks.store.progress import SHARED_IMPORTS, import_once
-from tasks.store.runlog import epoch_progress, stage_logger
+from tasks.store.kinds import CONFIG, ENCODER_MODEL, HELDOUT, HISTORY, SCALER, SCORE, TRAINING
 from tasks.store.tables import read_meta
 
 
@@ -55,19 +57,19 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
     """
     log = stage_logger()
     if cheap:
-        reason = networks_skipped([None if c is None else read_json(c, "score.json")["score"] for c in cheap],
+        reason = networks_skipped([None if c is None else read_json(c, SCORE)["score"] for c in cheap],
                                   int(read_meta(scaled)["split_sizes"]["train"]), candidate.encoder)
         if reason is not None:
             log.info("encoder candidate %s: not trained: %s", candidate.name, reason)
             return None
     if previous is not None:
-        scores = [None if p is None else read_json(p, "score.json")["score"] for p in previous]
+        scores = [None if p is None else read_json(p, SCORE)["score"] for p in previous]
         alive = [i for i, s in enumerate(scores) if s is not None]
         if start is None or position not in survivors(scores, (len(alive) + 1) // 2):
             log.info("encoder candidate %s: stopped by successive halving after %.0f%% of its steps",
                      candidate.name, 100 * (rung or [0.0])[0])
             return None
-    before = None if start is None else read_json(start, "train.json")
+    before = None if start is None else read_json(start, TRAINING)
     if before is not None and before.get("stopped_early"):
         log.info("encoder candidate %s: early stopping ended its last rung, it goes on as it is", candidate.name)
         return start
@@ -80,14 +82,14 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
         model, history, heldout, info = train_candidate(
             {"train": (X_train, y_train), "val": val}, n_classes, layout, candidate.model_copy(update={"encoder": config}),
             None if start is not None else deadline, callbacks=(epoch_progress("encoder_candidate"),),
-            start=None if start is None else load_encoder(start.file("encoder.keras")),
-            folds=None if rung is None else False, scaler=read_json(scaled, "scaler.json"))
+            start=None if start is None else load_encoder(start.file(ENCODER_MODEL)),
+            folds=None if rung is None else False, scaler=read_json(scaled, SCALER))
     except BudgetSpent:
         log.info("encoder candidate %s: not started, encoder.search_budget_s is spent", candidate.name)
         return None
     info["stopped_early"] = bool(history) and len(history["loss"]) < step_budget(X_train, config)["epochs"]
     if start is not None:  # the whole training so far
-        earlier = read_json(start, "history.json")
+        earlier = read_json(start, HISTORY)
         history = {k: earlier.get(k, []) + v for k, v in history.items()}
         info["train_seconds"] = round(info["train_seconds"] + before["train_seconds"], 3)
     if rung is not None:  # what the report shows: epochs trained in all, over every rung (no folds follow)
@@ -98,13 +100,13 @@ def encoder_candidate(scaled: ArtifactRef, candidate: Candidate, root: str, rung
     params = {"scaled": scaled.sha256, "candidate": candidate.model_dump(), "rung": rung,
               "start": None if start is None else start.sha256}
     with ArtifactWriter(root, "encoder_candidate", params) as w:
-        save_keras(model, w.path("encoder.keras"))
-        w.write_json("config.json", {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
+        save_keras(model, w.path(ENCODER_MODEL))
+        w.write_json(CONFIG, {**encoder_config_json(candidate.encoder, layout, val[0].shape[1], n_classes,
                                                            info["epochs"]), "candidate": candidate.name,
                                      # the whole budget, as the history covers every rung so far
                                      "rung": rung, "budget": budget_used(X_train, candidate.encoder, history)})
-        w.write_json("history.json", history)
-        w.write_json("train.json", {"candidate": candidate.name, "rung": rung, **info})
-        with open(w.path("heldout.npz"), "wb") as f:
+        w.write_json(HISTORY, history)
+        w.write_json(TRAINING, {"candidate": candidate.name, "rung": rung, **info})
+        with open(w.path(HELDOUT), "wb") as f:
             np.savez(f, **heldout.arrays())
     return w.ref

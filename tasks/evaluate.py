@@ -26,6 +26,16 @@ from tasks.core.report import plot_approaches, plot_confusions, plot_history, re
 from tasks.errors import InputError
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
+from tasks.store.kinds import (
+    APPROACHES_CHART,
+    CHARTS,
+    CONFIG,
+    CONFUSION_CHART,
+    HISTORY,
+    METRICS,
+    REPORT_HTML,
+    REPORT_MD,
+)
 from tasks.store.outputs import read_model_outputs
 from tasks.store.tables import SPLITS, batch_rows_of, labels_and_splits, read_meta
 
@@ -50,27 +60,27 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     if skipped:
         metrics["skipped"] = skipped
     if encoder is not None:
-        stored = read_json(encoder, "config.json")
+        stored = read_json(encoder, CONFIG)
         metrics["encoder"] = {"layout": meta.get("layout"), "kind": stored.get("resolved_kind"),
                               "candidate": stored.get("candidate"), "selection": stored.get("selection"),
                               "budget": stored.get("budget")}
-    histories = {"encoder": read_json(encoder, "history.json")} if encoder is not None else {}
-    histories.update({n: read_json(ref, "history.json") for n, ref in models.items() if "history.json" in ref.files})
+    histories = {"encoder": read_json(encoder, HISTORY)} if encoder is not None else {}
+    histories.update({n: read_json(ref, HISTORY) for n, ref in models.items() if HISTORY in ref.files})
     histories = {n: h for n, h in histories.items() if h.get("loss")}  # identity has nothing to plot
-    charts = [("test accuracy per approach", "approaches.png")]
-    charts.append(("confusion matrices (test rows; colour: share of the true class, number: rows)", "confusion.png"))
+    charts = [("test accuracy per approach", APPROACHES_CHART)]
+    charts.append(("confusion matrices (test rows; colour: share of the true class, number: rows)", CONFUSION_CHART))
     charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]
     params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()},
               "skipped": sorted(skipped), "config": config.model_dump()}
     with ArtifactWriter(root, "report", params) as w:
-        w.write_json("metrics.json", metrics)
-        plot_approaches(metrics, w.path("approaches.png"))
-        plot_confusions(metrics["approaches"], meta["classes"], w.path("confusion.png"))
+        w.write_json(METRICS, metrics)
+        plot_approaches(metrics, w.path(APPROACHES_CHART))
+        plot_confusions(metrics["approaches"], meta["classes"], w.path(CONFUSION_CHART))
         for name, history in histories.items():  # linear_hinge and rff_svm keep their last epoch, not the best
             plot_history(history, w.path(f"curves_{name}.png"), name, restores_best=name in ("encoder", "deep_hinge"))
-        w.write_json("charts.json", charts)
+        w.write_json(CHARTS, charts)
         images = {name: w.path(name).read_bytes() for _, name in charts}
         body = render_report(metrics, config.digits, charts)
-        w.write_text("report.md", body)
-        w.write_text("report.html", render_html(body, images))
+        w.write_text(REPORT_MD, body)
+        w.write_text(REPORT_HTML, render_html(body, images))
     return w.ref

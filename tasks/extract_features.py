@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from tasks.config import FeaturesConfig
 from tasks.core.networks import embed, load_feature_model
+from tasks.obs.progress import OwnTime
+from tasks.obs.runlog import batch_progress
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
+from tasks.store.kinds import CONFIG, ENCODER_MODEL, META
 from tasks.store.outputs import total_seconds, write_timing
-from tasks.store.progress import OwnTime
-from tasks.store.runlog import batch_progress
 from tasks.store.tables import batch_rows_of, map_table, read_meta, table_file
 
 
@@ -25,7 +26,7 @@ def extract_features(scaled: ArtifactRef, encoder: ArtifactRef, config: Features
     """Embed every row of ``scaled`` with ``encoder``; write the ``features`` artifact."""
     meta = read_meta(scaled)
     batch = batch_rows_of(meta)
-    model = load_feature_model(encoder.file("encoder.keras"))
+    model = load_feature_model(encoder.file(ENCODER_MODEL))
     names = [f"f{i:03d}" for i in range(int(model.output_shape[-1]))]
     params = {"scaled": scaled.sha256, "encoder": encoder.sha256, "config": config.model_dump()}
     metadata = {b"marginflow.encoder_sha256": encoder.sha256.encode(),
@@ -34,6 +35,6 @@ def extract_features(scaled: ArtifactRef, encoder: ArtifactRef, config: Features
         with OwnTime() as took:
             map_table(scaled, w.path(table_file("features")), names, lambda X: embed(model, X, config.batch_size), batch,
                       metadata=metadata, progress=batch_progress("extract_features", meta["n_rows"], batch))
-        w.write_json("meta.json", {**meta, "encoder_kind": read_json(encoder, "config.json").get("resolved_kind")})
+        w.write_json(META, {**meta, "encoder_kind": read_json(encoder, CONFIG).get("resolved_kind")})
         write_timing(w, took.seconds, total_seconds(encoder))
     return w.ref

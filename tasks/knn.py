@@ -16,10 +16,11 @@ from tasks.catalog import skip_reason
 from tasks.config import KNNConfig
 from tasks.core.layout import Layout
 from tasks.core.neighbors import dtw, euclidean, vote
+from tasks.obs.runlog import stage_logger
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
+from tasks.store.kinds import CONFIG, REFERENCES
 from tasks.store.outputs import write_model_artifact
-from tasks.store.runlog import stage_logger
 from tasks.store.tables import batch_rows_of, read_meta, split_matrices
 
 
@@ -102,10 +103,10 @@ def knn(dataset: ArtifactRef, scaled: ArtifactRef, config: KNNConfig, root: str)
         return vote(distances(metric, rows(split), R, band), y, k, n_classes)
 
     def save(w) -> None:
-        np.savez(w.path("references.npz"), X=X.astype(np.float32), y=y, **({"series": R["series"]} if sequence else {}))
+        np.savez(w.path(REFERENCES), X=X.astype(np.float32), y=y, **({"series": R["series"]} if sequence else {}))
 
     chosen = {"metric": metric, "k": k, "dtw_band": band if metric == "dtw" else None, "selection": table,
               "note": note or None}
     params = {"dataset": dataset.sha256, "scaled": scaled.sha256, "config": config.model_dump()}
     return write_model_artifact(root, "knn", params, save,
-                                predict, data, fit_seconds, extra={"config.json": chosen})
+                                predict, data, fit_seconds, extra={CONFIG: chosen})

@@ -5,13 +5,15 @@ Output artifact ``linear_hinge``: ``model.keras``, ``history.json``, ``predictio
 
 from __future__ import annotations
 
+from tasks._rows import keras_rows
 from tasks.config import LinearHingeConfig
 from tasks.core.margin_models import CURVE_VAL_ROWS, build_linear_hinge, fit_keras_margin, keras_predictor
-from tasks.core.networks import keras_rows, save_keras
+from tasks.core.networks import save_keras
+from tasks.obs.runlog import epoch_progress
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
+from tasks.store.kinds import BUDGET, HISTORY, KERAS_MODEL
 from tasks.store.outputs import write_model_artifact
-from tasks.store.runlog import epoch_progress
 from tasks.store.tables import batch_rows_of, load_split
 
 
@@ -25,5 +27,5 @@ def linear_hinge(scaled: ArtifactRef, config: LinearHingeConfig, root: str) -> A
         lambda: build_linear_hinge(d, k, n, config), X, y, k, config.loss, config,
         callbacks=(epoch_progress("linear_hinge"),), validation=val)
     return write_model_artifact(root, "linear_hinge", {"scaled": scaled.sha256, "config": config.model_dump()},
-                                lambda w: save_keras(model, w.path("model.keras")), keras_predictor(model), scaled, fit_seconds,
-                                extra={"history.json": history, "budget.json": budget})
+                                lambda w: save_keras(model, w.path(KERAS_MODEL)), keras_predictor(model), scaled, fit_seconds,
+                                extra={HISTORY: history, BUDGET: budget})

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from tasks._svc_stage import fit_svc_artifact
 from tasks.config import SVCConfig
+from tasks.obs.progress import SVC_IMPORTS
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
-from tasks.store.progress import SVC_IMPORTS
 
 
 @stage("raw_svc", imports=SVC_IMPORTS)

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import task
 
 from tasks._publish import publish_models
+from tasks.obs.runlog import stage_logger
 from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactRef
-from tasks.store.runlog import stage_logger
 
 
 @task(name="register_model")

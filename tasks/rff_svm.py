@@ -6,14 +6,16 @@ Output artifact ``rff_svm``: ``model.keras``, ``history.json``, ``predictions.js
 
 from __future__ import annotations
 
+from tasks._rows import keras_rows
 from tasks.config import RFFConfig
 from tasks.core.margin import TableRows, rbf_gamma
 from tasks.core.margin_models import CURVE_VAL_ROWS, build_rff_svm, fit_keras_margin, keras_predictor
-from tasks.core.networks import keras_rows, save_keras
+from tasks.core.networks import save_keras
+from tasks.obs.runlog import epoch_progress
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
+from tasks.store.kinds import BUDGET, HISTORY, KERAS_MODEL
 from tasks.store.outputs import write_model_artifact
-from tasks.store.runlog import epoch_progress
 from tasks.store.tables import batch_rows_of, load_split
 
 
@@ -31,6 +33,6 @@ def rff_svm(scaled: ArtifactRef, config: RFFConfig, root: str) -> ArtifactRef:
                                                            "squared_hinge", config,
                                                            callbacks=(epoch_progress("rff_svm"),), validation=val)
     params = {"scaled": scaled.sha256, "config": config.model_dump(), "gamma": gamma}
-    return write_model_artifact(root, "rff_svm", params, lambda w: save_keras(model, w.path("model.keras")),
+    return write_model_artifact(root, "rff_svm", params, lambda w: save_keras(model, w.path(KERAS_MODEL)),
                                 keras_predictor(model), scaled, fit_seconds,
-                                extra={"history.json": history, "budget.json": budget})
+                                extra={HISTORY: history, BUDGET: budget})

@@ -12,6 +12,7 @@ from tasks.config import ScaleConfig
 from tasks.core.scaling import apply_scaler, stream_scaler
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
+from tasks.store.kinds import META, SCALER
 from tasks.store.tables import batch_rows_of, iter_split, map_table, read_meta, table_file
 
 
@@ -24,6 +25,6 @@ def scale(dataset: ArtifactRef, config: ScaleConfig, root: str) -> ArtifactRef:
     with ArtifactWriter(root, "scaled", {"dataset": dataset.sha256, "config": config.model_dump()}) as w:
         map_table(dataset, w.path(table_file("scaled")), meta["feature_names"], lambda X: apply_scaler(X, scaler),
                   batch)  # float32 rows, float32 arithmetic
-        w.write_json("scaler.json", {"features": meta["feature_names"], **scaler})
-        w.write_json("meta.json", meta)
+        w.write_json(SCALER, {"features": meta["feature_names"], **scaler})
+        w.write_json(META, meta)
     return w.ref

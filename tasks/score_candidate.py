@@ -21,9 +21,10 @@ from tasks.config import SVCConfig
 from tasks.core.candidates import ENSEMBLE, last_trained
 from tasks.core.search import Heldout, joined, score_heldout
 from tasks.core.svm import resolve_kernel
+from tasks.obs.runlog import stage_logger
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
-from tasks.store.runlog import stage_logger
+from tasks.store.kinds import HELDOUT, SCORE, TRAINING
 
 
 def scored_row(inputs: dict) -> str | None:
@@ -40,9 +41,9 @@ def _score_ensemble(members: list[list[ArtifactRef | None]], config: SVCConfig, 
         return None
     heldouts, names = [], []
     for ref in trained:
-        record = read_json(ref, "train.json")
+        record = read_json(ref, TRAINING)
         names.append(record["candidate"])
-        with np.load(ref.file("heldout.npz")) as arrays:
+        with np.load(ref.file(HELDOUT)) as arrays:
             heldouts.append(Heldout.from_arrays(arrays, record["validation"]))
     config = resolve_kernel(config, ENSEMBLE)
     score = score_heldout(joined(heldouts), config)
@@ -50,7 +51,7 @@ def _score_ensemble(members: list[list[ArtifactRef | None]], config: SVCConfig, 
                         score["score"], score["validation"])
     digests = [t.sha256 for t in trained]
     with ArtifactWriter(root, "candidate_score", {"members": digests, "svc": config.model_dump()}) as w:
-        w.write_json("score.json", {"candidate": ENSEMBLE, "members": names, "member_artifacts": digests, "rung": None,
+        w.write_json(SCORE, {"candidate": ENSEMBLE, "members": names, "member_artifacts": digests, "rung": None,
                                     "epochs": None, "train_seconds": 0.0, **score})
     return w.ref
 
@@ -64,14 +65,14 @@ def score_candidate(candidate: ArtifactRef | None, config: SVCConfig, root: str,
         return _score_ensemble(members, config, root)
     if candidate is None:
         return None
-    trained = read_json(candidate, "train.json")
+    trained = read_json(candidate, TRAINING)
     config = resolve_kernel(config, candidate.params["candidate"]["encoder"]["kind"])  # search_svc_kernel = auto
-    with np.load(candidate.file("heldout.npz")) as arrays:
+    with np.load(candidate.file(HELDOUT)) as arrays:
         score = score_heldout(Heldout.from_arrays(arrays, trained["validation"]), config)
     stage_logger().info("encoder candidate %s%s: validation accuracy %.4f (%s)", trained["candidate"],
                         "" if trained.get("rung") is None else f" at {100 * trained['rung'][1]:.0f}% of its steps",
                         score["score"], score["validation"])
     with ArtifactWriter(root, "candidate_score", {"candidate": candidate.sha256, "svc": config.model_dump()}) as w:
-        w.write_json("score.json", {"candidate": trained["candidate"], "rung": trained.get("rung"),
+        w.write_json(SCORE, {"candidate": trained["candidate"], "rung": trained.get("rung"),
                                     "epochs": trained["epochs"], "train_seconds": trained["train_seconds"], **score})
     return w.ref

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from tasks._svc_stage import decide, for_data
 from tasks.core.svm import CVPoint, cv_row
+from tasks.obs.progress import SVC_IMPORTS
+from tasks.obs.runlog import stage_logger
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
-from tasks.store.progress import SVC_IMPORTS
-from tasks.store.runlog import stage_logger
+from tasks.store.kinds import CV, SOLVER
 from tasks.store.tables import batch_rows_of, load_split, read_meta
 
 
@@ -25,7 +26,7 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str, solver: ArtifactRef | N
     meta = read_meta(data)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
     point = point.model_copy(update={"kernel": for_data(point.svc_config(), meta).kernel})  # svc.kernel = auto
-    decision = read_json(solver, "solver.json") if solver is not None else decide(data, point.svc_config())
+    decision = read_json(solver, SOLVER) if solver is not None else decide(data, point.svc_config())
     solver_name = decision["solver"]
     X, y = load_split(data, "train", max_rows=batch, seed=point.seed)
     row = cv_row(X, y, point, solver_name)
@@ -33,5 +34,5 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str, solver: ArtifactRef | N
                         "folds", data.kind, point.C, point.gamma_factor, solver_name, len(y), n_train, point.metric,
                         row["mean"], len(row["scores"]))
     with ArtifactWriter(root, "svc_cv", {"data": data.sha256, "point": point.model_dump(), "solver": solver_name}) as w:
-        w.write_json("cv.json", row)
+        w.write_json(CV, row)
     return w.ref

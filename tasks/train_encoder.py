@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks._rows import keras_rows
 from tasks.config import EncoderConfig
 from tasks.core.candidates import (
     CHEAP_KINDS,
@@ -31,13 +32,14 @@ from tasks.core.candidates import (
 )
 from tasks.core.layout import Layout
 from tasks.core.margin import budget_used
-from tasks.core.networks import best_epoch, encoder_config_json, keras_rows, save_keras, train
+from tasks.core.networks import best_epoch, encoder_config_json, save_keras, train
 from tasks.errors import InputError
+from tasks.obs.progress import OwnTime
+from tasks.obs.runlog import epoch_progress, stage_logger
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
+from tasks.store.kinds import CONFIG, ENCODER_MODEL, HISTORY, NETWORK, SCALER, SCORE
 from tasks.store.outputs import write_timing
-from tasks.store.progress import OwnTime
-from tasks.store.runlog import epoch_progress, stage_logger
 from tasks.store.tables import read_meta
 
 
@@ -73,7 +75,7 @@ def selection(config: EncoderConfig, layout: Layout, scores: list[list[ArtifactR
     rows, correct = [], {}
     for i, (spec, rungs) in enumerate(zip(candidate_set(layout, config), scores, strict=True)):
         row: dict[str, Any] = {"candidate": spec.name, "kind": spec.encoder.kind, "score": None, "chosen": False}
-        stored = [None if r is None else read_json(r, "score.json") for r in rungs]
+        stored = [None if r is None else read_json(r, SCORE) for r in rungs]
         if any(stored):
             last = max(r for r, score in enumerate(stored) if score is not None)
             score = stored[last]
@@ -119,9 +121,9 @@ def _write_ensemble(w: ArtifactWriter, trained: list[ArtifactRef], names: list[s
     best network's, ``network``, with the kind and the members)."""
     from tasks.core.networks import ensemble_encoder, load_encoder
 
-    members = [load_encoder(ref.file("encoder.keras")) for ref in trained]
+    members = [load_encoder(ref.file(ENCODER_MODEL)) for ref in trained]
     model = ensemble_encoder(members, int(network["n_classes"]), seed)
-    save_keras(model, w.path("encoder.keras"))
+    save_keras(model, w.path(ENCODER_MODEL))
     return {**network, "kind": ENSEMBLE, "resolved_kind": ENSEMBLE, "members": names,
             "n_features_out": int(model.get_layer("features").output.shape[-1])}
 
@@ -146,7 +148,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
         layout = Layout.from_meta(meta)
         if candidates is None or scores is None:
             raise ValueError("train_encoder with encoder.kind = 'auto' needs the encoder_candidate artifacts")
-        together = None if ensemble is None else read_json(ensemble, "score.json")
+        together = None if ensemble is None else read_json(ensemble, SCORE)
         names = [c.name for c in candidate_set(layout, config)]
         members = [] if together is None else [names.index(name) for name in together["members"]]
         if together is not None and [last_trained(candidates[i]).sha256 for i in members] != together["member_artifacts"]:
@@ -163,18 +165,18 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
             if rows[chosen]["kind"] == ENSEMBLE:
                 winner = last_trained(candidates[network])  # its history and settings stand for the ensemble's
                 chosen_config = _write_ensemble(w, [last_trained(candidates[i]) for i in members], rows[chosen]["members"],
-                                                read_json(winner, "config.json"), config.seed)
+                                                read_json(winner, CONFIG), config.seed)
             else:
                 winner = last_trained(candidates[chosen])
-                shutil.copyfile(winner.file("encoder.keras"), w.path("encoder.keras"))
-                chosen_config = read_json(winner, "config.json")
+                shutil.copyfile(winner.file(ENCODER_MODEL), w.path(ENCODER_MODEL))
+                chosen_config = read_json(winner, CONFIG)
             best = None if network is None else last_trained(candidates[network])
             if best is not None:
-                shutil.copyfile(best.file("encoder.keras"), w.path("network.keras"))
-            w.write_json("config.json", {
+                shutil.copyfile(best.file(ENCODER_MODEL), w.path(NETWORK))
+            w.write_json(CONFIG, {
                 **chosen_config, "selection": rows,
-                "network": None if best is None else read_json(best, "config.json")})
-            w.write_json("history.json", read_json(winner, "history.json"))
+                "network": None if best is None else read_json(best, CONFIG)})
+            w.write_json(HISTORY, read_json(winner, HISTORY))
             write_timing(w, sum(r.get("train_seconds") or 0.0 for r in rows))  # the search's training, all of it
         return w.ref
     X_train, y_train, val, meta = keras_rows(scaled, config)
@@ -182,7 +184,7 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
     layout = Layout.from_meta(meta)
     with OwnTime() as took:  # not counting the wait for the Keras lock
         model, history = train(X_train, y_train, *val, n_classes, config, layout,
-                               callbacks=(epoch_progress("train_encoder"),), scaler=read_json(scaled, "scaler.json"))
+                               callbacks=(epoch_progress("train_encoder"),), scaler=read_json(scaled, SCALER))
     budget = budget_used(X_train, config, history)
     best = best_epoch(history)
     if history:
@@ -190,9 +192,9 @@ def train_encoder(scaled: ArtifactRef, config: EncoderConfig, root: str,
                  len(history["loss"]), budget["steps"], budget["how"], best + 1,
                  history.get("val_accuracy", [float("nan")] * len(history["loss"]))[best])
     with ArtifactWriter(root, "encoder", params) as w:
-        save_keras(model, w.path("encoder.keras"))
-        w.write_json("config.json", {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
+        save_keras(model, w.path(ENCODER_MODEL))
+        w.write_json(CONFIG, {**encoder_config_json(config, layout, val[0].shape[1], n_classes, best + 1),
                                      "budget": budget})
-        w.write_json("history.json", history)
+        w.write_json(HISTORY, history)
         write_timing(w, took.seconds)
     return w.ref

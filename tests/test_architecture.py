@@ -1,6 +1,8 @@
 """The house rule, checked on the source: who may import whom, and no import circle.
 
-``flows -> tasks/<stage>.py -> tasks/{core, store, ops} -> tasks.{config, catalog, errors}``.
+``flows -> tasks/<stage>.py -> tasks/_<helper>.py -> tasks/ops -> tasks/{core | store} -> tasks/obs ->
+tasks.{config, catalog, errors, schema, faults}``: core (arrays and plain values) and store (files) side by side,
+neither importing the other; only `PREFECT_PARTS` below the stages import Prefect.
 Every ``import`` statement counts, also those inside functions. A stage module is a module
 ``tasks/<name>.py`` other than the base ones; ``tasks/_<name>.py`` is machinery shared by
 stages (imported only by stage modules).
@@ -17,8 +19,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog", "tasks.faults"}
-PREFECT_STORE = {"tasks.store.cache", "tasks.store.runlog"}
+BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog", "tasks.faults", "tasks.schema"}
+PREFECT_PARTS = {"tasks.store.cache", "tasks.obs.runlog"}  # the modules below the stages that import Prefect
 
 
 def _module_name(path: Path) -> str:
@@ -64,7 +66,7 @@ def room(name: str) -> str:
         return "flows"
     if name in BASE:
         return "base"
-    for r in ("core", "store", "ops"):
+    for r in ("core", "store", "ops", "obs"):
         if name.startswith(f"tasks.{r}"):
             return r
     if name.startswith("tasks._"):
@@ -75,20 +77,23 @@ def room(name: str) -> str:
 
 
 # room -> rooms it may import
+# core and store are side by side: neither imports the other (core computes on arrays and plain values, store
+# reads and writes files); obs (progress and logging) is below both
 ALLOWED = {
     "base": {"base"},
-    "core": {"base", "core", "store"},
-    "store": {"base", "store"},
-    "ops": {"base", "core", "store", "ops"},
-    "helper": {"base", "core", "store", "ops"},
-    "stage": {"base", "core", "store", "ops", "helper"},
-    "flows": {"base", "core", "store", "ops", "helper", "stage", "flows"},
+    "obs": {"base", "obs"},
+    "core": {"base", "core", "obs"},
+    "store": {"base", "store", "obs"},
+    "ops": {"base", "core", "store", "ops", "obs"},
+    "helper": {"base", "core", "store", "ops", "obs"},
+    "stage": {"base", "core", "store", "ops", "helper", "obs"},
+    "flows": {"base", "core", "store", "ops", "helper", "stage", "flows", "obs"},
 }
 
 
 def test_the_rooms_exist_and_hold_modules():
     rooms = {room(n) for n in MODULES}
-    assert {"base", "core", "store", "ops", "stage", "flows"} <= rooms
+    assert {"base", "core", "store", "ops", "obs", "stage", "flows"} <= rooms
     assert "outside" not in rooms
 
 
@@ -98,14 +103,15 @@ def test_imports_follow_the_rule(name):
     problems = []
     for target, _top in GRAPH[name]:
         if not target.startswith(("tasks", "flows")):
-            if target.split(".")[0] == "prefect" and mine in ("base", "core", "ops"):
+            if target.split(".")[0] == "prefect" and mine in ("base", "core", "ops", "store", "obs") \
+                    and name not in PREFECT_PARTS:
                 problems.append(f"imports Prefect ({target})")
             continue
         theirs = room(target)
         if theirs not in ALLOWED[mine]:
             problems.append(f"{mine} module imports {theirs} module {target}")
-        if mine in ("core", "ops") and target in PREFECT_STORE:
-            problems.append(f"{mine} module imports the Prefect part of the store ({target})")
+        if mine in ("core", "ops", "store", "obs") and target in PREFECT_PARTS and name not in PREFECT_PARTS:
+            problems.append(f"{mine} module imports a module that imports Prefect ({target})")
         if mine == "stage" and theirs == "stage" and target != name:
             problems.append(f"stage module imports another stage module ({target}); shared code goes to tasks._*")
     assert not problems, f"{name}: " + "; ".join(problems)
@@ -164,3 +170,50 @@ def _imported_by(argv: list[str], tmp_path: Path) -> set[str]:
 def test_models_and_promote_import_neither_prefect_nor_keras(tmp_path):
     assert _imported_by(["models", "--data-dir", str(tmp_path)], tmp_path) == set()
     assert _imported_by(["promote", "v0001", "--data-dir", str(tmp_path)], tmp_path) == set()
+
+
+def test_every_plan_row_matches_its_stage_function():
+    """Each row of `flows.plan` holds the task itself, and its inputs, config and fan-outs are the function's
+    parameters (as Kedro checks a node against its function)."""
+    from flows.plan import PIPELINE
+
+    for stage in PIPELINE:
+        stage.check()
+        assert stage.task.fn.__wrapped__.__module__ == f"tasks.{stage.name}"
+
+
+def test_a_plan_row_that_does_not_match_its_function_is_refused():
+    import dataclasses
+
+    from flows.plan import BY_STAGE, Grid
+
+    wrong = dataclasses.replace(BY_STAGE["linear_hinge"], fanouts=(Grid(),))  # linear_hinge takes no cv
+    with pytest.raises(TypeError, match="linear_hinge"):
+        wrong.check()
+    with pytest.raises(TypeError, match="train_svc"):
+        dataclasses.replace(BY_STAGE["train_svc"], inputs=("scale",) * 2).check()
+
+
+# a literal that is an artifact file's name by coincidence, with why it is not one
+NOT_ARTIFACT_FILES = {("tasks/core/networks.py", "config.json"): "a member of Keras's own .keras archive"}
+
+
+def test_no_module_outside_the_store_names_an_artifact_file():
+    """Every artifact file is named in `tasks.store.kinds` (and the three tables in `tasks.store.tables`); every
+    other module of the package, the benchmarks and the scripts ask them."""
+    from tasks.store import kinds
+
+    declared = {str(f) for k in kinds.KINDS.values() for f in (*k.files, *k.optional)}
+    declared |= {str(v) for v in vars(kinds).values() if isinstance(v, kinds.File)}
+    assert {"meta.json", "encoder.keras", "svc.skops", "features.parquet", "champion.json"} <= declared
+    found = []
+    for path in sorted([*ROOT.joinpath("tasks").rglob("*.py"), *ROOT.joinpath("flows").rglob("*.py"),
+                        *ROOT.joinpath("benchmarks").glob("*.py"), *ROOT.joinpath("scripts").glob("*.py")]):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith("tasks/store/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in declared \
+                    and (relative, node.value) not in NOT_ARTIFACT_FILES:
+                found.append(f"{relative}:{node.lineno} {node.value!r}")
+    assert not found, "artifact files named outside tasks/store: " + ", ".join(found)

@@ -91,7 +91,7 @@ def test_bad_config_exits_2(argv, needle, tmp_path, capsys):
 
 def test_gzipped_csv_is_read(tmp_path):
     from tasks.config import DataConfig
-    from tasks.core.dataset import prepare
+    from tasks.ingest import prepare
 
     path = tmp_path / "ok.csv.gz"
     with gzip.open(path, "wt") as f:

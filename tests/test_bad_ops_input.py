@@ -283,7 +283,7 @@ def test_an_interrupted_first_registration_is_repaired_by_any_registry_command(t
 def test_a_csv_with_a_byte_order_mark_is_read_as_its_encoding(tmp_path):
     """Excel's "CSV UTF-8" starts with a byte-order mark: the first column keeps its plain name."""
     from tasks.config import DataConfig
-    from tasks.core.dataset import prepare
+    from tasks.ingest import prepare
     from tests.helpers import iris_csv
 
     path = iris_csv(tmp_path / "plain.csv")

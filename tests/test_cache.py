@@ -21,7 +21,8 @@ from flows.plan import STAGES
 from tasks.ops.bundle import FILES, MANIFEST, Bundle, bundle_identity
 from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactWriter, sha256_file
-from tasks.store.cache import RecordProblem, code_modules, read_record, record_path, write_record
+from tasks.store.cache import RecordProblem, read_record, record_path, write_record
+from tasks.store.code import code_units
 from tests.conftest import ROOT
 from tests.helpers import TINY, statuses, tiny_config
 
@@ -32,14 +33,33 @@ ALL_CACHED = dict.fromkeys((*STAGES, *SOLVER_ROWS), "cached")
 # ---------------------------------------------------------------- the code a key covers
 
 
-def test_code_modules_follow_imports_to_any_depth():
-    reached = code_modules("tasks.train_svc")
-    # train_svc -> _svc_stage -> core.svm -> core.margin (rbf_gamma) and core.metrics -> catalog
-    for name in ("tasks", "tasks.train_svc", "tasks._svc_stage", "tasks.core", "tasks.core.svm",
-                 "tasks.core.margin", "tasks.core.metrics", "tasks.catalog", "tasks.config", "tasks.store.cache"):
-        assert name in reached, name
+def test_code_units_follow_calls_to_any_depth_at_the_grain_of_functions():
+    reached = {unit.split(":")[0]: unit for unit in code_units("tasks.train_svc:train_svc")}
+    units = code_units("tasks.train_svc:train_svc")
+    # train_svc -> _svc_stage.fit_svc_artifact -> core.svm.fit_svc, and the margin module's rbf_gamma
+    for name in ("tasks.train_svc:train_svc", "tasks._svc_stage:fit_svc_artifact", "tasks.core.svm:fit_svc",
+                 "tasks.core.margin:rbf_gamma", "tasks.faults:point", "tasks:<prelude>"):
+        assert name in units, name
     assert "tasks.core.networks" not in reached  # the SVC stage does not run the encoder's code
-    assert "tasks.core.layers" in code_modules("tasks.rff_svm")  # imported inside a function
+    assert "tasks.core.margin:step_budget" not in units  # a module it uses, but not this function of it
+    assert "tasks.obs.runlog:tracked_run" not in units  # the flow's, not a stage's
+    assert "tasks.core.layers:RandomFourierFeatures" in code_units("tasks.rff_svm:rff_svm")  # imported inside a function
+
+
+def test_comments_docstrings_help_texts_and_log_messages_are_not_code(tmp_path):
+    from tasks.store.code import parse
+
+    base = parse("tasks.m", 'import logging\nfrom tasks.config import thing\n\ndef f(x):\n    """Doc."""\n'
+                 '    logging.getLogger().info("%s rows", x)  # note\n    return Field(1, description="help")\n',
+                 False)
+    edited = parse("tasks.m", 'import logging\nfrom tasks.config import thing\n\n# a comment\ndef f(x):\n'
+                   '    """Other doc."""\n    logging.getLogger().info("%s rows read", x)\n'
+                   '    return Field(1, description="other help")\n', False)
+    changed = parse("tasks.m", 'import logging\nfrom tasks.config import thing\n\ndef f(x):\n'
+                    '    logging.getLogger().info("%s rows", x + 1)\n    return Field(2, description="help")\n', False)
+    assert base.defs["f"][0].text == edited.defs["f"][0].text
+    assert base.defs["f"][0].text != changed.defs["f"][0].text
+    assert base.imports == {"thing": "tasks.config.thing"}
 
 
 _RUN = """
@@ -65,28 +85,43 @@ def _run_copy(pkg: Path, csv: Path, data: Path) -> dict[str, str]:
     return json.loads(line.removeprefix("STATUSES "))
 
 
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: {old!r} is not there once"
+    path.write_text(text.replace(old, new))
+
+
 @pytest.mark.slow
-def test_editing_a_helper_module_reruns_exactly_its_users(prefect_api, csv, tmp_path):
+def test_editing_code_reruns_exactly_the_stages_that_reach_it(prefect_api, csv, tmp_path):
     pkg = tmp_path / "pkg"
     for part in ("tasks", "flows"):
         shutil.copytree(ROOT / part, pkg / part, ignore=shutil.ignore_patterns("__pycache__"))
     data = tmp_path / "data"
     assert set(_run_copy(pkg, csv, data).values()) == {"ran"}
+
+    # what makes nothing: a log message of the training stages' epoch log, a config help text (the CLI's
+    # --help), a comment, a docstring, and a function no stage calls (the flow's crash bookkeeping)
+    tasks = pkg / "tasks"
+    _edit(tasks / "obs" / "runlog.py", '"%s epoch %d/%d %s"', '"%s: epoch %d of %d (%s)"')
+    _edit(tasks / "config.py", 'description="early stopping patience on val loss', 'description="patience, on val loss')
+    _edit(tasks / "core" / "svm.py", "def fit_svc(", "# an edit\ndef fit_svc(")
+    _edit(tasks / "obs" / "runlog.py", "def tracked_run(root: str):\n", "def tracked_run(root: str):\n    _ = 0\n")
     assert set(_run_copy(pkg, csv, data).values()) == {"cached"}
 
-    # core/margin_models.py is run by linear_hinge, deep_hinge and rff_svm only
-    with open(pkg / "tasks" / "core" / "margin_models.py", "a") as f:
-        f.write("\n# an edit\n")
-    # they retrain to the same files (byte-stable saves; only timing.json differs, which is not part of an
-    # artifact's digest): evaluate, which reads them, stays cached
-    rerun = {"linear_hinge", "deep_hinge", "rff_svm"}
+    # fit_keras_margin is run by linear_hinge and rff_svm only (deep_hinge imports its module for a constant, and
+    # stays cached: a module grain reran it); they retrain to the same files (byte-stable saves; only timing.json
+    # differs, which is not part of an artifact's digest): evaluate stays cached
+    _edit(tasks / "core" / "margin_models.py", "    streamed = isinstance(X, TableRows)\n",
+          "    streamed = isinstance(X, TableRows)\n    _ = 0\n")
+    rerun = {"linear_hinge", "rff_svm"}
     assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in (*STAGES, *SOLVER_ROWS)
                                          if s != "knn"}
 
-    # core/svm.py is run by both SVC stages and their solver decisions; the bundle holds train_svc's SVC
-    with open(pkg / "tasks" / "core" / "svm.py", "a") as f:
-        f.write("\n# an edit\n")
-    rerun = {"train_svc", "raw_svc", "evaluate", "bundle", *SOLVER_ROWS}
+    # searched_config (core/svm.py) is run by both SVC stages' fits, not by their solver decisions (a module grain
+    # reran those too); the bundle holds train_svc's SVC and the report reads both
+    _edit(tasks / "core" / "svm.py", "    if not rows:\n        return config, None\n",
+          "    if not rows:\n        return config, None\n    _ = 0\n")
+    rerun = {"train_svc", "raw_svc", "evaluate", "bundle"}
     assert _run_copy(pkg, csv, data) == {s: "ran" if s in rerun else "cached" for s in (*STAGES, *SOLVER_ROWS)
                                          if s != "knn"}
 

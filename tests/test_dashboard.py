@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import pipeline, run_tags
-from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, SOLVER_TASK, stages_needed
+from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, SOLVER_TASK, Candidates, Grid, Solver, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
 from tasks._publish import models_key
-from tasks.catalog import BY_NAME
 from tasks.config import run_name
+from tasks.obs.progress import OwnTime, waited
 from tasks.ops.registry import Registry
 from tasks.ops.runs import root_key
-from tasks.store.progress import OwnTime, waited
 from tests.conftest import ROOT, run_cli
 from tests.helpers import TINY, tiny_config
 
@@ -160,16 +159,15 @@ def _declared(config) -> dict[str, set[frozenset[str]]]:
     """The graph `flows.plan` declares for ``config``: each stage reads exactly these."""
     declared: dict[str, set[frozenset[str]]] = {}
     for stage in stages_needed(config.evaluate.approaches):
-        ups = set(stage.inputs)
-        if stage.models:
-            ups |= {BY_NAME[a].stage for a in config.evaluate.approaches}
-        if stage.search:  # an SVC stage: its solver decision, and with svc.search the grid (which reads it too)
+        ups = set(stage.reads(config.evaluate.approaches))
+        kinds = {type(f) for f in stage.fanouts if f.applies(config)}
+        if Solver in kinds:  # an SVC stage: its solver decision, and with svc.search the grid (which reads it too)
             ups.add(SOLVER_TASK)
             declared.setdefault(SOLVER_TASK, set()).add(frozenset({stage.inputs[0]}))
-        if stage.search and config.svc.search:
+        if Grid in kinds:
             ups.add(SEARCH_TASK)
             declared.setdefault(SEARCH_TASK, set()).add(frozenset({stage.inputs[0], SOLVER_TASK}))
-        if stage.candidates and config.encoder.kind == "auto":  # one rung: too few rows for successive halving
+        if Candidates in kinds:  # one rung: too few rows for successive halving
             ups |= {CANDIDATE_TASK, SCORE_TASK}
             declared[CANDIDATE_TASK] = {frozenset({stage.inputs[0]})}
             declared[SCORE_TASK] = {frozenset({CANDIDATE_TASK})}
@@ -379,7 +377,7 @@ def test_stage_seconds_leave_out_the_wait_for_the_keras_lock(monkeypatch):
     import types
 
     from tasks.core.margin import seeded_keras
-    from tasks.store import progress
+    from tasks.obs import progress
 
     clock = {"now": 100.0, "reads": 0}
     main = threading.get_ident()
@@ -416,9 +414,9 @@ def test_the_display_shows_a_fit_waiting_for_the_keras_lock_then_running_and_nam
         prefect_api, csv, tmp_path):
     """A run whose Keras fits find the lock held: the display shows them waiting for another Keras fit (not
     running), then running once it is free; each encoder candidate is a named row under train_encoder."""
-    from flows.progress import Progress
+    from flows.display import Progress
     from tasks.core.margin import KERAS_FIT_LOCK
-    from tasks.store.progress import listening
+    from tasks.obs.progress import listening
 
     progress, frames = Progress(), []
     blocked = threading.Event()

@@ -2,7 +2,7 @@
 with a valid result or refuses it with one line (`InputError`, exit 2) and writes nothing; never another
 exception (exit 1, a traceback).
 
-Three doors: a data file through everything ``ingest`` does before writing (`tasks.core.dataset.prepare` and the
+Three doors: a data file through everything ``ingest`` does before writing (`tasks.ingest.prepare` and the
 preflight's `check_source`), ``--set`` overrides through the config loader, and rows through ``predict`` with a
 small trained bundle. The number of examples per property is ``MARGINFLOW_FUZZ_EXAMPLES`` (30 in ``make test``;
 ``make fuzz`` runs thousands). Examples are derived from a fixed seed (``derandomize``), so a run is repeatable.
@@ -112,7 +112,7 @@ def _write(tmp: Path, names: list[str], rows: list[list[str]], fmt: str) -> Path
 @given(table=st.one_of(tables(), near_valid_tables(), near_valid_tables()), split=st.booleans(), layout=st.sampled_from(["auto", "table", "sequence", "image"]))
 def test_any_data_file_is_read_or_refused_in_one_line(tmp_path_factory, table, split, layout):
     from tasks.config import DataConfig
-    from tasks.core.dataset import check_source, prepare
+    from tasks.ingest import check_source, prepare
 
     names, rows, label, fmt = table
     tmp = tmp_path_factory.mktemp("fuzz")

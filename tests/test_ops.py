@@ -116,7 +116,7 @@ def test_landing_folder_is_combined_in_name_order(prefect_api, csv, tmp_path):
     frame.iloc[:75].to_csv(landing / "a.csv", index=False)
     (landing / "notes.txt").write_text("ignored")
     from tasks.config import DataConfig
-    from tasks.core.dataset import prepare
+    from tasks.ingest import prepare
     from tasks.store.tables import LABEL, SPLIT
 
     data = DataConfig(dataset=None, input=str(landing), label="species")

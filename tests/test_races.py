@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tasks.store.cache import code_modules
+from tasks.store.code import code_units
 from tests.conftest import ROOT
 
 STAGES = ["tasks.ingest", "tasks.scale", "tasks.encoder_candidate", "tasks.score_candidate", "tasks.train_encoder",
@@ -43,12 +43,12 @@ def _hammer(jobs, threads: int = 8) -> list[BaseException]:
 def test_code_digests_and_source_parsing_in_parallel_threads_never_fail_and_agree(tmp_path):
     from tasks.core.report import plot_confusions, plot_history
 
-    want = {m: code_modules(m) for m in STAGES}
+    want = {m: code_units(f"tasks.{m}:{m}") for m in STAGES}
     got: dict[str, list] = {m: [] for m in STAGES}
     big = "\n".join(p.read_text() for p in (ROOT / "tasks").rglob("*.py"))  # what other libraries parse meanwhile
 
     def digest(m: str):
-        return lambda: got[m].append(code_modules(m))
+        return lambda: got[m].append(code_units(f"tasks.{m}:{m}"))
 
     def chart(i: int):
         return lambda: (plot_confusions({"m": {"confusion": [[3, 1], [0, 4]], "accuracy": 0.875}}, ["a", "b"],

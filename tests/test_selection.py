@@ -67,7 +67,7 @@ def test_a_shape_that_does_not_fit_is_one_line_naming_the_key(d, layout, shape, 
 
 
 def test_the_layout_is_recorded_with_the_dataset():
-    from tasks.core.dataset import prepare
+    from tasks.ingest import prepare
 
     for dataset, kind, shape in [("digits", "image", [8, 8, 1]), ("mnist1d", "sequence", [40, 1]),
                                  ("wine", "table", [13])]:

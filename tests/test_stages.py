@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from tasks.config import DataConfig, EncoderConfig, ScaleConfig, SVCConfig
-from tasks.core.dataset import encode_labels, scan, split_rows
+from tasks.core.dataset import encode_labels, split_rows
 from tasks.core.metrics import score
 from tasks.core.report import render_markdown
 from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.errors import InputError
+from tasks.ingest import scan_source as scan
 from tasks.store.tables import LABEL, SPLIT
 
 # ---------------------------------------------------------------- ingest

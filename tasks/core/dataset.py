@@ -1,15 +1,12 @@
-"""Data sources and validation: built-in datasets, user files and landing folders, labels, splits.
+"""Validating, encoding and splitting a source's rows, batch by batch: no file is opened here.
 
-`prepare` does everything the ``ingest`` stage does except writing: the dataset frame
-(float64 feature columns, ``__label__`` as class index 0..k-1, ``__split__``) and its
-metadata. All validation happens here, so bad input fails before anything is written.
+`scan` takes the source's batches (`tasks.store.sources.source_batches` reads them) and learns what the
+``dataset`` table needs: feature names, classes, each row's class index and split, the rows' layout. All
+validation happens here, so bad input fails before anything is written.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,94 +16,11 @@ import pandas as pd
 
 from tasks.config import DataConfig
 from tasks.core.layout import resolve_layout
-from tasks.errors import InputError, first_line
-from tasks.store.artifacts import ArtifactRef, sha256_file, sha256_text
-from tasks.store.tables import LABEL, SPLIT, SPLITS
+from tasks.errors import InputError
+from tasks.schema import BUILTIN_LABEL, BUILTIN_SPLIT, LABEL, SPLIT, SPLITS
 
 MIN_PER_CLASS = 3  # one row for each of train, val and test
 
-
-@dataclass(frozen=True)
-class Table:
-    """A validated labelled table before encoding and splitting.
-
-    Attributes:
-        X: features, shape (n, d), float64, finite.
-        y: original label values, shape (n,).
-        feature_names: d column names, in file order.
-        split: predefined split per row ("train"/"val"/"test"), or None.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    feature_names: list[str]
-    split: np.ndarray | None = None
-
-
-def describe_source(config: DataConfig) -> ArtifactRef:
-    """A reference to the raw source; its digest covers a file's bytes, or a built-in's version."""
-    if config.input is None:
-        from importlib.metadata import version
-
-        lib = "mnist1d" if config.dataset == "mnist1d" else "scikit-learn"
-        digest = sha256_text(f"builtin:{config.dataset}:{lib}=={version(lib)}")
-        return ArtifactRef(kind="source", path=f"builtin:{config.dataset}", sha256=digest)
-    path = Path(config.input)
-    if path.is_dir():
-        files = landing_files(path)
-        listing = "\n".join(f"{f.name} {sha256_file(f)}" for f in files)
-        return ArtifactRef(kind="source", path=str(path.resolve()), sha256=sha256_text(f"folder:\n{listing}"))
-    if not path.is_file():
-        raise InputError(f"{config.input}: file not found")
-    return ArtifactRef(kind="source", path=str(path.resolve()), sha256=sha256_file(path))
-
-
-DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
-
-
-def landing_files(folder: Path) -> list[Path]:
-    """The data files of a landing folder, in name order (hidden files and other suffixes ignored).
-
-    Raises:
-        InputError: the folder holds no CSV or Parquet file.
-    """
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(DATA_SUFFIXES))
-    if not files:
-        raise InputError(f"{folder}: no .csv, .csv.gz or .parquet files in this folder")
-    return files
-
-
-# --------------------------------------------------------------------------- built-ins
-
-
-def load_builtin(name: str) -> Table:
-    """A bundled dataset; mnist1d is generated locally with its official 4000/1000 split."""
-    if name == "mnist1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        d = make_dataset(get_dataset_args())
-        X = np.concatenate([d["x"], d["x_test"]]).astype(np.float64)
-        y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
-        split = np.array(["train"] * len(d["x"]) + ["test"] * len(d["x_test"]), dtype=object)
-        return Table(X, y, [f"t{i:02d}" for i in range(X.shape[1])], split)
-    from sklearn import datasets
-
-    loader = {
-        "digits": datasets.load_digits,
-        "breast_cancer": datasets.load_breast_cancer,
-        "wine": datasets.load_wine,
-        "iris": datasets.load_iris,
-    }[name]
-    bunch = loader()
-    names = [str(n) for n in getattr(bunch, "feature_names", [])] or [
-        f"x{i}" for i in range(bunch.data.shape[1])
-    ]
-    # labels by their names (setosa, class_0, malignant ...; digits' names are its digits)
-    return Table(bunch.data.astype(np.float64), np.asarray(bunch.target_names)[bunch.target], names)
-
-
-# --------------------------------------------------------------------------- labels and splits
 
 
 def encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[Any]]:
@@ -184,12 +98,6 @@ def split_rows(
     return split
 
 
-# --------------------------------------------------------------------------- streaming ingest
-
-BUILTIN_LABEL, BUILTIN_SPLIT = "__target__", "__given_split__"
-CSV_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to \w+: invalid value '(.*)'")
-
-
 @dataclass
 class Scan:
     """What the first pass over a source learns, holding no feature values.
@@ -218,138 +126,6 @@ class Scan:
             "layout": self.layout.to_json(),
             "batch_rows": config.batch_rows,
         }
-
-
-def _unreadable(path, e: Exception) -> InputError:
-    return InputError(f"{path}: unreadable file ({first_line(e)})")
-
-
-def file_columns(p: Path) -> list[str]:
-    """A file's column names, from the Parquet schema or the CSV header (duplicates refused)."""
-    if not p.is_file():
-        raise InputError(f"{p}: file not found")
-    if p.stat().st_size == 0:
-        raise InputError(f"{p}: file is empty")
-    name = p.name.lower()
-    if not name.endswith(DATA_SUFFIXES):
-        raise InputError(f"{p}: unsupported format (use .csv, .csv.gz or .parquet)")
-    try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            names = pq.read_schema(p).names
-        else:
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(p, "rt", newline="", encoding="utf-8-sig") as f:  # a byte-order mark (Excel) is not a name
-                names = next(csv.reader(f, delimiter="\t" if ".tsv" in name else ","), [])
-            if not names:
-                raise InputError(f"{p}: file is empty")
-    except InputError:
-        raise
-    except Exception as e:  # OSError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error, pyarrow's own types
-        raise _unreadable(p, e) from None
-    seen: set[str] = set()
-    dupes = [c for c in names if c in seen or seen.add(c)]
-    if dupes:
-        raise InputError(f"{p}: duplicate column name {dupes[0]!r}")
-    return [str(c) for c in names]
-
-
-def _file_batches(p: Path, names: list[str], label: str, split_column: str | None, batch_rows: int):
-    """pyarrow record batches of a file, at most ``batch_rows`` rows each.
-
-    CSV features are read as float64 (a value that is not a number fails with its column and row), the
-    label and split columns as strings (the label's type is inferred from all its values later).
-    """
-    import pyarrow as pa
-
-    name = p.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            yield from pq.ParquetFile(p, pre_buffer=False).iter_batches(batch_size=batch_rows)
-            return
-        from pyarrow import csv as pacsv
-
-        text = {label} | ({split_column} if split_column else set())
-        types = {c: (pa.string() if c in text else pa.float64()) for c in names}
-        reader = pacsv.open_csv(
-            # the names as `file_columns` read them (a byte-order mark removed); the header line itself skipped
-            p, read_options=pacsv.ReadOptions(block_size=1 << 22, column_names=names, skip_rows=1),
-            parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in name else ","),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
-        pending, held = [], 0
-        for batch in reader:
-            pending.append(batch)
-            held += batch.num_rows
-            while held >= batch_rows:
-                table = pa.Table.from_batches(pending).combine_chunks()
-                yield from table.slice(0, batch_rows).to_batches()
-                rest = table.slice(batch_rows)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held:
-            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
-    except InputError:
-        raise
-    except Exception as e:
-        m = CSV_CONVERSION.search(str(e))
-        if m:
-            column = names[int(m.group(1))]
-            row = int(m.group(2)) if m.group(2) else _first_non_number(p, names, column)
-            at = f" at row {row}" if row else ""
-            raise InputError(f"{p}: column {column!r} is not numeric (value {m.group(3)!r}{at})") from None
-        raise _unreadable(p, e) from None
-
-
-def _first_non_number(p: Path, names: list[str], column: str) -> int | None:
-    """The data row (1-based) of the first value of a CSV column that is not a number (the error path only:
-    pyarrow names the value but not its row). Reads that one column as text, a batch at a time."""
-    import pyarrow as pa
-    from pyarrow import csv as pacsv
-
-    reader = pacsv.open_csv(p, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-                            parse_options=pacsv.ParseOptions(delimiter="\t" if ".tsv" in p.name.lower() else ","),
-                            convert_options=pacsv.ConvertOptions(include_columns=[column],
-                                                                 column_types={column: pa.string()}))
-    row = 1
-    for batch in reader:
-        text = batch.column(0).to_pandas()
-        numbers = pd.to_numeric(text, errors="coerce")
-        bad = np.flatnonzero((numbers.isna() & text.notna() & (text.str.strip() != "")).to_numpy())
-        if len(bad):
-            return row + int(bad[0])
-        row += batch.num_rows
-    return None
-
-
-def source_batches(config: DataConfig, batch_rows: int):
-    """``(where, columns, batches)`` per file of the source; ``batches`` yields pyarrow record batches.
-
-    Built-ins are one in-memory batch whose label and split columns are `BUILTIN_LABEL` and
-    `BUILTIN_SPLIT`. A landing folder's files must share the first file's columns.
-    """
-    import pyarrow as pa
-
-    if config.input is None:
-        t = load_builtin(config.dataset)
-        arrays = [pa.array(t.X[:, j]) for j in range(t.X.shape[1])] + [pa.array(t.y)]
-        names = [*t.feature_names, BUILTIN_LABEL]
-        if t.split is not None:
-            arrays.append(pa.array(t.split.astype(str)))
-            names.append(BUILTIN_SPLIT)
-        table = pa.Table.from_arrays(arrays, names=names)
-        yield config.dataset, names, iter(table.to_batches(max_chunksize=batch_rows))
-        return
-    path = Path(config.input)
-    files = landing_files(path) if path.is_dir() else [path]
-    first = None
-    for f in files:
-        names = file_columns(f)
-        if first is not None and names != first[1]:
-            raise InputError(f"{f}: columns differ from {first[0].name} ({', '.join(names[:6])} ...)")
-        first = first or (f, names)
-        yield str(f), names, _file_batches(f, names, config.label, config.split_column, batch_rows)
 
 
 def feature_columns(names: list[str], where: str, label: str, split_column: str | None) -> list[str]:
@@ -444,9 +220,12 @@ def _label_values(chunks: list) -> np.ndarray:
     return y.to_numpy()
 
 
-def scan(config: DataConfig, sink=None) -> Scan:
-    """Read and validate the whole source batch by batch (``data.batch_rows`` rows at a time); encode labels
-    and split the rows. ``sink(columns)`` receives each batch's d float32 feature columns, in row order.
+def scan(config: DataConfig, sources, sink=None) -> Scan:
+    """Validate the whole source batch by batch; encode labels and split the rows.
+
+    ``sources``: ``(where, column names, record batches)`` per file of the source, as
+    `tasks.store.sources.source_batches` yields them (``data.batch_rows`` rows a batch). ``sink(columns)``
+    receives each batch's d float32 feature columns, in row order.
 
     Only the label and split of each row are kept; the features pass through. Raises `InputError`
     (one line naming file, column and row) on the first problem.
@@ -454,7 +233,7 @@ def scan(config: DataConfig, sink=None) -> Scan:
     label = config.label if config.input is not None else BUILTIN_LABEL
     split_column = config.split_column if config.input is not None else None
     names_seen, labels_seen, splits_seen, where, n = None, [], [], None, 0
-    for where, names, batches in source_batches(config, config.batch_rows):
+    for where, names, batches in sources:
         if config.input is None:
             split_column = BUILTIN_SPLIT if BUILTIN_SPLIT in names else None
         features = feature_columns(names, where, label, split_column)
@@ -489,86 +268,3 @@ def scan(config: DataConfig, sink=None) -> Scan:
     for i, s in enumerate(SPLITS):
         split_codes[split == s] = i
     return Scan(names_seen, classes, codes, split_codes, layout)
-
-
-def write_dataset(config: DataConfig, path: Path, scratch: Path) -> dict[str, Any]:
-    """Validate, encode and split the source and write it as the ``dataset`` table at ``path``.
-
-    Two passes with at most ``data.batch_rows`` rows held at once: the first validates and writes the
-    float32 features to ``scratch`` (removed after), the second adds each row's class index and split.
-
-    Returns:
-        the table's metadata.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tasks.store.tables import FEATURES, HELD, TableWriter, feature_column, matrix, row_group_rows
-
-    writer = None
-
-    def sink(columns: list[np.ndarray]) -> None:
-        nonlocal writer
-        HELD.observe(len(columns[0]) if columns else 0)
-        table = pa.Table.from_arrays([feature_column(np.stack(columns, axis=1))], names=[FEATURES])
-        writer = writer or pq.ParquetWriter(str(scratch), table.schema)
-        writer.write_table(table, row_group_size=row_group_rows(config.batch_rows))
-
-    try:
-        result = scan(config, sink)
-    finally:
-        if writer is not None:
-            writer.close()
-    try:
-        at = 0
-        with TableWriter(path, result.feature_names, config.batch_rows) as out:
-            for batch in pq.ParquetFile(scratch, pre_buffer=False).iter_batches(batch_size=config.batch_rows):
-                HELD.observe(batch.num_rows)
-                out.write(matrix(batch, np.float32), result.codes[at:at + batch.num_rows],
-                          result.split[at:at + batch.num_rows])
-                at += batch.num_rows
-    finally:
-        scratch.unlink(missing_ok=True)
-    return result.meta(config)
-
-
-# Sources up to this size are read whole before a run starts (`check_source`), so any bad value fails
-# before anything is written; larger ones get their header checked, and their values in ingest.
-def preflight_full_bytes() -> int:
-    """Sources up to this size are read whole before a run (``MARGINFLOW_PREFLIGHT_BYTES``, default 256 MiB)."""
-    import os
-
-    try:
-        return int(os.environ.get("MARGINFLOW_PREFLIGHT_BYTES") or 256 * 2**20)
-    except ValueError:
-        raise InputError(f"MARGINFLOW_PREFLIGHT_BYTES={os.environ['MARGINFLOW_PREFLIGHT_BYTES']!r}: not a number "
-                         "of bytes") from None
-
-
-def check_source(config: DataConfig) -> Any:
-    """Validate the source before a run; returns the rows' `tasks.core.layout.Layout`.
-
-    A built-in or a source of at most `preflight_full_bytes` is scanned whole (`scan`); a larger one
-    has its columns checked (label, split column, layout, shape) and its values are validated by the
-    ``ingest`` stage as it streams them, which fails the same way and leaves no artifact behind.
-    """
-    if config.input is not None:
-        path = Path(config.input)
-        files = landing_files(path) if path.is_dir() else [path]
-        if sum(f.stat().st_size for f in files if f.is_file()) > preflight_full_bytes():
-            names = file_columns(files[0])
-            features = feature_columns(names, str(files[0]), config.label, config.split_column)
-            return resolve_layout(features, config.layout, config.shape)
-    return scan(config).layout
-
-
-def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Everything ingest does except writing, for a source small enough to hold: the dataset frame
-    (float32 features, ``__label__``, ``__split__``) and its metadata."""
-    parts: list[np.ndarray] = []
-    result = scan(config, lambda columns: parts.append(np.stack(columns, axis=1)))
-    X = np.concatenate(parts) if parts else np.zeros((0, len(result.feature_names)), np.float32)
-    frame = pd.DataFrame(X, columns=result.feature_names)
-    frame[LABEL] = result.codes
-    frame[SPLIT] = pd.Categorical(np.asarray(SPLITS, dtype=object)[result.split], categories=list(SPLITS))
-    return frame, result.meta(config)

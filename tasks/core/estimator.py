@@ -47,7 +47,7 @@ TRUSTED_TYPES = [
 
 def _keras_to_bytes(model) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
+        path = os.path.join(tmp, "estimator.keras")
         model.save(path)
         with open(path, "rb") as f:
             return f.read()
@@ -59,7 +59,7 @@ def _keras_from_bytes(blob: bytes):
     import tasks.core.layers  # noqa: F401  (registers marginflow's layers)
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
+        path = os.path.join(tmp, "estimator.keras")
         with open(path, "wb") as f:
             f.write(blob)
         return keras.models.load_model(path, compile=False, safe_mode=True)

@@ -11,11 +11,12 @@ import contextlib
 import functools
 import math
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from tasks.store.progress import waiting
+from tasks.obs.progress import waiting
 
 # Keras seeds (numpy, Python and the backend's global seed) are process-wide; fits that
 # run concurrently in the flow's thread pool would interleave them. One fit at a time
@@ -109,7 +110,7 @@ def compilation_cache() -> str | None:
 def seeded_keras(seed: int):
     """Hold `KERAS_FIT_LOCK` and seed Keras (Python, NumPy, backend) for one build and fit.
 
-    The time spent waiting for the lock is this thread's waiting time (`tasks.store.progress`),
+    The time spent waiting for the lock is this thread's waiting time (`tasks.obs.progress`),
     so it is not counted as the fit's own seconds.
     """
     import keras
@@ -180,27 +181,30 @@ def batches_per_pass(n: int, batch_size: int) -> int:
 
 
 class TableRows:
-    """A split of a table artifact too large to hold, streamed for Keras through a bounded shuffle buffer.
+    """A training split too large to hold, streamed for Keras through a bounded shuffle buffer.
+
+    Built by the caller that knows where the rows are (`tasks._rows.keras_rows` over a ``scaled`` table):
+    core code only pulls rows through the two functions it is given.
 
     Attributes:
-        ref: the ``scaled`` table; split: ``train``; n: its rows; batch_rows: the buffer's rows.
+        n: the split's rows; batch_rows: the most rows held at once (the shuffle buffer's).
+        shuffled: ``seed -> iterator of (X float32, y)`` buffers, one pass over the split in a seeded order.
+        sample: ``(max_rows, seed) -> (X, y)``, a seeded sample of the split.
     """
 
-    def __init__(self, ref, split: str, n: int, batch_rows: int):
-        self.ref, self.split, self.n, self.batch_rows = ref, split, n, batch_rows
+    def __init__(self, n: int, batch_rows: int, shuffled: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]],
+                 sample: Callable[[int, int], tuple[np.ndarray, np.ndarray]]):
+        self.n, self.batch_rows, self.shuffled, self.sample = n, batch_rows, shuffled, sample
 
     def __len__(self) -> int:
         return self.n
 
     def minibatches(self, batch_size: int, seed: int, targets):
-        """Endless ``(x float32 (batch_size, d), targets(y))`` minibatches, a new shuffle per pass over the split
-        (`tasks.store.tables.shuffled_batches`); the last incomplete minibatch of each buffer is dropped, so
-        every step has the same shape."""
-        from tasks.store.tables import shuffled_batches
-
+        """Endless ``(x float32 (batch_size, d), targets(y))`` minibatches, a new shuffle per pass over the split;
+        the last incomplete minibatch of each buffer is dropped, so every step has the same shape."""
         epoch = 0
         while True:
-            for X, y in shuffled_batches(self.ref, self.split, self.batch_rows, seed * 1009 + epoch):
+            for X, y in self.shuffled(seed * 1009 + epoch):
                 for at in range(0, len(y) - batch_size + 1, batch_size):
                     yield X[at:at + batch_size], targets(y[at:at + batch_size])
             epoch += 1

@@ -148,24 +148,6 @@ def encoder_config_json(config: EncoderConfig, layout: Layout, n_features: int, 
             "feature_layer": FEATURE_LAYER, "best_epoch": best_epoch}
 
 
-def keras_rows(ref, config, with_val: bool = True) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None,
-                                                           dict[str, Any]]:
-    """What a Keras stage trains on from a ``scaled`` table: ``(X_train, y_train, (X_val, y_val), meta)``.
-
-    The training split is held when it has at most ``data.batch_rows`` rows, else a `TableRows`
-    (``y_train`` None) streamed by `train`; validation is the val split, or a seeded sample of
-    ``config.val_rows`` rows of it (and never more than ``data.batch_rows``; None without ``with_val``).
-    Test rows are not read.
-    """
-    from tasks.store.tables import batch_rows_of, load_split, read_meta
-
-    meta = read_meta(ref)
-    batch, n = batch_rows_of(meta), int(meta["split_sizes"]["train"])
-    X, y = (TableRows(ref, "train", n, batch), None) if n > batch else load_split(ref, "train")
-    val = load_split(ref, "val", max_rows=min(config.val_rows, batch), seed=config.seed) if with_val else None
-    return X, y, val, meta
-
-
 class BudgetSpent(Exception):
     """A fit was about to start after its search's deadline."""
 
@@ -378,7 +360,7 @@ def check_keras_layers(path: str | Path) -> None:
 
     try:
         with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
+            config = json.loads(z.read(KERAS_ARCHIVE_CONFIG))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable .keras file ({e})") from None
     stack = [config]
@@ -395,6 +377,10 @@ def check_keras_layers(path: str | Path) -> None:
             stack.extend(node)
 
 
+# members of Keras's own .keras archive (a zip), not files of an artifact
+KERAS_ARCHIVE_CONFIG, KERAS_ARCHIVE_METADATA = "config.json", "metadata.json"
+
+
 def save_keras(model, path: str | Path) -> None:
     """``model.save(path)`` with the same bytes for the same model: Keras writes the time it saved
     (``metadata.json``, the zip entries' dates) and the memory address of shared objects (``shared_object_id``
@@ -408,12 +394,12 @@ def save_keras(model, path: str | Path) -> None:
     renumber = numbering(r'"shared_object_id":\s*(\d+)', '"shared_object_id": {}')
 
     def clean(entries: dict[str, bytes]) -> dict[str, bytes]:
-        if "metadata.json" in entries:
-            meta = json.loads(entries["metadata.json"])
+        if KERAS_ARCHIVE_METADATA in entries:
+            meta = json.loads(entries[KERAS_ARCHIVE_METADATA])
             meta.pop("date_saved", None)
-            entries["metadata.json"] = json.dumps(meta, sort_keys=True).encode()
-        if "config.json" in entries:
-            entries["config.json"] = renumber(entries["config.json"].decode()).encode()
+            entries[KERAS_ARCHIVE_METADATA] = json.dumps(meta, sort_keys=True).encode()
+        if KERAS_ARCHIVE_CONFIG in entries:
+            entries[KERAS_ARCHIVE_CONFIG] = renumber(entries[KERAS_ARCHIVE_CONFIG].decode()).encode()
         return entries
 
     stable_save(path, model.save, clean)

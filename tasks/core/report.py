@@ -217,7 +217,7 @@ def render_markdown(metrics: dict[str, Any], source: str, digits: int, header: s
 def _figure(**kwargs):
     """A matplotlib ``Figure`` drawn by the Agg canvas: the object API, no pyplot and no global backend
     switch, so plots from several threads never race on pyplot's module state."""
-    from tasks.store.progress import import_once
+    from tasks.obs.progress import import_once
 
     figure, agg = import_once("matplotlib.figure", "matplotlib.backends.backend_agg")
     fig = figure.Figure(**kwargs)

@@ -34,7 +34,7 @@ from tasks.core.layout import Layout
 from tasks.core.margin import TableRows, step_budget
 from tasks.core.networks import Refitter, best_epoch, continue_training, embed, train
 from tasks.core.svm import fit_svc
-from tasks.store.progress import OwnTime
+from tasks.obs.progress import OwnTime
 
 # The SVC that scores a candidate fits on at most this many training rows (a seeded sample): an exact
 # SVC on more would cost more than training the candidate. Built-in datasets have fewer.
@@ -161,9 +161,7 @@ def _fit_rows(X_train, y_train, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The training rows the scoring SVC fits on: all, or a seeded sample of `SEARCH_FIT_ROWS` (of at most
     ``data.batch_rows`` when the rows are streamed)."""
     if isinstance(X_train, TableRows):
-        from tasks.store.tables import load_split
-
-        return load_split(X_train.ref, X_train.split, max_rows=min(SEARCH_FIT_ROWS, X_train.batch_rows), seed=seed)
+        return X_train.sample(min(SEARCH_FIT_ROWS, X_train.batch_rows), seed)
     if len(y_train) <= SEARCH_FIT_ROWS:
         return X_train, y_train
     rows = np.sort(np.random.default_rng(seed).choice(len(y_train), SEARCH_FIT_ROWS, replace=False))

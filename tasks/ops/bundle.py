@@ -38,12 +38,22 @@ from tasks.core.scaling import apply_scaler
 from tasks.core.svm import APPROX_TYPES, SGD_APPROX_TYPES, SVC_TYPES, check_skops_types, load_svc, solver_of
 from tasks.errors import InputError, first_line
 from tasks.store.artifacts import ArtifactWriter, damaged_file, sha256_file, sha256_text
+from tasks.store.kinds import (
+    CONFIG,
+    ENCODER_MODEL,
+    FEATURE_NAMES,
+    LABELS,
+    MANIFEST,
+    METRICS,
+    SCALER,
+    SIGNATURE,
+    SVC_MODEL,
+)
 
 FORMAT = "marginflow-bundle/2"
 READABLE_FORMATS = ("marginflow-bundle/1", FORMAT)
-MANIFEST = "manifest.json"
-MODEL_FILES = ("scaler.json", "encoder.keras", "svc.skops", "labels.json", "features.json")
-FILES = (*MODEL_FILES, "config.json", "metrics.json")
+MODEL_FILES = (SCALER, ENCODER_MODEL, SVC_MODEL, LABELS, FEATURE_NAMES)
+FILES = (*MODEL_FILES, CONFIG, METRICS)
 IDENTITY_SECTIONS = ("data", "scale", "encoder", "features", "svc")
 DEFAULT_FEATURE_BATCH = 1024
 
@@ -54,7 +64,7 @@ class BundleError(InputError):
 
 def bundle_identity(files: dict[str, str]) -> str:
     """A bundle's identity from its manifest's file hashes: the model files and ``config.json``."""
-    return sha256_text("".join(f"{name}\0{files.get(name, '')}\n" for name in (*MODEL_FILES, "config.json")))
+    return sha256_text("".join(f"{name}\0{files.get(name, '')}\n" for name in (*MODEL_FILES, CONFIG)))
 
 
 def making_config(sections: dict[str, Any]) -> dict[str, Any]:
@@ -82,16 +92,16 @@ def write_bundle(w: ArtifactWriter, sources: dict[str, Any], labels: dict[str, A
     """
     import shutil
 
-    for name in ("scaler.json", "encoder.keras", "svc.skops"):
+    for name in (SCALER, ENCODER_MODEL, SVC_MODEL):
         source = sources[name]
         if callable(source):
             source(w.path(name))
         else:
             shutil.copyfile(source, w.path(name))
-    w.write_json("labels.json", labels)
-    w.write_json("features.json", feature_names)
-    w.write_json("config.json", config)
-    w.write_json("metrics.json", metrics)
+    w.write_json(LABELS, labels)
+    w.write_json(FEATURE_NAMES, feature_names)
+    w.write_json(CONFIG, config)
+    w.write_json(METRICS, metrics)
     files = {n: sha256_file(w.path(n)) for n in FILES}
     w.write_json(MANIFEST, {"format": FORMAT, "files": files, "identity": bundle_identity(files),
                             **({"solver": solver} if solver else {}), **({"made_from": made_from} if made_from else {})})
@@ -139,7 +149,7 @@ def verify(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-SIGNATURE = "signature.json"
+SIGNATURE = SIGNATURE
 SIGNING_KEY_ENV = "MARGINFLOW_SIGNING_KEY_FILE"
 
 
@@ -218,8 +228,8 @@ def static_problem(path: str | Path, signed: bool = False) -> str | None:
 def _check_types(root: Path) -> None:
     """Refuse model files that name types marginflow never writes (read from the files, nothing loaded), and
     JSON files that are not what marginflow writes there."""
-    check_skops_types(root / "svc.skops", (*SVC_TYPES, *APPROX_TYPES, *SGD_APPROX_TYPES))
-    check_keras_layers(root / "encoder.keras")
+    check_skops_types(root / SVC_MODEL, (*SVC_TYPES, *APPROX_TYPES, *SGD_APPROX_TYPES))
+    check_keras_layers(root / ENCODER_MODEL)
     _check_json_files(root)
 
 
@@ -236,16 +246,16 @@ def _check_json_files(root: Path) -> None:
         except (OSError, ValueError) as e:
             raise ValueError(f"{root / name}: unreadable ({first_line(e)})") from None
 
-    labels = read("labels.json")
+    labels = read(LABELS)
     classes = labels.get("classes") if isinstance(labels, dict) else None
     if (not isinstance(classes, list) or len(classes) < 2
             or not all(isinstance(c, str | int | float | bool) for c in classes)
             or not isinstance(labels.get("label"), str | None)):
-        raise ValueError(f"{root / 'labels.json'}: not a marginflow labels file (a label name and 2 or more classes)")
-    features = read("features.json")
+        raise ValueError(f"{root / LABELS}: not a marginflow labels file (a label name and 2 or more classes)")
+    features = read(FEATURE_NAMES)
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise ValueError(f"{root / 'features.json'}: not a list of feature names")
-    for name in ("metrics.json", "config.json"):
+        raise ValueError(f"{root / FEATURE_NAMES}: not a list of feature names")
+    for name in (METRICS, CONFIG):
         if not isinstance(read(name), dict):
             raise ValueError(f"{root / name}: not a JSON object")
 
@@ -271,31 +281,31 @@ class Bundle:
             _check_types(self.path)
         except ValueError as e:
             raise BundleError(str(e)) from None
-        labels = json.loads((self.path / "labels.json").read_text())
+        labels = json.loads((self.path / LABELS).read_text())
         self.classes_ = np.asarray(labels["classes"], dtype=object if any(isinstance(c, str) for c in labels["classes"]) else None)
         self.label = labels.get("label")
-        self.feature_names_in_ = list(json.loads((self.path / "features.json").read_text()))
-        self.scaler = json.loads((self.path / "scaler.json").read_text())
-        self.config = read_config(self.path / "config.json")
-        self.metrics = json.loads((self.path / "metrics.json").read_text())
+        self.feature_names_in_ = list(json.loads((self.path / FEATURE_NAMES).read_text()))
+        self.scaler = json.loads((self.path / SCALER).read_text())
+        self.config = read_config(self.path / CONFIG)
+        self.metrics = json.loads((self.path / METRICS).read_text())
         self.encoder = self.feature_model = None
         try:
             if encoder:
-                self.encoder = load_encoder(self.path / "encoder.keras")
+                self.encoder = load_encoder(self.path / ENCODER_MODEL)
                 self.feature_model = cut_at_features(self.encoder)
         except Exception as e:  # Keras raises many types for a file it will not load
-            raise BundleError(f"{self.path / 'encoder.keras'}: cannot load ({first_line(e)})") from None
+            raise BundleError(f"{self.path / ENCODER_MODEL}: cannot load ({first_line(e)})") from None
         try:
-            self.svc = load_svc(self.path / "svc.skops")
+            self.svc = load_svc(self.path / SVC_MODEL)
         except Exception as e:
-            raise BundleError(f"{self.path / 'svc.skops'}: cannot load ({first_line(e)})") from None
+            raise BundleError(f"{self.path / SVC_MODEL}: cannot load ({first_line(e)})") from None
         try:
             self.scaler = {"mean": np.asarray(self.scaler["mean"], dtype=np.float64),
                            "scale": np.asarray(self.scaler["scale"], dtype=np.float64)}
             if self.scaler["mean"].shape != (self.n_features_in_,) or self.scaler["scale"].shape != (self.n_features_in_,):
                 raise ValueError(f"mean and scale must hold {self.n_features_in_} values")
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{self.path / 'scaler.json'}: not a scaler for this model ({first_line(e)})") from None
+            raise BundleError(f"{self.path / SCALER}: not a scaler for this model ({first_line(e)})") from None
 
     @classmethod
     def load(cls, path: str | Path, signed: bool = True) -> Bundle:

@@ -12,6 +12,7 @@ from tasks.config import flatten
 from tasks.ops.bundle import MANIFEST, MODEL_FILES
 from tasks.ops.registry import Version, json_object
 from tasks.ops.runs import accuracies, read_run
+from tasks.store.kinds import CONFIG
 
 METRICS = ("accuracy", "macro_f1", "n_test", "source")
 
@@ -25,7 +26,7 @@ def run_accuracies(v: Version) -> dict[str, float]:
 def compare_versions(a: Version, b: Version, everything: bool = False) -> dict[str, Any]:
     """``{"versions", "metrics", "config", "same_keys", "runs"}``: ``metrics`` and ``config`` map
     a key to ``[value in a, value in b]``; ``config`` holds only differing keys unless ``everything``."""
-    ca, cb = (flatten(json_object(Path(v.path) / "config.json")) for v in (a, b))
+    ca, cb = (flatten(json_object(Path(v.path) / CONFIG)) for v in (a, b))
     keys = sorted(set(ca) | set(cb))
     missing = "(absent)"
     config = {k: [ca.get(k, missing), cb.get(k, missing)] for k in keys

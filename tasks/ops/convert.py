@@ -19,6 +19,7 @@ from tasks.core.estimator import SECTIONS, MarginClassifier
 from tasks.core.networks import save_keras
 from tasks.core.svm import save_svc
 from tasks.ops.bundle import Bundle, making_config, write_bundle
+from tasks.store.kinds import ENCODER_MODEL, SCALER, SVC_MODEL
 
 
 def to_estimator(bundle: Bundle) -> MarginClassifier:
@@ -66,8 +67,8 @@ def export_bundle(model: MarginClassifier, directory: str | Path, metrics: dict[
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         writer = _DirectoryWriter(tmp)
-        sources = {"scaler.json": lambda p: p.write_text(json.dumps(_scaler_json(model.scaler_), indent=2, sort_keys=True) + "\n"),
-                   "encoder.keras": lambda p: save_keras(model.encoder_, p), "svc.skops": lambda p: save_svc(model.svc_, p)}
+        sources = {SCALER: lambda p: p.write_text(json.dumps(_scaler_json(model.scaler_), indent=2, sort_keys=True) + "\n"),
+                   ENCODER_MODEL: lambda p: save_keras(model.encoder_, p), SVC_MODEL: lambda p: save_svc(model.svc_, p)}
         write_bundle(writer, sources, {"label": None, "classes": classes}, names, config, metrics or {})
         os.rename(tmp, target)
     except BaseException:

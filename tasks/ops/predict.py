@@ -25,46 +25,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.core.dataset import file_columns
-from tasks.errors import InputError, first_line
+from tasks.errors import InputError
 from tasks.ops.bundle import Bundle, check_columns
+from tasks.store.sources import file_columns, frames
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 
 def _columns(path: Path) -> list[str]:
-    """The input's column names, read as ingest reads them (a byte-order mark removed, duplicates refused)."""
-    if not path.name.lower().endswith((".parquet", ".pq", ".csv", ".csv.gz")):
-        raise InputError(f"{path}: unsupported format (use .csv, .csv.gz or .parquet)")
+    """The input's column names, read as ingest reads them (`tasks.store.sources.file_columns`: CSV, TSV or Parquet,
+    a byte-order mark removed, duplicates refused)."""
     return file_columns(path)
 
 
 def batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The ``columns`` of ``path``, ``batch_rows`` rows at a time (empty batches skipped).
+    """The ``columns`` of ``path``, ``batch_rows`` rows at a time (empty batches skipped), by ingest's reader.
 
     Raises:
         InputError: the file cannot be read past some point (a corrupt body, a malformed line).
     """
-    try:
-        if path.name.lower().endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            # pre_buffer=False: the default pre-buffering holds much of the file in memory at once
-            chunks = (b.to_pandas() for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(
-                batch_size=batch_rows, columns=columns))
-        else:
-            chunks = pd.read_csv(path, usecols=columns, chunksize=batch_rows, encoding="utf-8-sig")
-        for chunk in chunks:
-            if len(chunk):
-                yield chunk
-    except InputError:
-        raise
-    except Exception as e:  # pyarrow and pandas raise their own types for a corrupt file
-        if isinstance(e, OSError | EOFError | UnicodeDecodeError | ValueError | pd.errors.ParserError) \
-                or type(e).__module__.startswith("pyarrow"):
-            first = first_line(e)
-            raise InputError(f"{path}: unreadable file ({first})") from None
-        raise
+    for chunk in frames(path, columns, batch_rows):
+        if len(chunk):
+            yield chunk
 
 
 def output_frame(model: Bundle, rows: pd.DataFrame, where: str) -> pd.DataFrame:

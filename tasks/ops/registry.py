@@ -56,9 +56,10 @@ from tasks.ops.bundle import (
     static_problem,
     verify,
 )
+from tasks.store.kinds import CHAMPION, CONFIG, ENCODER_MODEL, METRICS
 
 VERSION = re.compile(r"^v(\d{4,})$")
-CHAMPION = "champion.json"
+CHAMPION = CHAMPION
 HISTORY = "history.jsonl"
 
 
@@ -181,9 +182,9 @@ class Registry:
 
     def _version(self, name: str, champion: str | None, runs: dict[str, dict[str, Any]]) -> Version:
         d = self.dir / name
-        config = json_object(d / "config.json")
+        config = json_object(d / CONFIG)
         created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
-        return Version(version=name, path=str(d), created=created, metrics=json_object(d / "metrics.json"),
+        return Version(version=name, path=str(d), created=created, metrics=json_object(d / METRICS),
                        champion=name == champion, problem=static_problem(d, signed=True),
                        changes=changes(config) if config else {}, run=runs.get(name, {}))
 
@@ -317,8 +318,8 @@ class Registry:
         key = signing_key()
         # an encoder byte-identical to a registered version's was loaded when that version was: only the
         # other files need loading then (a change of svc settings imports no Keras)
-        known = {f.get("encoder.keras") for f in registered.values()}
-        if Bundle(bundle_dir, signed=False, encoder=files["encoder.keras"] not in known).identity != identity:
+        known = {f.get(ENCODER_MODEL) for f in registered.values()}
+        if Bundle(bundle_dir, signed=False, encoder=files[ENCODER_MODEL] not in known).identity != identity:
             raise BundleError(f"{bundle_dir}: changed while it was being registered")
         with self._locked():
             self._recover()

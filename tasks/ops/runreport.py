@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from tasks.config import shown
 from tasks.core.report import inline_images, render_header, render_html, render_report
 from tasks.store.artifacts import ArtifactRef, read_json
+from tasks.store.kinds import CHARTS, METRICS, REPORT_HTML, REPORT_MD, RUN
 
 REPORTS_DIR = "reports"
 
@@ -80,8 +81,8 @@ def approaches_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digits: int) -> RunReport:
     """Write the run's report folder (see the module docstring) from the ``report`` artifact."""
     info = info.model_copy(update={"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
-    metrics = read_json(report, "metrics.json")
-    charts = [tuple(c) for c in read_json(report, "charts.json")] if "charts.json" in report.files else []
+    metrics = read_json(report, METRICS)
+    charts = [tuple(c) for c in read_json(report, CHARTS)] if CHARTS in report.files else []
     markdown = render_report(metrics, digits, charts, render_header(header_rows(info)))
     final = report_dir(root, info)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +91,9 @@ def write_run_report(root: str | Path, report: ArtifactRef, info: RunInfo, digit
         images = {name: report.file(name).read_bytes() for _, name in charts}
         for name, data in images.items():
             (tmp / name).write_bytes(data)
-        (tmp / "report.md").write_text(markdown)
-        (tmp / "report.html").write_text(render_html(markdown, images))
-        (tmp / "run.json").write_text(json.dumps({**info.model_dump(), "report_artifact": report.path}, indent=2))
+        (tmp / REPORT_MD).write_text(markdown)
+        (tmp / REPORT_HTML).write_text(render_html(markdown, images))
+        (tmp / RUN).write_text(json.dumps({**info.model_dump(), "report_artifact": report.path}, indent=2))
         if final.exists():  # the same run writing again (a retried task): replace its report
             shutil.rmtree(final)
         tmp.rename(final)

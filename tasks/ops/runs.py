@@ -15,6 +15,7 @@ from typing import Any
 from tasks.catalog import NAMES
 from tasks.ops.registry import json_object
 from tasks.ops.runreport import REPORTS_DIR
+from tasks.store.kinds import METRICS, RUN
 
 
 def root_key(root: str | Path) -> str:
@@ -25,8 +26,8 @@ def root_key(root: str | Path) -> str:
 def read_run(root: str | Path, folder: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """A run's report folder: (its ``run.json``, the ``metrics.json`` of the report artifact it names, that
     file's path); {} for what is missing or unreadable. The artifact's path is relative to the data root."""
-    info = json_object(Path(folder) / "run.json")
-    metrics_file = Path(root) / str(info.get("report_artifact") or "-") / "metrics.json"
+    info = json_object(Path(folder) / RUN)
+    metrics_file = Path(root) / str(info.get("report_artifact") or "-") / METRICS
     return info, json_object(metrics_file) if info.get("report_artifact") else {}, metrics_file
 
 
@@ -62,7 +63,7 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
 def _written(row: dict[str, Any]) -> int:
     """When a run's run.json was written (ns): orders runs whose dates fall in the same second."""
     try:
-        return (Path(row["report"]) / "run.json").stat().st_mtime_ns
+        return (Path(row["report"]) / RUN).stat().st_mtime_ns
     except OSError:
         return 0
 

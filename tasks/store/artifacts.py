@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks import faults
+from tasks.obs.processes import process_alive
 
 _CHUNK = 1 << 20
 ARTIFACTS = "artifacts"
@@ -233,19 +234,6 @@ class ArtifactWriter:
 def staging_prefix(kind: str) -> str:
     """Name prefix of a staging folder: ``<kind>.<host>.<pid>.``, so the writer can be told alive or gone."""
     return f"{kind}.{socket.gethostname()}.{os.getpid()}."
-
-
-def process_alive(host: str, pid: int) -> bool:
-    """False only for a process of this host that no longer exists (another host's: assumed alive)."""
-    if host != socket.gethostname():
-        return True  # another machine's process: only that machine can tell
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _writer_alive(name: str) -> bool:

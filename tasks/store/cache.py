@@ -5,10 +5,10 @@ The cache key of a stage call is the SHA-256 of
 * the stage's name;
 * the SHA-256 of each input artifact (never its path or data root);
 * the config it receives (its section, canonical JSON);
-* the code version: the source of the stage's module **and of every ``tasks.*`` module it
-  reaches through imports** (at any depth, imports inside functions included, and the
-  packages' ``__init__`` files), plus the installed versions of keras, jax, scikit-learn
-  and numpy.
+* the code version: the text of the stage function **and of every function, class and constant
+  of ``tasks.*`` it can reach** (at any depth, across modules: `tasks.store.code`), plus the
+  installed versions of keras, jax, scikit-learn and numpy. Comments, docstrings and config
+  help texts are not part of it; editing a function no stage reaches reruns nothing.
 
 What the key does not see: code outside ``tasks`` other than those four libraries (pandas,
 pyarrow, matplotlib, Prefect), the machine, and environment variables such as
@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 import json
 import os
 import re
 import socket
 import tempfile
 import threading
-import tokenize
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -44,14 +42,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tasks import faults
-from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_file, sha256_text
-from tasks.store.progress import SHARED_IMPORTS, OwnTime, emit, import_once, in_row
+from tasks.obs.progress import SHARED_IMPORTS, OwnTime, emit, import_once, in_row
+from tasks.store.artifacts import ArtifactRef, StoredRef, sha256_text
+from tasks.store.code import code_units
 
 CACHE_DIR = "cache"
 RECORD_FORMAT = "marginflow-cache/1"
 LIBRARIES = ("keras", "jax", "scikit-learn", "numpy")
 _MAX_RECORD_BYTES = 1 << 20
-_TASKS_DIR = Path(__file__).resolve().parents[1]
 
 
 def cache_dir(root: str | os.PathLike[str]) -> Path:
@@ -59,116 +57,6 @@ def cache_dir(root: str | os.PathLike[str]) -> Path:
 
 
 # --------------------------------------------------------------------------- code version
-
-
-def module_file(name: str, tasks_dir: Path = _TASKS_DIR) -> Path | None:
-    """The source file of ``tasks.*`` module ``name`` (found on disk, nothing imported), or None."""
-    parts = name.split(".")
-    if parts[0] != "tasks":
-        return None
-    base = tasks_dir.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _logical_lines(source: str) -> list[list[tokenize.TokenInfo]]:
-    """The source's logical lines as token lists (comments, strings and line breaks inside brackets dropped)."""
-    lines, line = [], []
-    skip = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
-            if line:
-                lines.append(line)
-            line = []
-        elif tok.type not in skip:
-            line.append(tok)
-    return lines
-
-
-def _dotted(tokens: list[tokenize.TokenInfo], i: int) -> tuple[str, int]:
-    """The dotted name starting at ``tokens[i]`` and the index after it."""
-    parts = []
-    while i < len(tokens) and tokens[i].type == tokenize.NAME and tokens[i].string not in ("as", "import"):
-        parts.append(tokens[i].string)
-        i += 1
-        if i < len(tokens) and tokens[i].string == ".":
-            i += 1
-        else:
-            break
-    return ".".join(parts), i
-
-
-@functools.lru_cache(maxsize=512)
-def _imported_names(module: str, source: str, is_package: bool) -> frozenset[str]:
-    """Every dotted name an ``import`` statement of ``source`` may refer to (relative imports resolved).
-
-    Read with `tokenize` (pure Python), not `ast`: building AST objects in several threads at once
-    can fail on CPython 3.11 (gh-106905, ``SystemError: AST constructor recursion depth mismatch``),
-    and Prefect and JAX parse source in the threads a run starts. Memoised by source text: each file of
-    the package is read once per process, however many stages reach it. Statements after ``;`` and imports
-    inside functions are found; an ``import`` word inside a string is not (strings are one token).
-    """
-    package = module if is_package else module.rpartition(".")[0]
-    names: set[str] = set()
-    for line in _logical_lines(source):
-        starts = [0] + [i + 1 for i, t in enumerate(line) if t.string in (";", ":")]
-        for start in starts:
-            if start >= len(line):
-                continue
-            word = line[start].string
-            if word == "import":
-                i = start + 1
-                while i < len(line):
-                    name, i = _dotted(line, i)
-                    names.add(name)
-                    while i < len(line) and line[i].string not in (",", ";"):
-                        i += 1  # "as alias"
-                    if i >= len(line) or line[i].string == ";":
-                        break
-                    i += 1
-            elif word == "from":
-                i, level = start + 1, 0
-                while i < len(line) and line[i].string in (".", "..."):
-                    level += len(line[i].string)
-                    i += 1
-                base, i = _dotted(line, i)
-                if i >= len(line) or line[i].string != "import":
-                    continue  # "yield from x", "raise ... from e"
-                if level:
-                    parts = package.split(".")
-                    parts = parts[: len(parts) - (level - 1)]
-                    base = ".".join([*parts, base] if base else parts)
-                names.add(base)
-                i += 1
-                while i < len(line) and line[i].string != ";":
-                    tok = line[i]
-                    if tok.type == tokenize.NAME and tok.string != "as" and line[i - 1].string != "as":
-                        names.add(f"{base}.{tok.string}")
-                    i += 1
-    return frozenset(names)
-
-
-def code_modules(module: str, tasks_dir: Path = _TASKS_DIR) -> dict[str, Path]:
-    """``module`` and every ``tasks.*`` module it reaches through imports, with their package
-    ``__init__`` files: name -> source file, sorted by name."""
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        path = module_file(name, tasks_dir)
-        if path is None:
-            continue
-        seen[name] = path
-        parents = name.split(".")
-        todo.extend(".".join(parents[:i]) for i in range(1, len(parents)))
-        source = path.read_text()
-        todo.extend(n for n in _imported_names(name, source, path.name == "__init__.py")
-                    if n == "tasks" or n.startswith("tasks."))
-    return dict(sorted(seen.items()))
 
 
 def library_versions() -> dict[str, str]:
@@ -182,27 +70,33 @@ def library_versions() -> dict[str, str]:
 
 
 _CODE_VERSIONS: dict[str, str] = {}
-_CODE_LOCK = threading.Lock()  # one computation per module per process, even when stages start together
+_CODE_LOCK = threading.Lock()  # one computation per entry per process, even when stages start together
 
 
-def code_version(module: str) -> str:
-    """SHA-256 over the sources `code_modules` finds for ``module`` and the `LIBRARIES` versions.
+def entry(fn) -> str:
+    """The code entry of a function: ``"module:name"``."""
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def code_version(entry: str) -> str:
+    """SHA-256 over the units `tasks.store.code.code_units` reaches from ``entry`` (``"tasks.x:fn"``) and the
+    `LIBRARIES` versions.
 
     Computed once per process: it describes the code this process imported.
     """
     with _CODE_LOCK:
-        if module not in _CODE_VERSIONS:
-            lines = [f"{name}\0{sha256_file(path)}" for name, path in code_modules(module).items()]
+        if entry not in _CODE_VERSIONS:
+            lines = [f"{name}\0{digest}" for name, digest in code_units(entry).items()]
             lines += [f"{lib}=={v}" for lib, v in library_versions().items()]
-            _CODE_VERSIONS[module] = sha256_text("\n".join(lines))
-        return _CODE_VERSIONS[module]
+            _CODE_VERSIONS[entry] = sha256_text("\n".join(lines))
+        return _CODE_VERSIONS[entry]
 
 
-def warm_code_versions(modules: list[str]) -> None:
-    """Compute the code versions of ``modules`` now (one thread), so that stages started together in
-    threads only read them."""
-    for module in modules:
-        code_version(module)
+def warm_code_versions(functions) -> None:
+    """Compute the code versions of stage ``functions`` (tasks or plain functions) now, in one thread, so that
+    stages started together in threads only read them."""
+    for fn in functions:
+        code_version(entry(getattr(getattr(fn, "fn", fn), "__wrapped__", fn)))
 
 
 # --------------------------------------------------------------------------- keys and records
@@ -224,11 +118,11 @@ def _canonical(value: Any) -> Any:
 UNKEYED = ("root", "deadline")
 
 
-def stage_key(stage: str, module: str, inputs: dict[str, Any]) -> str:
-    """The cache key of one stage call; the `UNKEYED` arguments are not part of it."""
+def stage_key(stage: str, fn, inputs: dict[str, Any]) -> str:
+    """The cache key of one call of stage function ``fn``; the `UNKEYED` arguments are not part of it."""
     material = {
         "stage": stage,
-        "code": code_version(module),
+        "code": code_version(entry(fn)),
         "inputs": {k: _canonical(v) for k, v in sorted(inputs.items()) if k not in UNKEYED},
     }
     return sha256_text(json.dumps(material, sort_keys=True, default=str))
@@ -334,7 +228,7 @@ def run_cached(name: str, fn, args: tuple, kwargs: dict, refresh: bool = False,
     Returns:
         (artifact or None, cached, the call's own seconds and its seconds spent waiting: `OwnTime`).
     """
-    from tasks.store.runlog import stage_logger
+    from tasks.obs.runlog import stage_logger
 
     with OwnTime() as took:
         root, inputs, key = _call(name, fn, args, kwargs)
@@ -366,7 +260,7 @@ def _call(name: str, fn, args: tuple, kwargs: dict) -> tuple[str, dict[str, Any]
     bound.apply_defaults()
     root = str(bound.arguments["root"])
     inputs = {k: _resolved(v, root) for k, v in bound.arguments.items()}
-    return root, inputs, stage_key(name, fn.__module__, inputs)
+    return root, inputs, stage_key(name, fn, inputs)
 
 
 def lookup(task, *args: Any, **kwargs: Any) -> ArtifactRef | None:
@@ -399,7 +293,7 @@ def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS, label=None):
     Called as ``task.fn(...)`` outside Prefect it returns the `ArtifactRef` itself (same cache).
     ``refresh_cache=True`` on the task (``task.with_options``) forces recomputation.
     ``imports``: the libraries imported before the stage function runs (not on a cache hit), their time
-    counted as waiting (`tasks.store.progress.import_once`): Keras, scikit-learn's SVM and skops by default;
+    counted as waiting (`tasks.obs.progress.import_once`): Keras, scikit-learn's SVM and skops by default;
     stages that need fewer name them, and a stage that may decide to do nothing (a candidate stopped by
     successive halving) names none and imports what it needs once it knows.
     ``label``: ``inputs -> str``, the display row of one call when the stage runs once per part of something
@@ -407,9 +301,6 @@ def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS, label=None):
     """
 
     def wrap(fn):
-        from prefect import task
-        from prefect.cache_policies import NO_CACHE
-
         @functools.wraps(fn)
         def run(*args, **kwargs):
             from prefect.context import TaskRunContext
@@ -429,16 +320,52 @@ def stage(name: str, imports: tuple[str, ...] = SHARED_IMPORTS, label=None):
                              name={"cached": "Cached", "ran": "Completed", "skipped": "Skipped"}[status],
                              message=f"{status} in {took.seconds:.3f} s{waited} on {where()}")
 
-        return task(run, name=name, cache_policy=NO_CACHE, persist_result=False)
+        return StageTask(name, run)
 
     return wrap
+
+
+class StageTask:
+    """A stage function as a Prefect task, built on first use: importing a stage module (the plan does, and
+    the CLI reads the plan) does not import Prefect.
+
+    ``task.fn(...)`` calls the stage outside Prefect (same cache) and ``task.fn.__wrapped__`` is the stage
+    function itself; every other attribute (``submit``, ``map``, ``with_options``) is the Prefect task's.
+    """
+
+    def __init__(self, name: str, run):
+        self.name = name
+        self.fn = run
+        self._task = None
+        self._lock = threading.Lock()
+
+    @property
+    def task(self):
+        with self._lock:
+            if self._task is None:
+                from prefect import task
+                from prefect.cache_policies import NO_CACHE
+
+                self._task = task(self.fn, name=self.name, cache_policy=NO_CACHE, persist_result=False)
+            return self._task
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self.task, attr)
+
+    def __call__(self, *args, **kwargs):
+        return self.task(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<stage task {self.name}>"
 
 
 def describe(state) -> dict[str, Any]:
     """``{"status", "seconds", "waited", "where"}`` of a finished stage state (from its message).
 
     ``seconds`` is the stage's own work; ``waited`` the time it spent waiting for the Keras lock or a
-    first shared import (`tasks.store.progress`).
+    first shared import (`tasks.obs.progress`).
     """
     m = re.fullmatch(r"(ran|cached|skipped) in ([0-9.]+) s(?: \(waited ([0-9.]+) s\))? on (.+)", state.message or "")
     if m is None:

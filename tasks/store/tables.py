@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from tasks.schema import LABEL, SPLIT, SPLITS
 from tasks.store.artifacts import ArtifactRef, read_json
 
+__all__ = ["LABEL", "SPLIT", "SPLITS"]  # re-exported: a table's columns (`tasks.schema`)
+
 FEATURES = "__features__"
-LABEL = "__label__"
-SPLIT = "__split__"
-SPLITS = ("train", "val", "test")
 TABLE_FILES = {"dataset": "dataset.parquet", "scaled": "scaled.parquet", "features": "features.parquet"}
 DEFAULT_BATCH_ROWS = 20_000
 # rows per Parquet row group = batch_rows // ROW_GROUPS_PER_BATCH: a shuffle buffer of batch_rows

@@ -8,7 +8,7 @@
 * Elsewhere (CI, cron, a pipe): Prefect's plain log lines, as before.
 * ``--quiet``: neither; errors only.
 
-The display listens to `tasks.store.progress` events: stage start and end and Keras epochs
+The display listens to `tasks.obs.progress` events: stage start and end and Keras epochs
 from stages running in this process (the thread engine), and each stage's result as the flow
 collects it (every engine, Dask workers included).
 """
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.store.progress import listening
+from tasks.obs.progress import listening
 
 
 class RunFormatter(logging.Formatter):

@@ -3,7 +3,7 @@
 Two small, Prefect-free facilities:
 
 * **Events.** `emit` hands ``(event, fields)`` to the listeners of this process (the terminal's
-  progress display, `flows.progress`). Stages emit ``stage_start``, ``stage_end``, ``epoch``, and
+  progress display, `flows.display`). Stages emit ``stage_start``, ``stage_end``, ``epoch``, and
   ``wait``/``resume`` around a wait for the Keras lock; each carries its stage and display row
   (`in_row`). With no listener (a Dask worker, a test) an event costs one list lookup.
 * **Waiting time.** `waiting` measures time a thread spends blocked on a shared resource (the

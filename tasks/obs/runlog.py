@@ -9,8 +9,8 @@ import contextlib
 import logging
 from typing import Any
 
-from tasks.store.artifacts import process_alive
-from tasks.store.progress import emit
+from tasks.obs.processes import process_alive
+from tasks.obs.progress import emit
 
 
 def in_prefect_run() -> bool:

@@ -1,0 +1,14 @@
+"""What ``--smoke`` means for every benchmark: the same code at tiny sizes, in seconds, so that the test suite
+runs each benchmark (``tests/test_benchmarks.py``) and a benchmark that breaks fails CI. Its numbers mean
+nothing."""
+
+# config overrides of a smoke run: one small encoder, short Keras fits
+SET = [
+    "encoder.kind='mlp'",
+    "encoder.hidden=[16]",
+    "encoder.epochs=3",
+    "encoder.batch_size=32",
+    "linear_hinge.epochs=3",
+    "rff.epochs=2",
+    "rff.n_components=64",
+]
