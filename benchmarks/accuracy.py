@@ -43,7 +43,7 @@ from tasks.store.kinds import METRICS
 BUILTIN = ("iris", "wine", "breast_cancer", "digits", "mnist1d")
 PUBLIC = ("GunPoint", "Coffee", "BasicMotions")
 TARGETS = {"digits": 0.99, "mnist1d": 0.985}  # features_svc, mean over seeds
-SEED_KEYS = ("data.seed", "encoder.seed", "svc.seed", "linear_hinge.seed", "rff.seed", "knn.seed")
+SEED_KEYS = ("data.seed", "encoder.seed", "svc.seed", "linear_hinge.seed", "rff_svm.seed", "knn.seed")
 
 
 def public_table(name: str, folder: Path) -> tuple[Path, list[str]]:
@@ -96,7 +96,7 @@ def minirocket_ridge(dataset, seed: int) -> float:
 
 def run_one(name: str, seed: int, root: Path, extra: list[str]) -> dict:
     from flows.pipeline import pipeline
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     overrides = [f"{key}={seed}" for key in SEED_KEYS] + list(extra)
     if name in BUILTIN:

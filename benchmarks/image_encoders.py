@@ -50,7 +50,8 @@ def main() -> None:
     from accuracy import SEED_KEYS
 
     from flows.pipeline import pipeline
-    from tasks.config import SVCConfig, load_config
+    from tasks.config import SVCConfig
+    from tasks.config_text import load_config
     from tasks.core.candidates import candidate_set
     from tasks.core.layout import Layout
     from tasks.core.networks import cut_at_features, embed, train

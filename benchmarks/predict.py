@@ -33,7 +33,7 @@ def _train(root: Path, smoke: bool = False) -> None:
     from sklearn.datasets import load_iris
 
     from flows.pipeline import pipeline
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     bunch = load_iris()
     frame = pd.DataFrame(bunch.data, columns=[f"x{i}" for i in range(4)])

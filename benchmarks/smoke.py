@@ -9,6 +9,6 @@ SET = [
     "encoder.epochs=3",
     "encoder.batch_size=32",
     "linear_hinge.epochs=3",
-    "rff.epochs=2",
-    "rff.n_components=64",
+    "rff_svm.epochs=2",
+    "rff_svm.n_components=64",
 ]

@@ -80,7 +80,7 @@ def _grid_flow():
 
 def _scaled_rows(dataset: str, root: Path):
     """The ``scaled`` artifact of a built-in dataset (ingest and scale called directly)."""
-    from tasks.config import load_config
+    from tasks.config_text import load_config
     from tasks.ingest import describe_source, ingest
     from tasks.scale import scale
 
@@ -93,7 +93,7 @@ def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = 
     from flows.engine import task_runner
     from flows.pipeline import pipeline
     from flows.plan import BY_STAGE
-    from tasks.config import load_config
+    from tasks.config_text import load_config
     from tasks.core.svm import grid
 
     config = load_config(None, list(extra), {"data.dataset": dataset})
@@ -174,7 +174,7 @@ def main() -> None:
         if args.part == "engine":
             return
         from flows.pipeline import pipeline
-        from tasks.config import load_config
+        from tasks.config_text import load_config
 
         config = load_config(None, extra, {"data.dataset": args.dataset})
         _direct(config, str(work / "warmup"))  # imports and JAX compilation, not counted

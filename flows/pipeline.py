@@ -18,7 +18,8 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.runner import PrefectRunner, lay_out
-from tasks.config import Config, changes, run_name, source_name
+from tasks.config import Config
+from tasks.config_text import changes, run_name, source_name
 from tasks.core.report import render_stages
 from tasks.obs.progress import emit
 from tasks.obs.runlog import (

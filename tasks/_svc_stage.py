@@ -49,7 +49,7 @@ def for_data(config: SVCConfig, meta: dict[str, Any]) -> SVCConfig:
     return resolve_kernel(config, meta.get("encoder_kind"))
 
 
-def decide(data_ref: ArtifactRef, config: SVCConfig) -> dict[str, Any]:
+def solver_record(data_ref: ArtifactRef, config: SVCConfig) -> dict[str, Any]:
     """`tasks.core.svm.resolve_solver` for the training rows of ``data_ref``; the exact fit's cost, when it
     must be predicted, is measured on a seeded sample of at most `PROBE_SAMPLE` (and ``data.batch_rows``)
     training rows."""
@@ -120,7 +120,7 @@ def fit_svc_artifact(data_ref: ArtifactRef, config: SVCConfig, cv: list[Artifact
     if search:
         log.info("%s: search chose C=%g gamma=%s (CV %s %.4f)", kind, fitted.C, fitted.gamma,
                  search["metric"], search["chosen"]["mean"])
-    record = read_json(solver, SOLVER) if solver is not None else decide(data_ref, config)
+    record = read_json(solver, SOLVER) if solver is not None else solver_record(data_ref, config)
     start = time.perf_counter()
     if record["solver"] == "exact":
         if n_train > batch:

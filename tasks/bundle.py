@@ -1,7 +1,7 @@
 """Stage bundle: the main path's model (scaler, encoder, SVC) as one verified directory.
 
 Output artifact ``bundle``: the files `tasks.ops.bundle` describes. It receives only the
-config sections that made the model, so a change elsewhere (``rff.epochs``,
+config sections that made the model, so a change elsewhere (``rff_svm.epochs``,
 ``retrain.tolerance``) leaves it cached and registers no new version.
 """
 
@@ -15,7 +15,8 @@ from tasks.core.metrics import score
 from tasks.ops.bundle import making_config, write_bundle
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json, sha256_text
 from tasks.store.cache import code_version, stage
-from tasks.store.kinds import ENCODER_MODEL, PREDICTIONS, SCALER, SOLVER, SVC_MODEL
+from tasks.store.kinds import ENCODER_MODEL, SCALER, SOLVER, SVC_MODEL
+from tasks.store.outputs import read_model_outputs
 from tasks.store.tables import labels, read_meta
 
 # the stage functions whose code makes the bundled model's files
@@ -34,7 +35,7 @@ def bundle(scaled: ArtifactRef, encoder: ArtifactRef, svc: ArtifactRef, config: 
     """Assemble the bundle; ``config``: section name -> section, for `tasks.ops.bundle.IDENTITY_SECTIONS`."""
     meta = read_meta(scaled)
     y_test = labels(scaled, "test")
-    pred = np.asarray(read_json(svc, PREDICTIONS)["test"])
+    pred = np.asarray(read_model_outputs(svc)["predictions"]["test"])
     s = score(y_test, pred, meta["classes"])
     metrics = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "n_test": int(len(y_test)),
                "source": meta["source"]}

@@ -26,6 +26,9 @@ class Approach:
         search: True when ``svc.search`` chooses its C and gamma (its stage takes the CV grid).
         holds_all: True when its model must hold every training row (it cannot stream them): past
             ``data.batch_rows`` training rows it is skipped with a notice (`skip_reason`).
+        margins: True when it has margins to offer (the scikit-learn estimator,
+            `tasks.core.estimator.MarginClassifier`, fits it); knn, the baseline, has none.
+        early_stopping: True when its Keras fit watches a validation loss (the estimator holds rows out for it).
     """
 
     name: str
@@ -36,6 +39,8 @@ class Approach:
     reads: tuple[str, ...] = ("scale",)
     search: bool = False
     holds_all: bool = False
+    margins: bool = True
+    early_stopping: bool = False
 
 
 APPROACHES: tuple[Approach, ...] = (
@@ -45,15 +50,15 @@ APPROACHES: tuple[Approach, ...] = (
              "linear model, hinge loss + L2 = 1/(2 C n): the linear SVM primal, fitted by Adam"),
     Approach("features_svc", "train_svc", "svc",
              "Keras encoder (cross-entropy) learns features; SVC maximises the margin on them", main=True,
-             reads=("extract_features",), search=True),
+             reads=("extract_features",), search=True, early_stopping=True),
     Approach("deep_hinge", "deep_hinge", "encoder",
              "the encoder network trained end to end with one-vs-rest squared hinge",
-             reads=("scale", "train_encoder")),
-    Approach("rff_svm", "rff_svm", "rff",
+             reads=("scale", "train_encoder"), early_stopping=True),
+    Approach("rff_svm", "rff_svm", "rff_svm",
              "random Fourier features (RBF kernel approximation) + linear squared-hinge SVM, in Keras"),
     Approach("knn", "knn", "knn",
              "k nearest neighbours (Euclidean, or dynamic time warping for sequences): the classic baseline",
-             reads=("ingest", "scale"), holds_all=True),
+             reads=("ingest", "scale"), holds_all=True, margins=False),
 )
 
 NAMES: tuple[str, ...] = tuple(a.name for a in APPROACHES)

@@ -9,7 +9,7 @@ the stage and its ``svc.search`` points, which all fit with the one decision. Ou
 
 from __future__ import annotations
 
-from tasks._svc_stage import decide
+from tasks._svc_stage import solver_record
 from tasks.config import SVCConfig
 from tasks.obs.progress import SVC_IMPORTS
 from tasks.obs.runlog import stage_logger
@@ -21,7 +21,7 @@ from tasks.store.kinds import SOLVER
 @stage("choose_solver", imports=SVC_IMPORTS)
 def choose_solver(data: ArtifactRef, config: SVCConfig, root: str) -> ArtifactRef:
     """Decide the solver for ``data``'s (a ``features`` or ``scaled`` artifact) training rows."""
-    record = decide(data, config)
+    record = solver_record(data, config)
     predicted = record.get("predicted_seconds")
     stage_logger().info("choose_solver on %s: %s (%s)%s", data.kind, record["solver"], record["reason"],
                         "" if predicted is None else f"; exact fit predicted {predicted:.1f} s, time ~ n^"

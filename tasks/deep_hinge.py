@@ -20,9 +20,9 @@ from tasks.core.margin_models import keras_predictor
 from tasks.core.networks import continue_training, load_encoder, save_keras, train, with_hinge_head
 from tasks.obs.progress import OwnTime
 from tasks.obs.runlog import epoch_progress
-from tasks.store.artifacts import ArtifactRef, read_json
+from tasks.store.artifacts import ArtifactRef
 from tasks.store.cache import stage
-from tasks.store.kinds import BUDGET, CONFIG, ENCODER_MODEL, HISTORY, KERAS_MODEL, NETWORK
+from tasks.store.kinds import BUDGET, ENCODER_MODEL, HISTORY, KERAS_MODEL, NETWORK, encoder_record
 from tasks.store.outputs import total_seconds, write_model_artifact
 
 FINE_TUNE_SHARE = 0.25  # of the network's step budget; its patience at most FINE_TUNE_PATIENCE epochs
@@ -32,19 +32,18 @@ FINE_TUNE_PATIENCE = 10
 def network_config(encoder: ArtifactRef, config: EncoderConfig) -> EncoderConfig:
     """The architecture ``deep_hinge`` trains: the ``encoder`` artifact's, or after an ``auto`` search
     the best candidate that is a network (``config``'s own when none is), with the squared-hinge objective."""
-    stored = read_json(encoder, CONFIG)
-    if stored.get("selection") is not None:
-        stored = stored.get("network") or {}
+    record = encoder_record(encoder)
+    stored = (record.network or {}) if record.searched else record.settings
     fields = {k: v for k, v in stored.items() if k in EncoderConfig.model_fields}
     return (EncoderConfig(**fields) if fields else config).model_copy(update={"objective": "squared_hinge"})
 
 
 def trained_network(encoder: ArtifactRef) -> str | None:
     """The file of the trained network ``deep_hinge`` starts from, or None (train from scratch)."""
-    stored = read_json(encoder, CONFIG)
-    if stored.get("selection") is not None:
+    record = encoder_record(encoder)
+    if record.searched:
         return NETWORK if NETWORK in encoder.files else None
-    return None if stored.get("resolved_kind") == "identity" else ENCODER_MODEL
+    return None if record.kind == "identity" else ENCODER_MODEL
 
 
 @stage("deep_hinge")

@@ -29,12 +29,13 @@ from tasks.store.cache import stage
 from tasks.store.kinds import (
     APPROACHES_CHART,
     CHARTS,
-    CONFIG,
     CONFUSION_CHART,
     HISTORY,
     METRICS,
     REPORT_HTML,
     REPORT_MD,
+    curves_chart,
+    encoder_record,
 )
 from tasks.store.outputs import read_model_outputs
 from tasks.store.tables import SPLITS, batch_rows_of, labels_and_splits, read_meta
@@ -60,16 +61,15 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
     if skipped:
         metrics["skipped"] = skipped
     if encoder is not None:
-        stored = read_json(encoder, CONFIG)
-        metrics["encoder"] = {"layout": meta.get("layout"), "kind": stored.get("resolved_kind"),
-                              "candidate": stored.get("candidate"), "selection": stored.get("selection"),
-                              "budget": stored.get("budget")}
+        record = encoder_record(encoder)
+        metrics["encoder"] = {"layout": meta.get("layout"), "kind": record.kind, "candidate": record.candidate,
+                              "selection": record.selection, "budget": record.budget}
     histories = {"encoder": read_json(encoder, HISTORY)} if encoder is not None else {}
     histories.update({n: read_json(ref, HISTORY) for n, ref in models.items() if HISTORY in ref.files})
     histories = {n: h for n, h in histories.items() if h.get("loss")}  # identity has nothing to plot
     charts = [("test accuracy per approach", APPROACHES_CHART)]
     charts.append(("confusion matrices (test rows; colour: share of the true class, number: rows)", CONFUSION_CHART))
-    charts += [(f"training curves: {n}", f"curves_{n}.png") for n in histories]
+    charts += [(f"training curves: {n}", curves_chart(n)) for n in histories]
     params = {"scaled": scaled.sha256, "models": {k: v.sha256 for k, v in models.items()},
               "skipped": sorted(skipped), "config": config.model_dump()}
     with ArtifactWriter(root, "report", params) as w:
@@ -77,7 +77,7 @@ def evaluate(scaled: ArtifactRef, encoder: ArtifactRef | None, models: dict[str,
         plot_approaches(metrics, w.path(APPROACHES_CHART))
         plot_confusions(metrics["approaches"], meta["classes"], w.path(CONFUSION_CHART))
         for name, history in histories.items():  # linear_hinge and rff_svm keep their last epoch, not the best
-            plot_history(history, w.path(f"curves_{name}.png"), name, restores_best=name in ("encoder", "deep_hinge"))
+            plot_history(history, w.path(curves_chart(name)), name, restores_best=name in ("encoder", "deep_hinge"))
         w.write_json(CHARTS, charts)
         images = {name: w.path(name).read_bytes() for _, name in charts}
         body = render_report(metrics, config.digits, charts)

@@ -14,9 +14,9 @@ from tasks.config import FeaturesConfig
 from tasks.core.networks import embed, load_feature_model
 from tasks.obs.progress import OwnTime
 from tasks.obs.runlog import batch_progress
-from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
+from tasks.store.artifacts import ArtifactRef, ArtifactWriter
 from tasks.store.cache import stage
-from tasks.store.kinds import CONFIG, ENCODER_MODEL, META
+from tasks.store.kinds import ENCODER_MODEL, META, encoder_record
 from tasks.store.outputs import total_seconds, write_timing
 from tasks.store.tables import batch_rows_of, map_table, read_meta, table_file
 
@@ -35,6 +35,6 @@ def extract_features(scaled: ArtifactRef, encoder: ArtifactRef, config: Features
         with OwnTime() as took:
             map_table(scaled, w.path(table_file("features")), names, lambda X: embed(model, X, config.batch_size), batch,
                       metadata=metadata, progress=batch_progress("extract_features", meta["n_rows"], batch))
-        w.write_json(META, {**meta, "encoder_kind": read_json(encoder, CONFIG).get("resolved_kind")})
+        w.write_json(META, {**meta, "encoder_kind": encoder_record(encoder).kind})
         write_timing(w, took.seconds, total_seconds(encoder))
     return w.ref

@@ -10,10 +10,9 @@ class list mapping index -> original label, split sizes, source, layout, batch_r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from tasks.config import DataConfig
 from tasks.core.dataset import feature_columns, scan
@@ -25,6 +24,9 @@ from tasks.store.cache import stage
 from tasks.store.kinds import META, SCRATCH
 from tasks.store.sources import describe_source, file_columns, landing_files, preflight_full_bytes, source_batches
 from tasks.store.tables import table_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["check_source", "describe_source", "ingest", "prepare", "scan_source"]
 
@@ -109,6 +111,8 @@ def check_source(config: DataConfig) -> Any:
 def prepare(config: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Everything ingest does except writing, for a source small enough to hold: the dataset frame
     (float32 features, ``__label__``, ``__split__``) and its metadata."""
+    import pandas as pd
+
     parts: list[np.ndarray] = []
     result = scan_source(config, lambda columns: parts.append(np.stack(columns, axis=1)))
     X = np.concatenate(parts) if parts else np.zeros((0, len(result.feature_names)), np.float32)

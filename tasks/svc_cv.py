@@ -9,7 +9,7 @@ resolved gamma and the per-fold scores. Validation and test rows are never read.
 
 from __future__ import annotations
 
-from tasks._svc_stage import decide, for_data
+from tasks._svc_stage import for_data, solver_record
 from tasks.core.svm import CVPoint, cv_row
 from tasks.obs.progress import SVC_IMPORTS
 from tasks.obs.runlog import stage_logger
@@ -26,7 +26,7 @@ def svc_cv(data: ArtifactRef, point: CVPoint, root: str, solver: ArtifactRef | N
     meta = read_meta(data)
     batch, n_train = batch_rows_of(meta), int(meta["split_sizes"]["train"])
     point = point.model_copy(update={"kernel": for_data(point.svc_config(), meta).kernel})  # svc.kernel = auto
-    decision = read_json(solver, SOLVER) if solver is not None else decide(data, point.svc_config())
+    decision = read_json(solver, SOLVER) if solver is not None else solver_record(data, point.svc_config())
     solver_name = decision["solver"]
     X, y = load_split(data, "train", max_rows=batch, seed=point.seed)
     row = cv_row(X, y, point, solver_name)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import Config, load_config
+from tasks.config import Config
+from tasks.config_text import load_config
 
 TINY = [
     "encoder.kind='mlp'",  # one encoder, no search (tests/test_selection.py covers the search)
@@ -17,8 +18,8 @@ TINY = [
     "encoder.dropout=0.0",
     "features.batch_size=50",
     "linear_hinge.epochs=5",
-    "rff.epochs=3",
-    "rff.n_components=64",
+    "rff_svm.epochs=3",
+    "rff_svm.n_components=64",
 ]
 
 

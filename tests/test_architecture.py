@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-BASE = {"tasks", "tasks.config", "tasks.errors", "tasks.catalog", "tasks.faults", "tasks.schema"}
+BASE = {"tasks", "tasks.config", "tasks.config_text", "tasks.errors", "tasks.catalog", "tasks.faults", "tasks.schema"}
 PREFECT_PARTS = {"tasks.store.cache", "tasks.obs.runlog"}  # the modules below the stages that import Prefect
 
 
@@ -217,3 +217,14 @@ def test_no_module_outside_the_store_names_an_artifact_file():
                     and (relative, node.value) not in NOT_ARTIFACT_FILES:
                 found.append(f"{relative}:{node.lineno} {node.value!r}")
     assert not found, "artifact files named outside tasks/store: " + ", ".join(found)
+
+
+def test_the_readme_layout_lists_every_module_once():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Layout"):]
+    section = section[:section.index("```", section.index("```") + 3)]
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith(("flows/", "tasks/"))]
+    files = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.joinpath("flows").rglob("*.py"),
+                                                            *ROOT.joinpath("tasks").rglob("*.py")]
+                   if "__pycache__" not in p.parts and p.relative_to(ROOT).as_posix() != "flows/__init__.py")
+    assert sorted(listed) == files and len(listed) == len(set(listed))

@@ -67,7 +67,7 @@ import json, sys
 import tasks
 assert tasks.__file__.startswith(sys.argv[1]), tasks.__file__
 from flows.pipeline import pipeline
-from tasks.config import load_config
+from tasks.config_text import load_config
 config = load_config(None, json.loads(sys.argv[2]), {"data.input": sys.argv[3], "data.label": "species",
                                                      "data.dataset": None})
 result = pipeline(config=config, data_dir=sys.argv[4])
@@ -223,7 +223,7 @@ def test_a_copied_data_root_reuses_every_stage_and_registers_nothing_new(prefect
 def test_an_unrelated_config_change_registers_no_new_version(prefect_api, csv, tmp_path):
     data = tmp_path / "data"
     first = pipeline(config=tiny_config(csv), data_dir=str(data))
-    changed = pipeline(config=tiny_config(csv, "rff.epochs=2", "retrain.tolerance=0.1"), data_dir=str(data))
+    changed = pipeline(config=tiny_config(csv, "rff_svm.epochs=2", "retrain.tolerance=0.1"), data_dir=str(data))
     assert statuses(changed) == {**ALL_CACHED, "rff_svm": "ran", "evaluate": "ran"}
     assert (changed.model, changed.model_is_new) == ("v0001", False)
     assert changed.artifacts["bundle"] == first.artifacts["bundle"]

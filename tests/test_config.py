@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import Config, EncoderConfig, load_config
+from tasks.config import Config, EncoderConfig
+from tasks.config_text import load_config
 from tasks.errors import InputError
 
 
@@ -64,7 +65,7 @@ def test_the_moved_input_shape_key_says_where_it_went():
 
 
 def test_changes_are_what_was_set_not_a_built_in_datasets_own_defaults():
-    from tasks.config import changes, run_name
+    from tasks.config_text import changes, run_name
 
     def changed(overrides, flags):
         return changes(load_config(None, overrides, flags).model_dump(mode="json"))
@@ -83,8 +84,22 @@ def test_the_readmes_table_of_keys_is_the_configs_own():
     """The README's table of every key, type, default and range is generated from the config's fields."""
     from pathlib import Path
 
-    from tasks.config import key_table
+    from tasks.config_text import key_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     shown = readme.split("<!-- config keys: begin -->\n", 1)[1].split("\n<!-- config keys: end -->", 1)[0]
-    assert shown == key_table(), "regenerate: python -c 'from tasks.config import key_table; print(key_table())'"
+    assert shown == key_table(), "regenerate: python -c 'from tasks.config_text import key_table; print(key_table())'"
+
+
+def test_a_former_section_name_is_read_under_its_new_name_with_a_one_line_notice(caplog, tmp_path):
+    import logging
+
+    from tasks.config_text import load_config
+
+    toml = tmp_path / "old.toml"
+    toml.write_text("[rff]\nepochs = 7\n")
+    with caplog.at_level(logging.WARNING, logger="marginflow"):
+        config = load_config(str(toml), ["rff.C=2.5", "rff_svm.seed=3"])
+    assert (config.rff_svm.epochs, config.rff_svm.C, config.rff_svm.seed) == (7, 2.5, 3)
+    notices = [r.getMessage() for r in caplog.records if "rff" in r.getMessage()]
+    assert notices == ["config section rff is now rff_svm: read as rff_svm"]

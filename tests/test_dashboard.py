@@ -21,7 +21,7 @@ from flows.pipeline import pipeline, run_tags
 from flows.plan import CANDIDATE_TASK, SCORE_TASK, SEARCH_TASK, SOLVER_TASK, Candidates, Grid, Solver, stages_needed
 from flows.server import free_port, stop_server, wait_healthy
 from tasks._publish import models_key
-from tasks.config import run_name
+from tasks.config_text import run_name
 from tasks.obs.progress import OwnTime, waited
 from tasks.ops.registry import Registry
 from tasks.ops.runs import root_key
@@ -470,3 +470,20 @@ def test_predict_says_its_count_once(runs, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"150 rows predicted with v0001 -> {tmp_path / 'p.parquet'}"]
     assert out.stderr == ""  # no progress counter without a terminal
+
+
+def test_every_artifact_holds_the_files_its_kind_declares(runs):
+    """`tasks.store.kinds` is the truth about every artifact's files: each folder a run wrote holds its kind's files,
+    and nothing undeclared."""
+    from tasks.store.kinds import KINDS, declares
+
+    seen = set()
+    for folder in sorted((runs["data"] / "artifacts").glob("*/*")):
+        if folder.parent.name.startswith("."):
+            continue
+        kind = KINDS[folder.parent.name]
+        files = {p.name for p in folder.iterdir()}
+        assert {str(f) for f in kind.files} <= files, (folder, files)
+        assert all(declares(kind, f) for f in files), (folder, files)
+        seen.add(kind.name)
+    assert seen == set(KINDS)  # every kind, the search's and the SVC grid's included

@@ -10,7 +10,7 @@ import pytest
 
 from flows.pipeline import pipeline
 from flows.plan import MAIN_PATH, STAGES
-from tasks.config import load_config
+from tasks.config_text import load_config
 from tests.conftest import run_cli
 from tests.helpers import TINY, without_timings
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 # the demo's command with the Keras trainings cut to 400 steps each (the default, 4000, makes this
 # module's cold run the suite's slowest fixture; the steps budget itself is tested in tests/test_large.py)
-DIGITS = ("--dataset", "digits", "--set", "encoder.max_steps=400", "--set", "rff.max_steps=400",
+DIGITS = ("--dataset", "digits", "--set", "encoder.max_steps=400", "--set", "rff_svm.max_steps=400",
           "--set", "linear_hinge.max_steps=400")
 
 

@@ -170,7 +170,7 @@ def test_cli_runs_on_an_existing_cluster_in_its_workers(cluster, csv, tmp_path):
 def test_a_worker_killed_mid_run_loses_nothing(cluster, csv, tmp_path):
     address, client = cluster
     data = tmp_path / "data"
-    slow = ["encoder.epochs=60", "encoder.patience=60", "rff.epochs=60", "linear_hinge.epochs=60"]
+    slow = ["encoder.epochs=60", "encoder.patience=60", "rff_svm.epochs=60", "linear_hinge.epochs=60"]
     run = subprocess.Popen([str(Path(sys.executable).parent / "marginflow"), *_tiny_cli_args(csv, data, *slow),
                             "--dask-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=ROOT)
@@ -213,7 +213,8 @@ def test_a_finished_task_that_dask_runs_again_is_a_cache_hit(prefect_api, tmp_pa
     from prefect.client.orchestration import get_client
 
     from flows.engine import task_runner
-    from tasks.config import EngineConfig, load_config
+    from tasks.config import EngineConfig
+    from tasks.config_text import load_config
     from tasks.ingest import describe_source, ingest
     from tasks.scale import scale
     from tasks.store.cache import describe

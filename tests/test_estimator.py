@@ -56,7 +56,7 @@ def test_every_approach_learns_separable_classes(approach):
     X = rng.normal(scale=0.3, size=(150, 3)) + 3.0 * np.eye(3)[y]
     labels = np.asarray(["a", "b", "c"], dtype=object)[y]
     model = MarginClassifier(approach, encoder={"hidden": [16], "epochs": 30, "dropout": 0.0},
-                             linear_hinge={"epochs": 30}, rff={"epochs": 30, "n_components": 128}).fit(X, labels)
+                             linear_hinge={"epochs": 30}, rff_svm={"epochs": 30, "n_components": 128}).fit(X, labels)
     assert model.score(X, labels) >= 0.95
     assert model.decision_function(X).shape == (150, 3)
     assert not hasattr(model, "predict_proba")

@@ -194,7 +194,7 @@ def test_search_never_reads_the_test_rows(tmp_path):
 
 def test_default_config_learns_from_a_few_dozen_rows(prefect_api, tmp_path):
     """Shipped defaults (no TINY overrides) on 45 rows of iris: every approach beats chance clearly."""
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     small = pd.read_csv(iris_csv(tmp_path / "all.csv")).groupby("species").head(15)
     small.to_csv(tmp_path / "small.csv", index=False)

@@ -161,7 +161,7 @@ VALUES = st.one_of(
                                     st.one_of(VALUES, st.integers(0, 100).map(str), st.sampled_from(["0.5", "10.0"]))),
                           max_size=3))
 def test_any_set_override_is_accepted_with_valid_values_or_refused_in_one_line(overrides):
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     try:
         config = load_config(None, [f"{k}={v}" for k, v in overrides])

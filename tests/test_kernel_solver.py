@@ -168,7 +168,7 @@ def test_choose_solver_stage_records_the_decision_and_the_fit_the_actual_time(tm
 
 
 def test_retired_keys_are_read_with_a_notice(caplog):
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     with caplog.at_level("WARNING", logger="marginflow"):
         config = load_config(None, ["svc.approx_above=100", "svc.approx_epochs=3"])

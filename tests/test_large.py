@@ -136,14 +136,14 @@ def test_the_search_scores_points_with_the_solver_the_fit_uses(tmp_path):
 def test_rows_held_at_once_never_exceed_the_batch(prefect_api, tmp_path):
     """The whole pipeline on a file 15 x the batch: no array read from a table holds more than batch_rows rows."""
     from flows.pipeline import pipeline
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     path = tmp_path / "rows.parquet"
     _table(3000, d=16).to_parquet(path, index=False)
     batch = 200
     config = load_config(None, [
         f"data.batch_rows={batch}", "encoder.kind='mlp'", "encoder.hidden=[16]", "encoder.max_steps=60",
-        "linear_hinge.max_steps=30", "rff.max_steps=30", "rff.n_components=64", "svc.solver='approx'",
+        "linear_hinge.max_steps=30", "rff_svm.max_steps=30", "rff_svm.n_components=64", "svc.solver='approx'",
         "svc.approx_components=50",
     ], {"data.input": str(path), "data.label": "kind", "data.dataset": None})
     HELD.reset()

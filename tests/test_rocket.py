@@ -83,7 +83,7 @@ def _sequences(path: Path, n: int = 90, length: int = 30, seed: int = 0) -> Path
 
 
 def _config(csv: Path, *extra: str):
-    from tasks.config import load_config
+    from tasks.config_text import load_config
 
     return load_config(None, ["evaluate.approaches=['features_svc', 'raw_svc']", "encoder.rocket_features=168",
                               "encoder.search_folds=2", "encoder.search_repeats=1", *extra],

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DataConfig, EncoderConfig, KNNConfig, ScaleConfig, load_config
+from tasks.config import DataConfig, EncoderConfig, KNNConfig, ScaleConfig
+from tasks.config_text import load_config
 from tasks.core.layout import Layout, infer_layout, resolve_layout
 from tasks.core.neighbors import dtw, vote
 from tasks.errors import InputError

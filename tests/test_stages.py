@@ -220,15 +220,15 @@ def test_compare_scores_each_approach_on_the_same_rows():
 
 
 def test_hinge_targets_are_explicit():
-    from tasks.core.margin import decide, hinge_targets
+    from tasks.core.margin import hinge_targets, predicted_classes
 
     assert hinge_targets(np.array([0, 1, 1]), 2, "squared_hinge").ravel().tolist() == [-1, 1, 1]
     assert hinge_targets(np.array([2, 0]), 3, "squared_hinge").tolist() == [[-1, -1, 1], [1, -1, -1]]
     assert hinge_targets(np.array([2, 0]), 3, "categorical_hinge").tolist() == [[0, 0, 1], [1, 0, 0]]
     with pytest.raises(ValueError, match="class indices"):
         hinge_targets(np.array([3]), 3, "squared_hinge")
-    assert decide(np.array([[-0.5], [0.2]])).tolist() == [0, 1]
-    assert decide(np.array([[0.1, 0.9, -1.0]])).tolist() == [1]
+    assert predicted_classes(np.array([[-0.5], [0.2]])).tolist() == [0, 1]
+    assert predicted_classes(np.array([[0.1, 0.9, -1.0]])).tolist() == [1]
 
 
 def test_rff_approximates_the_rbf_kernel_and_round_trips(tmp_path):

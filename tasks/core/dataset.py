@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from tasks.config import DataConfig
 from tasks.core.layout import resolve_layout
@@ -32,6 +31,8 @@ def encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[Any]]:
     Raises:
         InputError: fewer than two classes.
     """
+    import pandas as pd
+
     values = pd.Series(y)
     if values.dtype == object:
         values = values.astype(str)

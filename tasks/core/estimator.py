@@ -19,23 +19,24 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from tasks.catalog import NAMES
-from tasks.config import EncoderConfig, FeaturesConfig, LinearHingeConfig, RFFConfig, ScaleConfig, SVCConfig
+from tasks.catalog import APPROACHES
+from tasks.config import Config
 from tasks.core.layout import Layout, resolve_layout
-from tasks.core.margin import decide, rbf_gamma
+from tasks.core.margin import predicted_classes, rbf_gamma
 from tasks.core.margin_models import build_linear_hinge, build_rff_svm, fit_keras_margin
 from tasks.core.networks import cut_at_features, embed, resolve_architecture, train
 from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.core.svm import cv_row, fit_searched, grid, resolve_kernel, skops_load
 from tasks.errors import InputError
 
-# the catalog's margin approaches; ``knn``, the pipeline's baseline, has no margins to offer
-MARGIN_APPROACHES = tuple(n for n in NAMES if n != "knn")
-# parameter name -> the config section its dict is validated as
-SECTIONS = {"scale": ScaleConfig, "encoder": EncoderConfig, "features": FeaturesConfig, "svc": SVCConfig,
-            "linear_hinge": LinearHingeConfig, "rff": RFFConfig}
-SVC_APPROACHES = ("features_svc", "raw_svc")
-EARLY_STOPPING = ("features_svc", "deep_hinge")  # Keras fits that watch a validation loss
+# what the estimator offers, from the catalog: the approaches with margins (knn, the baseline, has none), the
+# SVC ones (their C and gamma searched), those whose Keras fit watches a validation loss
+MARGIN_APPROACHES = tuple(a.name for a in APPROACHES if a.margins)
+SVC_APPROACHES = tuple(a.name for a in APPROACHES if a.margins and a.search)
+EARLY_STOPPING = tuple(a.name for a in APPROACHES if a.margins and a.early_stopping)
+# parameter name -> the config section its dict is validated as: the preprocessing, then each approach's section
+SECTIONS = {name: Config.model_fields[name].annotation for name in (
+    "scale", "encoder", "features", *dict.fromkeys(a.section for a in APPROACHES if a.margins))}
 _KERAS_ATTRS = ("encoder_", "model_")
 
 # Types a saved MarginClassifier is made of, for skops.io.load(..., trusted=TRUSTED_TYPES).
@@ -73,7 +74,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
             ``raw_svc`` (SVC on the scaled inputs), ``linear_hinge`` (linear Keras model,
             hinge loss + the SVM's L2), ``deep_hinge`` (the encoder trained end to end with
             squared hinge) or ``rff_svm`` (random Fourier features + a linear hinge head).
-        scale, encoder, features, svc, linear_hinge, rff: dicts of that config section's
+        scale, encoder, features, svc, linear_hinge, rff_svm: dicts of that config section's
             keys (None: its defaults). Keys not given keep their defaults.
         val_fraction: share of the training rows held out (stratified) for early stopping of
             the encoder (``features_svc``, ``deep_hinge``), unless ``fit`` gets
@@ -99,7 +100,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, approach: str = "features_svc", *, scale: dict | None = None, encoder: dict | None = None,
                  features: dict | None = None, svc: dict | None = None, linear_hinge: dict | None = None,
-                 rff: dict | None = None, val_fraction: float = 0.15, random_state: int | None = 0,
+                 rff_svm: dict | None = None, val_fraction: float = 0.15, random_state: int | None = 0,
                  layout: str = "auto", shape: list[int] | None = None):
         self.approach = approach
         self.scale = scale
@@ -107,7 +108,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         self.features = features
         self.svc = svc
         self.linear_hinge = linear_hinge
-        self.rff = rff
+        self.rff_svm = rff_svm
         self.val_fraction = val_fraction
         self.random_state = random_state
         self.layout = layout
@@ -247,7 +248,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_rff_svm(self, fit, val):
         X, y, _ = fit
-        config, k = self._config("rff"), len(self.classes_)
+        config, k = self._config("rff_svm"), len(self.classes_)
         gamma = rbf_gamma(X, config.gamma)
         self.model_, _, _, _ = fit_keras_margin(lambda: build_rff_svm(X.shape[1], k, len(X), gamma, config),
                                                 X, y, k, "squared_hinge", config)
@@ -283,7 +284,7 @@ class MarginClassifier(ClassifierMixin, BaseEstimator):
         if self.approach in SVC_APPROACHES:
             index = self.svc_.predict(self._features(Xs) if self.approach == "features_svc" else Xs)
         else:
-            index = decide(self._margins(Xs))
+            index = predicted_classes(self._margins(Xs))
         return self.classes_[np.asarray(index, dtype=np.int64)]
 
     # ------------------------------------------------------------------ persistence

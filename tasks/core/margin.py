@@ -54,7 +54,7 @@ def n_outputs(n_classes: int, loss: str) -> int:
     return 1 if (n_classes == 2 and loss != "categorical_hinge") else n_classes
 
 
-def decide(scores: np.ndarray) -> np.ndarray:
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
     """Class indices from margin scores: sign for one output, argmax for several."""
     scores = np.asarray(scores)
     if scores.shape[1] == 1:

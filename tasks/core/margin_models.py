@@ -15,13 +15,13 @@ from tasks.config import LinearHingeConfig, RFFConfig
 from tasks.core.margin import (
     TableRows,
     budget_used,
-    decide,
     fit_keras,
     glorot,
     hinge_targets,
     l2_for_svm,
     n_outputs,
     padded_forward,
+    predicted_classes,
     seeded_keras,
     step_budget,
 )
@@ -96,5 +96,5 @@ def keras_predictor(model, batch_size: int = 1024):
     table streamed in batches of varying size does not compile a new one per remainder.
     """
     def predict(X: np.ndarray) -> np.ndarray:
-        return decide(padded_forward(model.predict_on_batch, X, batch_size))
+        return predicted_classes(padded_forward(model.predict_on_batch, X, batch_size))
     return predict

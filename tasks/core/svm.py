@@ -1,7 +1,7 @@
 """SVMs from scikit-learn: fitting, saving and loading an ``SVC``, and the C x gamma search.
 
 ``svc.search`` scores every (C, gamma factor) grid point by stratified k-fold CV on the
-training rows only (validation and test rows are never read); `choose` picks the best
+training rows only (validation and test rows are never read); `best_point` picks the best
 and `searched_config` returns the settings to fit and the record saved as ``search.json``.
 """
 
@@ -379,7 +379,7 @@ def cv_row(X: np.ndarray, y: np.ndarray, point: CVPoint, solver: str = "exact") 
             "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
 
-def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def best_point(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(best row, table sorted best first) from the ``cv.json`` rows of scored grid points.
 
     Best: highest mean score; ties to the smaller C, then the gamma factor nearest 1.
@@ -394,7 +394,7 @@ def searched_config(config: SVCConfig, rows: list[dict[str, Any]] | None) -> tup
     """``config`` with the chosen C and gamma when ``rows`` came from a search, and the record to save."""
     if not rows:
         return config, None
-    best, table = choose(rows)
+    best, table = best_point(rows)
     gamma = best["gamma"] if config.kernel != "linear" else config.gamma
     chosen = config.model_copy(update={"C": best["C"], "gamma": gamma})
     columns = ["C", "gamma_factor", "gamma", "mean", "std", "scores"]

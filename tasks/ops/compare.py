@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.catalog import NAMES
-from tasks.config import flatten
+from tasks.config_text import flatten
 from tasks.ops.bundle import MANIFEST, MODEL_FILES
 from tasks.ops.registry import Version, json_object
 from tasks.ops.runs import accuracies, read_run

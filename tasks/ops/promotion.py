@@ -6,7 +6,7 @@ Plain functions; the ``choose_champion`` task (`tasks.choose_champion`) runs `ch
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
@@ -33,26 +33,34 @@ class Decision(BaseModel):
     reason: str
 
 
-def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Score:
+    """One bundle's score on the test rows: ``value``, or ``problem`` (why it cannot be scored on them)."""
+
+    value: float | None = None
+    problem: str | None = None
+
+
+def score_models(dataset: ArtifactRef, models: dict[str, str], metric: str) -> tuple[int, dict[str, Score]]:
     """Score each bundle (role -> directory) on the test rows of a ``dataset`` artifact.
 
-    Returns role -> score, or role -> error text when a bundle cannot read these rows.
+    Returns (the number of test rows, role -> `Score`); a bundle that cannot read these rows gets its problem.
     """
     import pandas as pd
 
     meta = read_meta(dataset)
     classes = np.asarray(meta["classes"], dtype=object)
     y = classes[labels(dataset, "test")]
-    scores: dict[str, Any] = {"n_rows": int(len(y))}
+    scores: dict[str, Score] = {}
     for role, path in models.items():
         try:
             model = Bundle.load(path)
             predicted = [model.predict(pd.DataFrame(X, columns=meta["feature_names"]))
                          for X, _ in iter_split(dataset, "test", batch_rows_of(meta))]  # a batch at a time
-            scores[role] = metric_value(metric, y.astype(str), np.concatenate(predicted).astype(str))
+            scores[role] = Score(value=metric_value(metric, y.astype(str), np.concatenate(predicted).astype(str)))
         except InputError as e:
-            scores[role] = f"cannot score: {e}"
-    return scores
+            scores[role] = Score(problem=str(e))
+    return int(len(y)), scores
 
 
 def markdown(d: Decision) -> str:
@@ -111,13 +119,14 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
             roles = {"challenger": str(registry.path(challenger))}
             if current is not None:
                 roles["champion"] = str(registry.path(current))
-            scores = score_models(dataset, roles, metric)
-            if isinstance(scores["challenger"], str):
-                raise InputError(f"model {challenger}: {scores['challenger']}")
-            ch, champ = scores["challenger"], scores.get("champion", "cannot score: no champion")
-            if isinstance(champ, str):
+            n_rows, scores = score_models(dataset, roles, metric)
+            if scores["challenger"].problem is not None:
+                raise InputError(f"model {challenger}: cannot score: {scores['challenger'].problem}")
+            ch, champ = scores["challenger"].value, scores.get("champion", Score(problem="no champion")).value
+            if champ is None:
                 promote, champ_score = True, None
-                reason = f"champion unusable: {champ.removeprefix('cannot score: ')}; the challenger is promoted."
+                reason = f"champion unusable: {scores.get('champion', Score(problem='no champion')).problem}; " \
+                         "the challenger is promoted."
             else:
                 promote, champ_score = decide(ch, champ, tol), champ
                 reason = (f"Challenger {metric} {ch:.4f} vs champion {champ:.4f}: "
@@ -130,7 +139,7 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
                 except ChampionChanged:
                     continue  # decided against a champion that is not champion any more: decide again
             decision = Decision(**common, champion_after=registry.champion(), promoted=promote,
-                                challenger_score=ch, champion_score=champ_score, n_rows=scores["n_rows"],
+                                challenger_score=ch, champion_score=champ_score, n_rows=n_rows,
                                 reason=reason)
         registry.log_decision(decision.model_dump())
         return decision

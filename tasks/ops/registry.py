@@ -43,7 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks import faults
-from tasks.config import changes, shown
+from tasks.config_text import changes, shown
 from tasks.errors import InputError
 from tasks.ops.bundle import (
     SIGNATURE,

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.config import shown
+from tasks.config_text import shown
 from tasks.core.report import inline_images, render_header, render_html, render_report
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.kinds import CHARTS, METRICS, REPORT_HTML, REPORT_MD, RUN

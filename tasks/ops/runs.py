@@ -76,7 +76,7 @@ def approach_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def runs_table(rows: list[dict[str, Any]], link=lambda flow_run_id: flow_run_id) -> list[dict[str, Any]]:
     """``rows`` as the dashboard's table: one column per approach's test accuracy."""
-    from tasks.config import shown
+    from tasks.config_text import shown
 
     names = approach_columns(rows)
     return [{"run": r["run"], "date": r["date"], "dataset": r["dataset"], "config changes": shown(r["changes"]),
@@ -101,7 +101,7 @@ def sort_runs(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def _beyond(changes: dict[str, Any], shared: dict[str, Any]) -> str:
     """``changes`` less the ``shared`` ones, on one line; ``-`` when nothing is left of a run with shared changes."""
-    from tasks.config import shown
+    from tasks.config_text import shown
 
     rest = {k: v for k, v in changes.items() if k not in shared}
     return shown(rest) if rest or not shared else "-"
@@ -116,7 +116,7 @@ def shared_changes(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def render_runs(rows: list[dict[str, Any]]) -> str:
     """The runs as aligned text columns: date, run, dataset, each approach's test accuracy (* the bundled one),
     wall seconds, version, config changes (last: the widest)."""
-    from tasks.config import shown
+    from tasks.config_text import shown
     from tasks.errors import printable
 
     names = approach_columns(rows)

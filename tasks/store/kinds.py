@@ -9,6 +9,7 @@ check that no other module writes a file name of its own.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ REPORT_MD = File("report.md", "the report, as Markdown")
 REPORT_HTML = File("report.html", "the report, as one HTML page")
 APPROACHES_CHART = File("approaches.png", "the approaches' test accuracy, a chart")
 CONFUSION_CHART = File("confusion.png", "each approach's confusion matrix, a chart")
+CURVES_CHART = File("curves_*.png", "one per Keras model (the encoder's included): its training and validation curves")
 FEATURE_NAMES = File("features.json", "the bundle's input columns, in order")
 LABELS = File("labels.json", "the bundle's classes and label column")
 MANIFEST = File("manifest.json", "the bundle's files and their SHA-256, its format version and where it came from")
@@ -88,7 +90,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("scaled", "the rows standardised by a scaler fitted on train", (File("scaled.parquet", "the rows"), SCALER,
                                                                           META), ("dataset",)),
     Kind("encoder_candidate", "one candidate encoder of the search, trained (one rung)",
-         (ENCODER_MODEL, NETWORK, CONFIG, HISTORY, TRAINING, HELDOUT), ("scaled",), (SCALER,)),
+         (ENCODER_MODEL, CONFIG, HISTORY, TRAINING, HELDOUT), ("scaled",), (SCALER,)),
     Kind("candidate_score", "a candidate's (or the ensemble's) score on held-out rows", (SCORE,),
          ("encoder_candidate",)),
     Kind("encoder", "the encoder kept (by the search, or the one configured)", (ENCODER_MODEL, CONFIG),
@@ -106,20 +108,61 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("rff_svm", "random Fourier features and a linear squared-hinge head, in Keras",
          (KERAS_MODEL, HISTORY, BUDGET, *MODEL_FILES), ("scaled",)),
     Kind("deep_hinge", "the encoder network fine-tuned end to end with a squared hinge",
-         (KERAS_MODEL, CONFIG, HISTORY, BUDGET, *MODEL_FILES), ("scaled", "encoder")),
+         (KERAS_MODEL, HISTORY, BUDGET, *MODEL_FILES), ("scaled", "encoder")),
     Kind("knn", "k nearest neighbours", (REFERENCES, CONFIG, *MODEL_FILES), ("dataset", "scaled")),
     Kind("report", "every approach scored on the test rows", (METRICS, CHARTS, REPORT_MD, REPORT_HTML),
          ("scaled", "encoder", "svc", "raw_svc", "linear_hinge", "rff_svm", "deep_hinge", "knn"),
-         (APPROACHES_CHART, CONFUSION_CHART)),
+         (APPROACHES_CHART, CONFUSION_CHART, CURVES_CHART)),
     Kind("bundle", "the main path's model as one verified folder (what the registry holds and predict loads)",
-         (MANIFEST, SCALER, ENCODER_MODEL, SVC_MODEL, FEATURE_NAMES, LABELS, CONFIG, METRICS, SIGNATURE),
-         ("scaled", "encoder", "svc"), (SOLVER,)),
+         (MANIFEST, SCALER, ENCODER_MODEL, SVC_MODEL, FEATURE_NAMES, LABELS, CONFIG, METRICS),
+         ("scaled", "encoder", "svc"), (SOLVER, SIGNATURE)),  # signed when registered
 )}
 # files of folders that are not artifacts: a run's report folder, the registry
 RUN_REPORT_FILES = (RUN, METRICS, CHARTS, REPORT_MD, REPORT_HTML)
 REGISTRY_FILES = (CHAMPION,)
 
 
+def curves_chart(model: str) -> File:
+    """The report's `CURVES_CHART` of one Keras model (``encoder``, ``linear_hinge`` ...)."""
+    return File(CURVES_CHART.replace("*", model), CURVES_CHART.about)
+
+
+def declares(kind: Kind, name: str) -> bool:
+    """Whether ``name`` is one of ``kind``'s files (a ``*`` in a declared name stands for any model's name)."""
+    return any(fnmatch.fnmatchcase(name, f) for f in (*kind.files, *kind.optional))
+
+
 def read(ref, name: File) -> Any:
     """One JSON file of an artifact (`tasks.store.artifacts.ArtifactRef`), or None when it does not hold it."""
     return json.loads(ref.file(name).read_text()) if name in ref.files else None
+
+
+@dataclass(frozen=True)
+class EncoderRecord:
+    """What an ``encoder`` artifact's `CONFIG` says, for the stages that read it (the keys are this class's, so
+    no stage reads another's JSON by key).
+
+    Attributes:
+        kind: the kind kept, resolved (``cnn2d``, ``rocket``, ``identity``, ``ensemble`` ...).
+        candidate: the candidate kept by a search (None without one); selection: the search's table.
+        budget: how long the kept network trained; settings: everything the file holds (its architecture).
+        network: after a search, the settings of the best network among the candidates (None: no network).
+    """
+
+    kind: str | None
+    candidate: str | None
+    selection: list[dict[str, Any]] | None
+    budget: dict[str, Any] | None
+    settings: dict[str, Any]
+    network: dict[str, Any] | None
+
+    @property
+    def searched(self) -> bool:
+        return self.selection is not None
+
+
+def encoder_record(ref) -> EncoderRecord:
+    """The `EncoderRecord` of an ``encoder`` (or ``encoder_candidate``) artifact."""
+    stored = json.loads(ref.file(CONFIG).read_text())
+    return EncoderRecord(stored.get("resolved_kind"), stored.get("candidate"), stored.get("selection"),
+                         stored.get("budget"), stored, stored.get("network"))

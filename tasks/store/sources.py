@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from tasks.config import DataConfig
 from tasks.errors import InputError, first_line
@@ -173,6 +172,7 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
 def _first_non_number(p: Path, names: list[str], column: str) -> int | None:
     """The data row (1-based) of the first value of a CSV column that is not a number (the error path only:
     pyarrow names the value but not its row). Reads that one column as text, a batch at a time."""
+    import pandas as pd
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
