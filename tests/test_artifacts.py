@@ -74,12 +74,15 @@ def test_cache_key_depends_on_content_and_config_not_paths(tmp_path):
     a = _write(tmp_path / "one")
     b = _write(tmp_path / "two")  # same bytes, another place
     assert a.dir != b.dir and a.path == b.path  # stored relative to the data root
-    key = stage_key("train_svc", "tasks.train_svc", {"features": a, "config": SVCConfig(), "root": "/x"})
-    assert key == stage_key("train_svc", "tasks.train_svc", {"features": b, "config": SVCConfig(), "root": "/y"})
-    assert key != stage_key("train_svc", "tasks.train_svc", {"features": a, "config": SVCConfig(C=1.0), "root": "/x"})
+    from tasks.train_svc import train_svc
+
+    fn = train_svc.fn.__wrapped__
+    key = stage_key("train_svc", fn, {"features": a, "config": SVCConfig(), "root": "/x"})
+    assert key == stage_key("train_svc", fn, {"features": b, "config": SVCConfig(), "root": "/y"})
+    assert key != stage_key("train_svc", fn, {"features": a, "config": SVCConfig(C=1.0), "root": "/x"})
     c = _write(tmp_path / "three", "changed")
-    assert key != stage_key("train_svc", "tasks.train_svc", {"features": c, "config": SVCConfig(), "root": "/x"})
-    assert key != stage_key("evaluate", "tasks.train_svc", {"features": a, "config": SVCConfig(), "root": "/x"})
+    assert key != stage_key("train_svc", fn, {"features": c, "config": SVCConfig(), "root": "/x"})
+    assert key != stage_key("evaluate", fn, {"features": a, "config": SVCConfig(), "root": "/x"})
 
 
 def test_the_same_model_is_saved_with_the_same_bytes(tmp_path):

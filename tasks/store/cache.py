@@ -360,6 +360,16 @@ class StageTask:
     def __repr__(self) -> str:
         return f"<stage task {self.name}>"
 
+    def __reduce__(self):  # by reference (a flow that names a stage task is sent to Dask workers with it)
+        return _stage_task, (self.fn.__module__, self.fn.__name__)
+
+
+def _stage_task(module: str, name: str) -> StageTask:
+    """The stage task ``name`` of ``module`` (what a pickled `StageTask` stands for)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 def describe(state) -> dict[str, Any]:
     """``{"status", "seconds", "waited", "where"}`` of a finished stage state (from its message).

@@ -11,6 +11,9 @@ What a block's text leaves out, so that editing it reruns nothing: comments, doc
 is only a string), the ``description=`` texts of config fields (the CLI's help) and the message strings of
 logging calls (``log.info("...", ...)``, the literal only: its arguments count). Everything else counts.
 
+The entry's own decorator is not followed: it is the stage cache (`tasks.store.cache.stage`), which computes the
+key and records the result, not the artifact; its arguments are in the entry's text, so changing them counts.
+
 Limits, written down: a method reached only through an instance (``ref.at(root)`` where the class is never
 named in reached code) is not followed; type annotations are names like any other, so a stage that annotates
 ``ArtifactRef`` reaches the class. A name bound by ``from x import *`` or looked up by string
@@ -59,6 +62,7 @@ class Block:
 
     text: list[str] = field(default_factory=list)
     refs: set[tuple[str, ...]] = field(default_factory=set)  # attribute chains: ("faults", "point")
+    decorators: set[tuple[str, ...]] = field(default_factory=set)  # the names its decorator lines use
     imports: dict[str, str] = field(default_factory=dict)  # imports inside it: alias -> tasks.* target
 
 
@@ -221,9 +225,11 @@ def parse(name: str, source: str, is_package: bool) -> Module:
                 decorators.append(tokens)
                 continue
             block = Block()
-            for line in (*decorators, tokens):
+            for line in decorators:
                 block.text.append(f"0 {_text(line)}")
-                block.refs |= _refs(line)
+                block.decorators |= _refs(line)
+            block.text.append(f"0 {_text(tokens)}")
+            block.refs |= _refs(tokens)
             decorators = []
             names = _bound_names(tokens)
             if names:
@@ -286,7 +292,8 @@ def code_units(entry: str, tasks_dir: Path = TASKS_DIR) -> dict[str, str]:
     """``"module:name"`` -> SHA-256 of its text, for every unit ``entry`` (``"tasks.x:fn"``, or a bare module
     name for all of it) reaches, preludes (``"module:<prelude>"``) included; sorted by name."""
     module_name, _, name = entry.partition(":")
-    todo = [(module_name, name or WHOLE)]
+    entry_unit = (module_name, name or WHOLE)
+    todo = [entry_unit]
     seen: set[tuple[str, str]] = set()
     out: dict[str, str] = {}
     while todo:
@@ -309,6 +316,7 @@ def code_units(entry: str, tasks_dir: Path = TASKS_DIR) -> dict[str, str]:
             blocks = module.defs.get(what, [])
         out[f"{owner}:{what}"] = sha256_text("\n".join(line for b in blocks for line in b.text))
         for block in blocks:
-            for chain in block.refs:
+            # the entry's decorator (the stage cache itself: `tasks.store.cache.stage`) is not followed
+            for chain in block.refs | (set() if unit == entry_unit else block.decorators):
                 todo.extend(_resolve(module, chain, block.imports, tasks_dir))
     return dict(sorted(out.items()))
