@@ -33,12 +33,47 @@ def test_every_benchmark_has_a_smoke_mode_and_is_run_here():
         assert '"--smoke"' in (BENCHMARKS / name).read_text(), f"{name} has no --smoke"
 
 
-@pytest.mark.slow
-@pytest.mark.bench_smoke
-@pytest.mark.parametrize("name", sorted(HEADERS))
-def test_benchmark_smoke(name, prefect_api, tmp_path):
+def _smoke(name: str, tmp_path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(BENCHMARKS / name), "--smoke"], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     assert HEADERS[name] in proc.stdout, proc.stdout[-2000:]
+
+
+# one class per benchmark: ``--dist loadscope`` (make test) spreads classes over the workers
+@pytest.mark.slow
+@pytest.mark.bench_smoke
+class _Smoke:
+    script = ""
+
+    def test_smoke(self, prefect_api, tmp_path):
+        _smoke(self.script, tmp_path)
+
+
+class TestAccuracySmoke(_Smoke):
+    script = "accuracy.py"
+
+
+class TestImageEncodersSmoke(_Smoke):
+    script = "image_encoders.py"
+
+
+class TestLoopSmoke(_Smoke):
+    script = "loop.py"
+
+
+class TestPredictSmoke(_Smoke):
+    script = "predict.py"
+
+
+class TestScaleSmoke(_Smoke):
+    script = "scale.py"
+
+
+class TestSpeedSmoke(_Smoke):
+    script = "speed.py"
+
+
+def test_a_smoke_test_per_benchmark():
+    assert sorted(c.script for c in _Smoke.__subclasses__()) == sorted(HEADERS)
