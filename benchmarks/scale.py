@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imagegen  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+ENCODER_ROWS = [20_000]  # the rows the CNN of the solvers part trains on when no large run left an encoder
 MAIN_STAGES = ("ingest", "scale", "train_encoder.candidates", "train_encoder", "extract_features", "train_svc",
                "evaluate", "bundle")
 
@@ -116,7 +117,7 @@ def _matrices(work: Path, n_train: int, n_test: int = 5000, seed: int = 1, n_val
     return Z[train], y[train], Z[val], y[val], Z[test], y[test]
 
 
-def _encoder(work: Path, runs: list[dict], steps: int):
+def _encoder(work: Path, runs: list[dict], steps: int, rows: int = 20_000):
     """A trained feature model: the 100k run's encoder, or a CNN trained here."""
     from tasks.core.networks import load_feature_model
 
@@ -129,11 +130,11 @@ def _encoder(work: Path, runs: list[dict], steps: int):
     from tasks.core.layout import Layout
     from tasks.core.networks import cut_at_features, train
 
-    X, y, Xv, yv, _, _ = _matrices(work, 20_000, 10, seed=7)
+    X, y, Xv, yv, _, _ = _matrices(work, rows, 10, seed=7)
     config = EncoderConfig(kind="cnn2d", filters=[32, 64], kernel_size=3, hidden=[256, 128], dropout=0.3,
                            max_steps=steps, batch_size=64)
     model, _ = train(X, y, Xv, yv, 10, config, Layout("image", [28, 28, 1], "benchmark"))
-    return cut_at_features(model), f"a 2-D CNN (32, 64) trained here for at most {steps} steps on 20,000 other rows"
+    return cut_at_features(model), f"a 2-D CNN (32, 64) trained here for at most {steps} steps on {rows:,} other rows"
 
 
 def _sgd_reference(X, y, m: int, gamma: float, C: float, seed: int = 0, epochs: int = 5, batch: int = 4096):
@@ -186,7 +187,7 @@ def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -
     from tasks.core.networks import embed
     from tasks.core.svm import resolve_solver
 
-    feature_model, where = _encoder(work, runs, steps)
+    feature_model, where = _encoder(work, runs, steps, ENCODER_ROWS[0])
     lines = [f"Features: {where}.", "", "| input | rows | auto | predicted exact s | exponent (floor) | probe rows "
              "| probe s |", "|:---|---:|:---|---:|---:|---:|---:|"]
     config = SVCConfig()
@@ -211,7 +212,7 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
     from tasks.core.nystroem import components_for
     from tasks.core.svm import fit_approx, fit_svc, resolve_solver
 
-    feature_model, where = _encoder(work, runs, steps)
+    feature_model, where = _encoder(work, runs, steps, ENCODER_ROWS[0])
     lines = [f"Features: {where}. Exact: scikit-learn `SVC` (C = 10, gamma = scale). Approx: the closed-form "
              "Nystroem solver with default settings (M = 15 sqrt(n), lambda swept on 2,000 validation rows). "
              "SGD: the approx solver before it (Nystroem 2,000 + standardise + 5 passes of averaged SGD). "
@@ -266,6 +267,7 @@ def main() -> None:
         import smoke
 
         args.sizes, args.solver_sizes, args.encoder_steps, extra = [600], [300], 10, smoke.SET
+        ENCODER_ROWS[0] = 500
         if args.work == p.get_default("work"):
             import tempfile
 

@@ -89,7 +89,7 @@ def _scaled_rows(dataset: str, root: Path):
     return scale.fn(dataset_ref, config.scale, root=str(root))
 
 
-def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = ()) -> None:
+def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = (), smoke: bool = False) -> None:
     from flows.engine import task_runner
     from flows.pipeline import pipeline
     from flows.plan import BY_STAGE
@@ -99,7 +99,8 @@ def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = 
     config = load_config(None, list(extra), {"data.dataset": dataset})
     dask = config.model_copy(update={"engine": config.engine.model_copy(update={"kind": "dask", "workers": 2})})
     search = config.svc.model_copy(update={"search": True})
-    pipeline(config=config, data_dir=str(work / "e-warmup"))  # imports and compilation, not counted
+    if not smoke:
+        pipeline(config=config, data_dir=str(work / "e-warmup"))  # imports and compilation, not counted
     t_threads, threads = _timed(pipeline, config=config, data_dir=str(work / "e-threads"))
     scaled = _scaled_rows(grid_dataset, work / "e-grid-source")
     for root in ("e-grid-threads", "e-grid-dask"):  # the scaled rows, and no cache, in each grid's data root
@@ -170,15 +171,16 @@ def main() -> None:
 
     try:
         if args.part in ("engine", "all"):
-            engine_part(args.dataset, args.grid_dataset, work, extra)
+            engine_part(args.dataset, args.grid_dataset, work, extra, args.smoke)
         if args.part == "engine":
             return
         from flows.pipeline import pipeline
         from tasks.config_text import load_config
 
         config = load_config(None, extra, {"data.dataset": args.dataset})
-        _direct(config, str(work / "warmup"))  # imports and JAX compilation, not counted
-        pipeline(config=config, data_dir=str(work / "warmup-flow"))  # Prefect client warm-up, not counted
+        if not args.smoke:  # a smoke run's numbers mean nothing: no warm-up
+            _direct(config, str(work / "warmup"))  # imports and JAX compilation, not counted
+            pipeline(config=config, data_dir=str(work / "warmup-flow"))  # Prefect client warm-up, not counted
 
         t_direct, _ = _timed(_direct, config, str(work / "direct"))
         t_cold, cold = _timed(pipeline, config=config, data_dir=str(work / "flow"))
