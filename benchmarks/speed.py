@@ -79,14 +79,12 @@ def _grid_flow():
 
 
 def _scaled_rows(dataset: str, root: Path):
-    """The ``scaled`` artifact of a built-in dataset (ingest and scale called directly)."""
+    """The ``scaled`` artifact of a built-in dataset: the plan up to ``scale``, laid out on plain calls."""
+    from flows.runner import DirectRunner, lay_out
     from tasks.config_text import load_config
-    from tasks.ingest import describe_source, ingest
-    from tasks.scale import scale
 
     config = load_config(None, [], {"data.dataset": dataset})
-    dataset_ref = ingest.fn(describe_source(config.data), config.data, root=str(root))
-    return scale.fn(dataset_ref, config.scale, root=str(root))
+    return lay_out(config, str(root), DirectRunner(), until="scale").handles["scale"].at(str(root))
 
 
 def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = (), smoke: bool = False) -> None:
