@@ -25,6 +25,7 @@ from flows.plan import (
     stage_config,
     stages_needed,
 )
+from tasks.catalog import BY_NAME
 from tasks.core.candidates import CHEAP_KINDS, ENSEMBLE, candidate_set, ensemble_scored
 from tasks.core.layout import Layout
 from tasks.core.search import search_graph, search_rungs, selection_svc
@@ -116,8 +117,6 @@ def _grid(runner, stage: Stage, out: Laid, kwargs: dict, config, root: str, forc
 
 
 def _models(runner, stage: Stage, out: Laid, kwargs: dict, config, root: str, forced: set[str]) -> dict:
-    from tasks.catalog import BY_NAME
-
     return {"models": {a: out.handles[BY_NAME[a].stage] for a in config.evaluate.approaches}}
 
 

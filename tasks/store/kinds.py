@@ -3,8 +3,9 @@
 This module (with `tasks.store.tables` for the three table files) is the only code that names an artifact's
 files; every other module asks it: ``encoder.file(ENCODER_MODEL)``, ``read_json(svc, SOLVER)``,
 ``w.write_json(HISTORY, ...)``. A file name is a `File`: a ``str`` that also says what the file holds.
-``KINDS`` lists each kind with its files, so ``marginflow`` can describe an artifact folder and a test can
-check that no other module writes a file name of its own.
+``KINDS`` lists each kind with its files: tests check every folder a run writes against it, and that no other
+module names a file of its own. Files of folders that are not artifacts (a run's report folder, the registry)
+are declared here too.
 """
 
 from __future__ import annotations
@@ -77,11 +78,6 @@ class Kind:
     made_from: tuple[str, ...] = ()
     optional: tuple[File, ...] = ()
 
-    def describe(self) -> list[str]:
-        """One line per file: its name and what it holds."""
-        return [f"{f}: {f.about}" + (" (only sometimes)" if f in self.optional else "")
-                for f in (*self.files, *self.optional)]
-
 
 MODEL_FILES = (PREDICTIONS, TIMING)  # every model stage's (`tasks.store.outputs`)
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -117,11 +113,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          (MANIFEST, SCALER, ENCODER_MODEL, SVC_MODEL, FEATURE_NAMES, LABELS, CONFIG, METRICS),
          ("scaled", "encoder", "svc"), (SOLVER, SIGNATURE)),  # signed when registered
 )}
-# files of folders that are not artifacts: a run's report folder, the registry
-RUN_REPORT_FILES = (RUN, METRICS, CHARTS, REPORT_MD, REPORT_HTML)
-REGISTRY_FILES = (CHAMPION,)
-
-
 def curves_chart(model: str) -> File:
     """The report's `CURVES_CHART` of one Keras model (``encoder``, ``linear_hinge`` ...)."""
     return File(CURVES_CHART.replace("*", model), CURVES_CHART.about)
@@ -130,11 +121,6 @@ def curves_chart(model: str) -> File:
 def declares(kind: Kind, name: str) -> bool:
     """Whether ``name`` is one of ``kind``'s files (a ``*`` in a declared name stands for any model's name)."""
     return any(fnmatch.fnmatchcase(name, f) for f in (*kind.files, *kind.optional))
-
-
-def read(ref, name: File) -> Any:
-    """One JSON file of an artifact (`tasks.store.artifacts.ArtifactRef`), or None when it does not hold it."""
-    return json.loads(ref.file(name).read_text()) if name in ref.files else None
 
 
 @dataclass(frozen=True)
