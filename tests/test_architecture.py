@@ -198,9 +198,9 @@ def test_a_plan_row_that_does_not_match_its_function_is_refused():
 NOT_ARTIFACT_FILES = {("tasks/core/networks.py", "config.json"): "a member of Keras's own .keras archive"}
 
 
-def test_no_module_outside_the_store_names_an_artifact_file():
-    """Every artifact file is named in `tasks.store.kinds` (and the three tables in `tasks.store.tables`); every
-    other module of the package, the benchmarks and the scripts ask them."""
+def test_no_module_but_the_declarations_names_an_artifact_file():
+    """Every artifact file is named in `tasks.store.kinds` only; every other module of the package (the rest of
+    the store included), the benchmarks and the scripts ask it."""
     from tasks.store import kinds
 
     declared = {str(f) for k in kinds.KINDS.values() for f in (*k.files, *k.optional)}
@@ -210,7 +210,7 @@ def test_no_module_outside_the_store_names_an_artifact_file():
     for path in sorted([*ROOT.joinpath("tasks").rglob("*.py"), *ROOT.joinpath("flows").rglob("*.py"),
                         *ROOT.joinpath("benchmarks").glob("*.py"), *ROOT.joinpath("scripts").glob("*.py")]):
         relative = path.relative_to(ROOT).as_posix()
-        if relative.startswith("tasks/store/"):
+        if relative == "tasks/store/kinds.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in declared \

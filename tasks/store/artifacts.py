@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks import faults
 from tasks.obs.processes import process_alive
+from tasks.store.kinds import TIMING
 
 _CHUNK = 1 << 20
 ARTIFACTS = "artifacts"
@@ -48,7 +49,7 @@ def sha256_text(text: str) -> str:
 # Files that record how long the work took (`tasks.store.outputs.write_timing`), not what it made: listed and
 # re-hashed like every file, but outside the content digest, so that recomputing an artifact gives the same
 # artifact (and leaves the stages after it cached) however long it took.
-MEASURED_FILES = ("timing.json",)
+MEASURED_FILES = (TIMING,)
 
 
 def digest_files(files: dict[str, str]) -> str:

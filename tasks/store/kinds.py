@@ -45,6 +45,9 @@ KERAS_MODEL = File("model.keras", "a Keras margin model (linear_hinge, rff_svm, 
 SVC_MODEL = File("svc.skops", "a fitted SVC (or the approx solver's model), saved with skops")
 
 # ---------------------------------------------------------------- one kind's files
+DATASET_TABLE = File("dataset.parquet", "the validated rows: features (one list column), class index, split")
+SCALED_TABLE = File("scaled.parquet", "the rows, standardised")
+FEATURES_TABLE = File("features.parquet", "every row's encoder features, class index, split")
 SCRATCH = File(".features.scratch.parquet", "ingest's first pass: the validated features, removed after")
 ENCODER_MODEL = File("encoder.keras", "the feature model: the encoder cut at its features layer")
 NETWORK = File("network.keras", "the whole trained network, classifier head included (deep_hinge starts from it)")
@@ -81,17 +84,15 @@ class Kind:
 
 MODEL_FILES = (PREDICTIONS, TIMING)  # every model stage's (`tasks.store.outputs`)
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("dataset", "the validated rows: float32 features, class index, split", (File("dataset.parquet", "the rows"),
-                                                                                META), ("source",)),
-    Kind("scaled", "the rows standardised by a scaler fitted on train", (File("scaled.parquet", "the rows"), SCALER,
-                                                                          META), ("dataset",)),
+    Kind("dataset", "the validated rows: float32 features, class index, split", (DATASET_TABLE, META), ("source",)),
+    Kind("scaled", "the rows standardised by a scaler fitted on train", (SCALED_TABLE, SCALER, META), ("dataset",)),
     Kind("encoder_candidate", "one candidate encoder of the search, trained (one rung)",
          (ENCODER_MODEL, CONFIG, HISTORY, TRAINING, HELDOUT), ("scaled",), (SCALER,)),
     Kind("candidate_score", "a candidate's (or the ensemble's) score on held-out rows", (SCORE,),
          ("encoder_candidate",)),
     Kind("encoder", "the encoder kept (by the search, or the one configured)", (ENCODER_MODEL, CONFIG),
          ("scaled", "encoder_candidate", "candidate_score"), (NETWORK, HISTORY, TIMING, SCALER)),
-    Kind("features", "every row's encoder features", (File("features.parquet", "the rows' features"), META, TIMING),
+    Kind("features", "every row's encoder features", (FEATURES_TABLE, META, TIMING),
          ("scaled", "encoder")),
     Kind("solver", "which SVM solver fits a table's training rows", (SOLVER,), ("scaled", "features")),
     Kind("svc_cv", "one point of the SVC grid, cross-validated", (CV,), ("scaled", "features", "solver")),

@@ -13,20 +13,21 @@ import time
 from typing import Any
 
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
+from tasks.store.kinds import BUDGET, PREDICTIONS, SEARCH, SOLVER, TIMING
 
 
 def total_seconds(ref: ArtifactRef | None) -> float:
     """The work an artifact took with what it needed: its ``timing.json``'s ``fit_seconds`` plus
     ``inputs_seconds`` (0 for an artifact written without a timing)."""
-    if ref is None or "timing.json" not in ref.files:
+    if ref is None or TIMING not in ref.files:
         return 0.0
-    timing = read_json(ref, "timing.json")
+    timing = read_json(ref, TIMING)
     return float(timing.get("fit_seconds", 0.0)) + float(timing.get("inputs_seconds", 0.0))
 
 
 def write_timing(w: ArtifactWriter, fit_seconds: float, inputs_seconds: float = 0.0, **more: float) -> None:
     """``timing.json``: the artifact's own work (``fit_seconds``), the work of what it needed (``inputs_seconds``)."""
-    w.write_json("timing.json", {"fit_seconds": round(fit_seconds, 4), "inputs_seconds": round(inputs_seconds, 4),
+    w.write_json(TIMING, {"fit_seconds": round(fit_seconds, 4), "inputs_seconds": round(inputs_seconds, 4),
                                  **{k: round(v, 4) for k, v in more.items()}})
 
 
@@ -47,16 +48,16 @@ def write_model_outputs(w: ArtifactWriter, predict, data: dict, fit_seconds: flo
     else:
         preds = {s: [int(v) for v in predict(data[s][0])] for s in ("val", "test")}
     predict_seconds = time.perf_counter() - start
-    w.write_json("predictions.json", preds)
+    w.write_json(PREDICTIONS, preds)
     write_timing(w, fit_seconds, inputs_seconds, predict_seconds=predict_seconds)
 
 
 def read_model_outputs(ref: ArtifactRef) -> dict[str, Any]:
     """``{"predictions", "timing", "search"}`` of a model artifact (``search`` None without a search)."""
-    return {"predictions": read_json(ref, "predictions.json"), "timing": read_json(ref, "timing.json"),
-            "search": read_json(ref, "search.json") if "search.json" in ref.files else None,
-            "solver": read_json(ref, "solver.json") if "solver.json" in ref.files else None,
-            "budget": read_json(ref, "budget.json") if "budget.json" in ref.files else None}
+    return {"predictions": read_json(ref, PREDICTIONS), "timing": read_json(ref, TIMING),
+            "search": read_json(ref, SEARCH) if SEARCH in ref.files else None,
+            "solver": read_json(ref, SOLVER) if SOLVER in ref.files else None,
+            "budget": read_json(ref, BUDGET) if BUDGET in ref.files else None}
 
 
 def write_model_artifact(root: str, kind: str, params: dict[str, Any], save, predict, data: dict,

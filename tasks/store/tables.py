@@ -27,11 +27,12 @@ import numpy as np
 
 from tasks.schema import LABEL, SPLIT, SPLITS
 from tasks.store.artifacts import ArtifactRef, read_json
+from tasks.store.kinds import DATASET_TABLE, FEATURES_TABLE, META, SCALED_TABLE
 
 __all__ = ["LABEL", "SPLIT", "SPLITS"]  # re-exported: a table's columns (`tasks.schema`)
 
 FEATURES = "__features__"
-TABLE_FILES = {"dataset": "dataset.parquet", "scaled": "scaled.parquet", "features": "features.parquet"}
+TABLE_FILES = {"dataset": DATASET_TABLE, "scaled": SCALED_TABLE, "features": FEATURES_TABLE}
 DEFAULT_BATCH_ROWS = 20_000
 # rows per Parquet row group = batch_rows // ROW_GROUPS_PER_BATCH: a shuffle buffer of batch_rows
 # rows then mixes this many row groups drawn from anywhere in the file
@@ -65,7 +66,7 @@ def table_file(kind: str) -> str:
 
 
 def read_meta(ref: ArtifactRef) -> dict[str, Any]:
-    return read_json(ref, "meta.json")
+    return read_json(ref, META)
 
 
 def batch_rows_of(meta: dict[str, Any]) -> int:
