@@ -143,10 +143,10 @@ MAIN_PATH: tuple[Stage, ...] = (
     Stage(extract_features, "features", ("scale", "train_encoder"), ("features",)),
 )
 MAIN_STAGE: str = BY_NAME[MAIN_APPROACH].stage  # train_svc: the SVC on the encoder's features
-# the main path's SVC first, then the other approaches in catalog order; each approach's stage
-# writes an artifact of its own name, except the main path's ("svc")
+# the main path's SVC first, then the other approaches in catalog order; each approach's stage writes an artifact
+# of the approach's name (train_svc writes features_svc)
 APPROACH_STAGES: tuple[Stage, ...] = tuple(
-    Stage(_TASKS[a.stage], "svc" if a.main else a.stage, a.reads, (a.section,), (Solver(), Grid()) if a.search else ())
+    Stage(_TASKS[a.stage], a.name, a.reads, (a.section,), (Solver(), Grid()) if a.search else ())
     for a in sorted(APPROACHES, key=lambda a: not a.main)
 )
 PIPELINE: tuple[Stage, ...] = (
@@ -162,9 +162,12 @@ SEARCH_TASK, SOLVER_TASK, CANDIDATE_TASK, SCORE_TASK = svc_cv.name, choose_solve
     score_candidate.name
 # the tasks inside stages (a search point, a solver decision, a candidate and its score): --refresh takes them too
 TASKS: tuple[str, ...] = tuple(FANOUT_TASKS)
+# former artifact names the CLI still takes: name -> the stage
+RENAMED_ARTIFACTS: dict[str, str] = {"svc": MAIN_STAGE}
 ALIASES: dict[str, str] = {
     **{s.artifact: s.name for s in PIPELINE if s.artifact != s.name},
     **{a.name: a.stage for a in APPROACHES if a.name != a.stage},
+    **RENAMED_ARTIFACTS,
 }
 CHOICES: tuple[str, ...] = STAGES + tuple(ALIASES)
 

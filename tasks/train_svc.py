@@ -1,6 +1,6 @@
 """Stage train_svc (approach ``features_svc``): scikit-learn ``SVC`` fitted on the encoder's training features.
 
-Output artifact ``svc``: ``svc.skops`` (loaded without unrestricted pickle), ``config.json``
+Output artifact ``features_svc``: ``svc.skops`` (loaded without unrestricted pickle), ``config.json``
 (the settings fitted), ``predictions.json``, ``timing.json`` and, after ``svc.search``,
 ``search.json`` (chosen point and CV table).
 """
@@ -22,4 +22,4 @@ def train_svc(features: ArtifactRef, config: SVCConfig, root: str, cv: list[Arti
     ``cv``: the ``svc_cv`` artifacts of a search over ``features`` (``svc.search``); ``solver``: the
     ``choose_solver`` artifact of ``features`` (decided here when None).
     """
-    return fit_svc_artifact(features, config, cv, root, "svc", solver)
+    return fit_svc_artifact(features, config, cv, root, "features_svc", solver)

@@ -206,7 +206,7 @@ def test_stage_then_run_registers_no_copy_and_compare_says_what_differs(trained,
     data, result = trained
     args = ("--input", str(csv), "--label", "species", "--data-dir", str(data),
             *(a for kv in [*TINY, *GOOD] for a in ("--set", kv)))
-    assert run_cli("stage", "svc", *args, "--quiet").returncode == 0
+    assert run_cli("stage", "features_svc", *args, "--quiet").returncode == 0
     again = run_cli("run", *args, "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["model"] == result.model and [v.version for v in Registry(data).versions()] == [

@@ -96,7 +96,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("scaled", "encoder")),
     Kind("solver", "which SVM solver fits a table's training rows", (SOLVER,), ("scaled", "features")),
     Kind("svc_cv", "one point of the SVC grid, cross-validated", (CV,), ("scaled", "features", "solver")),
-    Kind("svc", "features_svc: the SVC on the encoder's features", (SVC_MODEL, SOLVER, CONFIG, *MODEL_FILES),
+    Kind("features_svc", "the SVC on the encoder's features (written by train_svc)", (SVC_MODEL, SOLVER, CONFIG, *MODEL_FILES),
          ("features", "solver", "svc_cv"), (SEARCH,)),
     Kind("raw_svc", "raw_svc: the SVC on the scaled rows", (SVC_MODEL, SOLVER, CONFIG, *MODEL_FILES),
          ("scaled", "solver", "svc_cv"), (SEARCH,)),
@@ -108,11 +108,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          (KERAS_MODEL, HISTORY, BUDGET, *MODEL_FILES), ("scaled", "encoder")),
     Kind("knn", "k nearest neighbours", (REFERENCES, CONFIG, *MODEL_FILES), ("dataset", "scaled")),
     Kind("report", "every approach scored on the test rows", (METRICS, CHARTS, REPORT_MD, REPORT_HTML),
-         ("scaled", "encoder", "svc", "raw_svc", "linear_hinge", "rff_svm", "deep_hinge", "knn"),
+         ("scaled", "encoder", "features_svc", "raw_svc", "linear_hinge", "rff_svm", "deep_hinge", "knn"),
          (APPROACHES_CHART, CONFUSION_CHART, CURVES_CHART)),
     Kind("bundle", "the main path's model as one verified folder (what the registry holds and predict loads)",
          (MANIFEST, SCALER, ENCODER_MODEL, SVC_MODEL, FEATURE_NAMES, LABELS, CONFIG, METRICS),
-         ("scaled", "encoder", "svc"), (SOLVER, SIGNATURE)),  # signed when registered
+         ("scaled", "encoder", "features_svc"), (SOLVER, SIGNATURE)),  # signed when registered
 )}
 def curves_chart(model: str) -> File:
     """The report's `CURVES_CHART` of one Keras model (``encoder``, ``linear_hinge`` ...)."""
