@@ -125,13 +125,16 @@ class Stage:
 
     def check(self) -> None:
         """Raise TypeError unless the task's function takes exactly this row's arguments (as Kedro's nodes are
-        checked against their functions)."""
-        params = list(inspect.signature(self.task.fn.__wrapped__).parameters)
-        want = [*(self.inputs or ["source"]), "config", *(k for f in self.fanouts for k in f.kwargs), "root"]
-        positional = params[: len(self.inputs or ["source"])]
-        if positional != params[: len(positional)] or sorted(params[len(positional):]) != sorted(
-                want[len(positional):]) or len(params) != len(want):
-            raise TypeError(f"stage {self.name}: its function takes {params}, the plan gives {want}")
+        checked against their functions): one positional parameter per input (the source for the first stage),
+        then by keyword ``config``, each fan-out's keywords and ``root``, and nothing else."""
+        params = list(inspect.signature(self.task.fn.__wrapped__).parameters.values())
+        n_inputs = len(self.inputs) or 1
+        keywords = {"config", "root", *(k for f in self.fanouts for k in f.kwargs)}
+        positional = [p for p in params[:n_inputs] if p.default is inspect.Parameter.empty]
+        rest = {p.name for p in params[n_inputs:]}
+        if len(positional) != n_inputs or rest != keywords or len(params) != n_inputs + len(keywords):
+            raise TypeError(f"stage {self.name}: its function takes {[p.name for p in params]}, the plan gives "
+                            f"{n_inputs} input(s) and {sorted(keywords)}")
 
 
 _TASKS = {t.name: t for t in (ingest, scale, train_encoder, extract_features, train_svc, raw_svc, linear_hinge,

@@ -192,6 +192,8 @@ def test_a_plan_row_that_does_not_match_its_function_is_refused():
         wrong.check()
     with pytest.raises(TypeError, match="train_svc"):
         dataclasses.replace(BY_STAGE["train_svc"], inputs=("scale",) * 2).check()
+    with pytest.raises(TypeError, match="evaluate"):  # a fan-out its function reads, left out of the row
+        dataclasses.replace(BY_STAGE["evaluate"], fanouts=()).check()
 
 
 # a literal that is an artifact file's name by coincidence, with why it is not one
