@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imagegen  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ENCODER_ROWS = [20_000]  # the rows the CNN of the solvers part trains on when no large run left an encoder
 MAIN_STAGES = ("ingest", "scale", "train_encoder.candidates", "train_encoder", "extract_features", "train_svc",
                "evaluate", "bundle")
 
@@ -117,7 +116,7 @@ def _matrices(work: Path, n_train: int, n_test: int = 5000, seed: int = 1, n_val
     return Z[train], y[train], Z[val], y[val], Z[test], y[test]
 
 
-def _encoder(work: Path, runs: list[dict], steps: int, rows: int = 20_000):
+def _encoder(work: Path, runs: list[dict], steps: int, rows: int):
     """A trained feature model: the 100k run's encoder, or a CNN trained here."""
     from tasks.core.networks import load_feature_model
 
@@ -180,14 +179,14 @@ def _accuracy(model, X, y) -> float:
     return float(np.mean(model.predict(X) == y))
 
 
-def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -> list[str]:
+def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int], encoder_rows: int) -> list[str]:
     """Part ``auto``: only what ``svc.solver = auto`` decides at each size and input, and its prediction of the
     exact fit's seconds (compare with part ``solvers``' exact fit column), with the probe's own cost."""
     from tasks.config import SVCConfig
     from tasks.core.networks import embed
     from tasks.core.svm import resolve_solver
 
-    feature_model, where = _encoder(work, runs, steps, ENCODER_ROWS[0])
+    feature_model, where = _encoder(work, runs, steps, encoder_rows)
     lines = [f"Features: {where}.", "", "| input | rows | auto | predicted exact s | exponent (floor) | probe rows "
              "| probe s |", "|:---|---:|:---|---:|---:|---:|---:|"]
     config = SVCConfig()
@@ -204,7 +203,8 @@ def auto_decisions(work: Path, runs: list[dict], steps: int, sizes: list[int]) -
     return lines
 
 
-def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], references: bool) -> list[str]:
+def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], references: bool,
+            encoder_rows: int) -> list[str]:
     """Exact against approx (and the references) at each size, on pixels and on encoder features."""
     from tasks.config import SVCConfig
     from tasks.core.margin import rbf_gamma
@@ -212,7 +212,7 @@ def solvers(work: Path, runs: list[dict], steps: int, sizes: list[int], referenc
     from tasks.core.nystroem import components_for
     from tasks.core.svm import fit_approx, fit_svc, resolve_solver
 
-    feature_model, where = _encoder(work, runs, steps, ENCODER_ROWS[0])
+    feature_model, where = _encoder(work, runs, steps, encoder_rows)
     lines = [f"Features: {where}. Exact: scikit-learn `SVC` (C = 10, gamma = scale). Approx: the closed-form "
              "Nystroem solver with default settings (M = 15 sqrt(n), lambda swept on 2,000 validation rows). "
              "SGD: the approx solver before it (Nystroem 2,000 + standardise + 5 passes of averaged SGD). "
@@ -257,6 +257,8 @@ def main() -> None:
     p.add_argument("--part", choices=["runs", "solvers", "auto", "all"], default="all")
     p.add_argument("--work", default="/tmp/marginflow-scale")
     p.add_argument("--encoder-steps", type=int, default=2000)
+    p.add_argument("--encoder-rows", type=int, default=20_000,
+                   help="rows the solvers part's CNN trains on when no run of 100k rows or more left an encoder")
     p.add_argument("--solver-sizes", type=int, nargs="+", default=[5_000, 10_000, 20_000, 50_000])
     p.add_argument("--no-references", action="store_true", help="leave out the SGD and sklearn reference columns")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: what the test suite runs "
@@ -267,7 +269,7 @@ def main() -> None:
         import smoke
 
         args.sizes, args.solver_sizes, args.encoder_steps, extra = [600], [300], 10, smoke.SET
-        ENCODER_ROWS[0] = 500
+        args.encoder_rows = 500
         if args.work == p.get_default("work"):
             import tempfile
 
@@ -292,10 +294,11 @@ def main() -> None:
                   f"time 1M / 100k = {b['wall_s'] / a['wall_s']:.1f} (target <= 12)")
     if args.part == "auto":
         print("\n## what auto decides\n")
-        print("\n".join(auto_decisions(work, runs, args.encoder_steps, args.solver_sizes)))
+        print("\n".join(auto_decisions(work, runs, args.encoder_steps, args.solver_sizes, args.encoder_rows)))
     if args.part in ("solvers", "all"):
         print("\n## exact vs approx\n")
-        print("\n".join(solvers(work, runs, args.encoder_steps, args.solver_sizes, not args.no_references)))
+        print("\n".join(solvers(work, runs, args.encoder_steps, args.solver_sizes, not args.no_references,
+                                  args.encoder_rows)))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ class Solver:
 
     tasks: tuple[Any, ...] = (choose_solver,)
     kwargs: tuple[str, ...] = ("solver",)
-    row: str = "solver"
 
     def applies(self, config) -> bool:
         return True
@@ -59,7 +58,6 @@ class Grid:
 
     tasks: tuple[Any, ...] = (svc_cv,)
     kwargs: tuple[str, ...] = ("cv",)
-    row: str = "cv"
 
     def applies(self, config) -> bool:
         return bool(config.svc.search)
@@ -74,7 +72,6 @@ class Candidates:
 
     tasks: tuple[Any, ...] = (encoder_candidate, score_candidate)
     kwargs: tuple[str, ...] = ("candidates", "scores", "ensemble")
-    row: str = "candidates"
 
     def applies(self, config) -> bool:
         return config.encoder.kind == "auto"
@@ -86,7 +83,6 @@ class Models:
 
     tasks: tuple[Any, ...] = ()
     kwargs: tuple[str, ...] = ("models",)
-    row: str = ""
 
     def applies(self, config) -> bool:
         return True

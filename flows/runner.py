@@ -148,8 +148,9 @@ def _candidates(runner, stage: Stage, out: Laid, kwargs: dict, config, root: str
         part = rung.get("rung")
         name = spec.name + ("" if part is None else f" to {100 * part[1]:.0f}%")
         handle = runner.submit(train, first, spec, root=root, name=f"{train.name} {name}",
-                               refresh=train.name in forced,  # the cheap ones always run
-                               deadline=None if spec.encoder.kind in CHEAP_KINDS else deadline, **rung)
+                               refresh=train.name in forced,
+                               deadline=None if spec.encoder.kind in CHEAP_KINDS else deadline,  # cheap: always run
+                               **rung)
         names[id(handle)] = name
         return handle
 

@@ -24,6 +24,7 @@ from tasks.config import EvaluateConfig
 from tasks.core.metrics import compare
 from tasks.core.report import plot_approaches, plot_confusions, plot_history, render_html, render_report
 from tasks.errors import InputError
+from tasks.schema import SPLITS
 from tasks.store.artifacts import ArtifactRef, ArtifactWriter, read_json
 from tasks.store.cache import stage
 from tasks.store.kinds import (
@@ -38,7 +39,7 @@ from tasks.store.kinds import (
     encoder_record,
 )
 from tasks.store.outputs import read_model_outputs
-from tasks.store.tables import SPLITS, batch_rows_of, labels_and_splits, read_meta
+from tasks.store.tables import batch_rows_of, labels_and_splits, read_meta
 
 
 @stage("evaluate", imports=())

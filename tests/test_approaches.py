@@ -71,7 +71,7 @@ def test_rff_svm_is_within_two_points_of_the_rbf_svc_on_digits(tmp_path):
 def test_linear_hinge_trains_on_the_labels_as_given(tmp_path, labels):
     """Binary string, binary {-1, +1} and multi-class string labels: separable data is learnt exactly."""
     from tasks.linear_hinge import linear_hinge
-    from tasks.store.tables import LABEL, SPLIT
+    from tasks.schema import LABEL, SPLIT
 
     k = len(labels)
     rng = np.random.default_rng(0)

@@ -64,7 +64,8 @@ def test_every_approach_learns_separable_classes(approach):
 
 def test_same_predictions_as_the_pipeline(prefect_api, csv, tmp_path):
     from flows.pipeline import pipeline
-    from tasks.store.tables import LABEL, SPLIT, read_table
+    from tasks.schema import LABEL, SPLIT
+    from tasks.store.tables import read_table
     from tests.helpers import TINY, tiny_config
 
     config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")

@@ -167,8 +167,9 @@ def test_svc_search_maps_the_grid_records_the_table_and_caches(prefect_api, csv,
 
 def test_search_never_reads_the_test_rows(tmp_path):
     from tasks.core.svm import CVPoint
+    from tasks.schema import LABEL, SPLIT
     from tasks.store.artifacts import ArtifactWriter
-    from tasks.store.tables import LABEL, SPLIT, TableWriter
+    from tasks.store.tables import TableWriter
     from tasks.svc_cv import svc_cv
 
     rng = np.random.default_rng(0)

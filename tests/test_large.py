@@ -12,7 +12,8 @@ from tasks.config import DataConfig, ScaleConfig, SVCConfig
 from tasks.errors import InputError
 from tasks.ingest import describe_source, ingest
 from tasks.scale import scale
-from tasks.store.tables import HELD, LABEL, SPLIT, read_table
+from tasks.schema import LABEL, SPLIT
+from tasks.store.tables import HELD, read_table
 
 
 def _table(n: int, seed: int = 0, d: int = 6) -> pd.DataFrame:

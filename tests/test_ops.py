@@ -117,7 +117,7 @@ def test_landing_folder_is_combined_in_name_order(prefect_api, csv, tmp_path):
     (landing / "notes.txt").write_text("ignored")
     from tasks.config import DataConfig
     from tasks.ingest import prepare
-    from tasks.store.tables import LABEL, SPLIT
+    from tasks.schema import LABEL, SPLIT
 
     data = DataConfig(dataset=None, input=str(landing), label="species")
     combined, meta = prepare(data)

@@ -15,7 +15,7 @@ from tasks.core.report import render_markdown
 from tasks.core.scaling import apply_scaler, fit_scaler
 from tasks.errors import InputError
 from tasks.ingest import scan_source as scan
-from tasks.store.tables import LABEL, SPLIT
+from tasks.schema import LABEL, SPLIT
 
 # ---------------------------------------------------------------- ingest
 

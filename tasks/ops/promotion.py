@@ -122,13 +122,13 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
             n_rows, scores = score_models(dataset, roles, metric)
             if scores["challenger"].problem is not None:
                 raise InputError(f"model {challenger}: cannot score: {scores['challenger'].problem}")
-            ch, champ = scores["challenger"].value, scores.get("champion", Score(problem="no champion")).value
+            champion = scores.get("champion", Score(problem="no champion"))
+            ch, champ = scores["challenger"].value, champion.value
             if champ is None:
-                promote, champ_score = True, None
-                reason = f"champion unusable: {scores.get('champion', Score(problem='no champion')).problem}; " \
-                         "the challenger is promoted."
+                promote = True
+                reason = f"champion unusable: {champion.problem}; the challenger is promoted."
             else:
-                promote, champ_score = decide(ch, champ, tol), champ
+                promote = decide(ch, champ, tol)
                 reason = (f"Challenger {metric} {ch:.4f} vs champion {champ:.4f}: "
                           + ("at least as good within tolerance, promoted." if promote else "worse, not promoted."))
             if current != before:
@@ -139,7 +139,7 @@ def choose(dataset: ArtifactRef, challenger: str | None, before: str | None, con
                 except ChampionChanged:
                     continue  # decided against a champion that is not champion any more: decide again
             decision = Decision(**common, champion_after=registry.champion(), promoted=promote,
-                                challenger_score=ch, champion_score=champ_score, n_rows=n_rows,
+                                challenger_score=ch, champion_score=champ, n_rows=n_rows,
                                 reason=reason)
         registry.log_decision(decision.model_dump())
         return decision

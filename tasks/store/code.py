@@ -111,11 +111,11 @@ def _import_aliases(tokens, package: str) -> dict[str, str]:
         i = 1
         while i < len(tokens):
             name, i = _dotted(tokens, i)
-            alias = name.split(".")[0]
-            if i < len(tokens) and tokens[i].string == "as":
-                alias, name = tokens[i + 1].string, name
+            if i < len(tokens) and tokens[i].string == "as":  # ``import a.b as c`` binds c to a.b
+                out[tokens[i + 1].string] = name
                 i += 2
-            out[alias] = name if alias != name.split(".")[0] else alias
+            else:  # ``import a.b`` binds a
+                out[name.split(".")[0]] = name.split(".")[0]
             i += 1  # ","
     else:
         i, level = 1, 0
@@ -209,6 +209,7 @@ def parse(name: str, source: str, is_package: bool) -> Module:
     package = name if is_package else name.rpartition(".")[0]
     module = Module(name, {}, [], {})
     block: Block | None = None
+    in_prelude = False
     decorators: list = []
     for depth, tokens in _lines(source):
         is_import = tokens[0].string in ("import", "from") and any(t.string == "import" for t in tokens)
@@ -232,10 +233,10 @@ def parse(name: str, source: str, is_package: bool) -> Module:
             block.refs |= _refs(tokens)
             decorators = []
             names = _bound_names(tokens)
-            if names:
-                for n in names:
-                    module.defs.setdefault(n, []).append(block)
-            else:
+            in_prelude = not names
+            for n in names:
+                module.defs.setdefault(n, []).append(block)
+            if in_prelude:
                 module.prelude.append(block)
             continue
         if block is None:
@@ -245,46 +246,51 @@ def parse(name: str, source: str, is_package: bool) -> Module:
         if is_import:
             aliases = _import_aliases(tokens, package)
             block.imports.update(aliases)
-            if block in module.prelude:  # ``if TYPE_CHECKING: from ... import``, ``try: import``
+            if in_prelude:  # ``if TYPE_CHECKING: from ... import``, ``try: import``
                 module.imports.update(aliases)
         block.text.append(f"{depth} {_text(tokens)}")
         block.refs |= _refs(tokens)
     return module
 
 
-def load(name: str, tasks_dir: Path = TASKS_DIR) -> Module | None:
-    path = module_file(name, tasks_dir)
-    if path is None:
-        return None
-    return parse(name, path.read_text(), path.name == "__init__.py")
+class _Modules(dict):
+    """The ``tasks.*`` modules one walk reads: each file read and parsed once (None: not a ``tasks`` module)."""
+
+    def __init__(self, tasks_dir: Path):
+        super().__init__()
+        self.tasks_dir = tasks_dir
+
+    def __missing__(self, name: str) -> Module | None:
+        path = module_file(name, self.tasks_dir)
+        self[name] = None if path is None else parse(name, path.read_text(), path.name == "__init__.py")
+        return self[name]
 
 
-def _target(target: str, rest: tuple[str, ...], tasks_dir: Path) -> list[tuple[str, str]]:
+def _target(target: str, rest: tuple[str, ...], modules: _Modules) -> list[tuple[str, str]]:
     """The units an imported name (``tasks.x`` or ``tasks.x.attr``) followed by attributes ``rest`` stands for."""
-    if module_file(target, tasks_dir) is not None:
+    if modules[target] is not None:
         if rest:
-            return _target(f"{target}.{rest[0]}", rest[1:], tasks_dir)
+            return _target(f"{target}.{rest[0]}", rest[1:], modules)
         return [(target, WHOLE)]
     owner, _, attr = target.rpartition(".")
-    module = load(owner, tasks_dir)
+    module = modules[owner]
     if module is None:
         return []
     if attr in module.defs:
         return [(owner, attr)]
     if attr in module.imports and module.imports[attr] != target:  # a name the module re-exports
-        return _target(module.imports[attr], rest, tasks_dir)
+        return _target(module.imports[attr], rest, modules)
     return [(owner, WHOLE)]
 
 
-def _resolve(module: Module, chain: tuple[str, ...], local: dict[str, str],
-             tasks_dir: Path) -> list[tuple[str, str]]:
+def _resolve(module: Module, chain: tuple[str, ...], local: dict[str, str], modules: _Modules) -> list[tuple[str, str]]:
     head = chain[0]
     if head in local:
-        return _target(local[head], chain[1:], tasks_dir)
+        return _target(local[head], chain[1:], modules)
     if head in module.defs:
         return [(module.name, head)]
     if head in module.imports:
-        return _target(module.imports[head], chain[1:], tasks_dir)
+        return _target(module.imports[head], chain[1:], modules)
     return []
 
 
@@ -296,27 +302,25 @@ def code_units(entry: str, tasks_dir: Path = TASKS_DIR) -> dict[str, str]:
     todo = [entry_unit]
     seen: set[tuple[str, str]] = set()
     out: dict[str, str] = {}
+    modules = _Modules(tasks_dir)
     while todo:
         unit = todo.pop()
         if unit in seen:
             continue
         seen.add(unit)
         owner, what = unit
-        module = load(owner, tasks_dir)
+        module = modules[owner]
         if module is None:
             continue
-        parents = owner.split(".")
+        parents = owner.split(".")  # the module's own prelude and its packages'
         todo.extend((".".join(parents[:i]), PRELUDE) for i in range(1, len(parents) + 1))
-        if what == PRELUDE:
-            blocks = module.prelude
-        elif what == WHOLE:
-            blocks = [b for bs in module.defs.values() for b in bs] + module.prelude
+        if what == WHOLE:  # every definition of the module, each a unit of its own
             todo.extend((owner, n) for n in module.defs)
-        else:
-            blocks = module.defs.get(what, [])
+            continue
+        blocks = module.prelude if what == PRELUDE else module.defs.get(what, [])
         out[f"{owner}:{what}"] = sha256_text("\n".join(line for b in blocks for line in b.text))
         for block in blocks:
             # the entry's decorator (the stage cache itself: `tasks.store.cache.stage`) is not followed
             for chain in block.refs | (set() if unit == entry_unit else block.decorators):
-                todo.extend(_resolve(module, chain, block.imports, tasks_dir))
+                todo.extend(_resolve(module, chain, block.imports, modules))
     return dict(sorted(out.items()))

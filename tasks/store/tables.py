@@ -29,8 +29,6 @@ from tasks.schema import LABEL, SPLIT, SPLITS
 from tasks.store.artifacts import ArtifactRef, read_json
 from tasks.store.kinds import DATASET_TABLE, FEATURES_TABLE, META, SCALED_TABLE
 
-__all__ = ["LABEL", "SPLIT", "SPLITS"]  # re-exported: a table's columns (`tasks.schema`)
-
 FEATURES = "__features__"
 TABLE_FILES = {"dataset": DATASET_TABLE, "scaled": SCALED_TABLE, "features": FEATURES_TABLE}
 DEFAULT_BATCH_ROWS = 20_000
