@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -68,6 +69,43 @@ def csv(tmp_path) -> Path:
     from tests.helpers import iris_csv
 
     return iris_csv(tmp_path / "iris.csv")
+
+
+class Trained(NamedTuple):
+    """A finished run on iris: its CSV, its data root and what the flow returned (artifacts under that root)."""
+
+    csv: Path
+    data: Path
+    result: object
+
+
+@pytest.fixture(scope="session")
+def trained_runs(prefect_api, tmp_path_factory):
+    """``trained_runs(*overrides)``: a finished tiny run (`tests.helpers.TINY` plus ``overrides``) on iris, made
+    once per test process and shared by every test that asks for the same overrides. Shared means read-only:
+    a test that changes the CSV, the data root or a registry copies the root first (`copy_root`); the copy's
+    cache records are relative, so a run on it with the same CSV is all cache hits."""
+    from flows.pipeline import pipeline
+    from tests.helpers import iris_csv, tiny_config
+
+    made: dict[tuple[str, ...], Trained] = {}
+
+    def get(*overrides: str) -> Trained:
+        if overrides not in made:
+            where = tmp_path_factory.mktemp("trained")
+            csv = iris_csv(where / "iris.csv")
+            result = pipeline(config=tiny_config(csv, *overrides), data_dir=str(where / "data"))
+            made[overrides] = Trained(csv, where / "data", result)
+        return made[overrides]
+
+    return get
+
+
+def copy_root(data: Path, where: Path) -> Path:
+    """A copy of data root ``data`` at ``where/data`` (links kept as links), to change freely."""
+    root = where / "data"
+    shutil.copytree(data, root, symlinks=True)
+    return root
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ import pytest
 
 from flows.cli import main
 from tasks.ops.registry import Registry
-from tests.helpers import tiny_config
+from tests.conftest import copy_root
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -26,16 +25,10 @@ def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def trained(prefect_api, tmp_path_factory) -> Path:
+@pytest.fixture
+def trained(trained_runs) -> Path:
     """A data root with one registered model (v0001, champion) trained on iris; read-only for the cases."""
-    from flows.pipeline import pipeline
-    from tests.helpers import iris_csv
-
-    where = tmp_path_factory.mktemp("trained")
-    csv = iris_csv(where / "iris.csv")
-    pipeline(config=tiny_config(csv, "evaluate.approaches=['features_svc']"), data_dir=str(where / "data"))
-    return where / "data"
+    return trained_runs("evaluate.approaches=['features_svc']").data
 
 
 def _iris_rows(tmp: Path) -> pd.DataFrame:
@@ -50,9 +43,7 @@ def _csv(tmp: Path, name: str, frame: pd.DataFrame) -> Path:
 
 
 def _root_copy(trained: Path, tmp: Path) -> Path:
-    root = tmp / "data"
-    shutil.copytree(trained, root, symlinks=True)
-    return root
+    return copy_root(trained, tmp)
 
 
 def _champion(trained: Path, tmp: Path, text: str) -> Path:

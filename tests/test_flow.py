@@ -12,6 +12,7 @@ import pytest
 from flows.pipeline import pipeline
 from flows.plan import MAIN_PATH, STAGES
 from tasks.catalog import NAMES
+from tests.conftest import copy_root
 from tests.helpers import iris_csv, statuses, tiny_config, without_timings
 
 SOLVER_ROWS = ("train_svc.solver", "raw_svc.solver")  # each SVC stage's choose_solver task
@@ -24,20 +25,31 @@ def _metrics(result) -> dict:
 
 
 @pytest.fixture
-def first(prefect_api, csv, tmp_path):
-    """A first complete run on tiny iris; returns (config, data_dir, result)."""
-    data = tmp_path / "data"
-    config = tiny_config(csv)
+def csv(trained_runs):
+    """The shared complete run's iris CSV (read-only)."""
+    return trained_runs().csv
+
+
+@pytest.fixture
+def first(trained_runs, tmp_path):
+    """A copy of a complete tiny run on iris (every approach; the session's shared one); returns (config,
+    data_dir, the result of running it again on the copy: every stage a cache hit, artifacts in the copy)."""
+    shared = trained_runs()
+    assert statuses(shared.result) == ALL_RAN  # the shared run was a cold one
+    data = copy_root(shared.data, tmp_path)
+    config = tiny_config(shared.csv)
     result = pipeline(config=config, data_dir=str(data))
-    assert statuses(result) == ALL_RAN
+    assert statuses(result) == ALL_CACHED
     return config, data, result
 
 
-def test_second_identical_run_is_all_cached(first):
-    config, data, result = first
+def test_second_identical_run_is_all_cached(first, trained_runs):
+    config, data, result = first  # the copy's run was the second identical one: all cached (asserted in first)
     again = pipeline(config=config, data_dir=str(data))
     assert statuses(again) == ALL_CACHED
     assert again.artifacts == result.artifacts
+    assert {k: a.sha256 for k, a in result.artifacts.items()} == {
+        k: a.sha256 for k, a in trained_runs().result.artifacts.items()}
 
 
 def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
@@ -49,8 +61,10 @@ def test_changing_svc_C_reruns_only_svc_and_evaluate(first, csv):
                                 **dict.fromkeys(SOLVER_ROWS, "ran")}
 
 
-def test_changing_one_byte_of_the_input_reruns_everything(first, csv):
-    config, data, _ = first
+def test_changing_one_byte_of_the_input_reruns_everything(prefect_api, tmp_path):
+    csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"  # its own CSV: the shared one is read-only
+    config = tiny_config(csv)
+    assert statuses(pipeline(config=config, data_dir=str(data))) == ALL_RAN
     text = csv.read_text()
     csv.write_text(text.replace("5.1,3.5,1.4,0.2", "5.2,3.5,1.4,0.2", 1))
     assert csv.read_text() != text
@@ -128,9 +142,8 @@ def test_every_approach_is_scored(first):
     assert timing["raw_svc"] == timing["knn"] == timing["linear_hinge"] == 0
 
 
-def test_selected_approaches_only(prefect_api, csv, tmp_path):
-    config = tiny_config(csv, "evaluate.approaches=['features_svc', 'raw_svc']")
-    result = pipeline(config=config, data_dir=str(tmp_path / "d"))
+def test_selected_approaches_only(trained_runs):
+    result = trained_runs("evaluate.approaches=['features_svc', 'raw_svc']").result
     assert set(result.stages) == {*(s.name for s in MAIN_PATH), "train_svc", "raw_svc", "evaluate", "bundle",
                                   *SOLVER_ROWS}
     assert set(_metrics(result)["approaches"]) == {"raw_svc", "features_svc"}

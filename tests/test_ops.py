@@ -18,18 +18,25 @@ from tasks.errors import InputError
 from tasks.ops.bundle import Bundle, BundleError
 from tasks.ops.promotion import decide
 from tasks.ops.registry import Registry
-from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, tiny_config
+from tests.conftest import ROOT, copy_root
+from tests.helpers import TINY, run_main, tiny_config
 
 GOOD = ["evaluate.approaches=['features_svc']"]
 BAD = [*GOOD, "svc.C=0.001", "encoder.epochs=1"]  # a tiny C: the SVC predicts nearly one class
 
 
 @pytest.fixture
-def trained(prefect_api, csv, tmp_path):
-    """One pipeline run on tiny iris; returns (data root, result)."""
-    data = tmp_path / "data"
-    return data, pipeline(config=tiny_config(csv, *GOOD), data_dir=str(data))
+def csv(trained_runs):
+    """The shared run's iris CSV (read-only): a run on a copy of its root with it is all cache hits."""
+    return trained_runs(*GOOD).csv
+
+
+@pytest.fixture
+def trained(trained_runs, tmp_path):
+    """A copy of a root with one tiny run on iris (v0001 registered); returns (data root, the run's result, whose
+    artifacts are the shared root's: read them, do not change them)."""
+    shared = trained_runs(*GOOD)
+    return copy_root(shared.data, tmp_path), shared.result
 
 
 # ---------------------------------------------------------------- bundle
@@ -155,7 +162,7 @@ def test_concurrent_promotions_leave_a_consistent_registry(trained, csv):
 def test_predict_reproduces_evaluate_and_refuses_bad_columns(trained, csv, tmp_path):
     data, result = trained
     out = tmp_path / "pred.csv"
-    proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--batch-rows", "40")
+    proc = run_main("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--batch-rows", "40")
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out)
     assert list(pred.columns) == ["prediction", "score_setosa", "score_versicolor", "score_virginica"]
@@ -170,10 +177,10 @@ def test_predict_reproduces_evaluate_and_refuses_bad_columns(trained, csv, tmp_p
     frame.assign(extra=1.0).to_parquet(tmp_path / "extra.parquet", index=False)
     for bad, needle in [("missing.csv", "missing column 'petal_width'"), ("extra.parquet", "unexpected column 'extra'")]:
         target = tmp_path / f"{bad}.out.parquet"
-        proc = run_cli("predict", "--input", str(tmp_path / bad), "--output", str(target), "--data-dir", str(data))
+        proc = run_main("predict", "--input", str(tmp_path / bad), "--output", str(target), "--data-dir", str(data))
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
-    proc = run_cli("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--model", "v0042")
+    proc = run_main("predict", "--input", str(csv), "--output", str(out), "--data-dir", str(data), "--model", "v0042")
     assert proc.returncode == 2 and "model version 'v0042' not found" in proc.stderr
 
 
@@ -185,7 +192,7 @@ def test_predict_scores_a_named_label_column_and_passes_an_id_through(trained, c
     frame.loc[3, "truth"] = None  # a row without a label is predicted, not scored
     frame.to_csv(tmp_path / "labelled.csv", index=False)
     out = tmp_path / "pred.parquet"
-    proc = run_cli("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(out), "--data-dir",
+    proc = run_main("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(out), "--data-dir",
                    str(data), "--label", "truth", "--id", "row_id", "--batch-rows", "40")
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_parquet(out)
@@ -194,10 +201,10 @@ def test_predict_scores_a_named_label_column_and_passes_an_id_through(trained, c
     accuracy = float((pred["prediction"][known] == frame["truth"][known]).mean())
     assert f"accuracy {accuracy:.4f} on the {int(known.sum())} rows with a label in 'truth'" in proc.stdout
     # without --label, a column the model does not know is refused, naming it; a named column must exist
-    plain = run_cli("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(tmp_path / "p.csv"),
+    plain = run_main("predict", "--input", str(tmp_path / "labelled.csv"), "--output", str(tmp_path / "p.csv"),
                     "--data-dir", str(data), "--id", "row_id")
     assert plain.returncode == 2 and "unexpected column 'truth'" in plain.stderr
-    absent = run_cli("predict", "--input", str(csv), "--output", str(tmp_path / "p.csv"), "--data-dir", str(data),
+    absent = run_main("predict", "--input", str(csv), "--output", str(tmp_path / "p.csv"), "--data-dir", str(data),
                      "--id", "key")
     assert absent.returncode == 2 and "no column 'key' (--id)" in absent.stderr and not (tmp_path / "p.csv").exists()
 
@@ -206,17 +213,17 @@ def test_stage_then_run_registers_no_copy_and_compare_says_what_differs(trained,
     data, result = trained
     args = ("--input", str(csv), "--label", "species", "--data-dir", str(data),
             *(a for kv in [*TINY, *GOOD] for a in ("--set", kv)))
-    assert run_cli("stage", "features_svc", *args, "--quiet").returncode == 0
-    again = run_cli("run", *args, "--json")
+    assert run_main("stage", "features_svc", *args, "--quiet").returncode == 0
+    again = run_main("run", *args, "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["model"] == result.model and [v.version for v in Registry(data).versions()] == [
         result.model]
-    other = run_cli("run", *args, "--set", "svc.C=3", "--json")
+    other = run_main("run", *args, "--set", "svc.C=3", "--json")
     assert json.loads(other.stdout)["model"] == "v0002"
-    text = run_cli("compare", "1", "2", "--data-dir", str(data)).stdout
+    text = run_main("compare", "1", "2", "--data-dir", str(data)).stdout
     assert "data: the same" in text and "code: the same" in text and "config: 1 key(s) differ" in text
     assert "model files that differ: svc.skops" in text and "different data or code" not in text
-    decided = run_cli("retrain", *args, "--set", "svc.C=3")  # v0002 against the champion, v0001: both scores shown
+    decided = run_main("retrain", *args, "--set", "svc.C=3")  # v0002 against the champion, v0001: both scores shown
     assert decided.returncode == 0, decided.stderr[-2000:]
     scores = re.search(r"^accuracy on 38 test rows: challenger (\d\.\d{4}), champion (\d\.\d{4})", decided.stdout, re.M)
     assert scores, decided.stdout
@@ -234,7 +241,7 @@ def test_an_altered_version_is_flagged_and_cannot_be_promoted(trained, csv):
     with pytest.raises(BundleError, match="labels.json: SHA-256 differs"):
         Registry(data).promote("v0002")
     assert Registry(data).champion() == "v0001"
-    proc = run_cli("models", "--data-dir", str(data))
+    proc = run_main("models", "--data-dir", str(data))
     assert proc.returncode == 0 and "REFUSED" in proc.stdout
 
 
