@@ -16,15 +16,16 @@ import pytest
 
 from tasks.ops.registry import Registry
 from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, without_timings
+from tests.helpers import TINY, run_main, without_timings
 
 pytestmark = pytest.mark.slow
 KILLED = -signal.SIGKILL
+APPROACHES = "evaluate.approaches=['features_svc', 'raw_svc']"
 
 
 def _run_args(csv: Path, data: Path, *extra: str) -> list[str]:
     args = ["run", "--input", str(csv), "--label", "species", "--data-dir", str(data), "--json"]
-    for item in [*TINY, "evaluate.approaches=['features_svc', 'raw_svc']", *extra]:
+    for item in [*TINY, APPROACHES, *extra]:
         args += ["--set", item]
     return args
 
@@ -71,7 +72,7 @@ def test_a_run_killed_at_a_point_reruns_to_the_same_result(two_bundles, point, t
     assert killed.returncode == KILLED, (point, killed.returncode, killed.stderr[-2000:])
     left = [json.loads(p.read_text())["flow_run_id"] for p in (data / "runs").glob("*.json")]
     assert len(left) == 1  # the killed run's record: its flow run is still Running on the server
-    again = run_cli(*_run_args(csv, data))
+    again = run_main(*_run_args(csv, data))  # the same command again (in this process: what it finds is the test)
     assert again.returncode == 0, again.stderr[-2000:]
     from prefect.client.orchestration import get_client
 
@@ -86,21 +87,16 @@ def test_a_run_killed_at_a_point_reruns_to_the_same_result(two_bundles, point, t
 _REGISTER = "import sys; from tasks.ops.registry import Registry; print(Registry(sys.argv[1]).register(sys.argv[2]))"
 
 
-@pytest.fixture(scope="module")
-def two_bundles(prefect_api, tmp_path_factory) -> dict:
-    """Two uninterrupted runs: the bundle folders of two models (svc.C 10, the default, and 0.5),
-    and the metrics of the first (what every interrupted run must reach again)."""
-    from tests.helpers import iris_csv
-
-    where = tmp_path_factory.mktemp("bundles")
-    csv = iris_csv(where / "iris.csv")
-    out: dict = {"bundles": []}
-    for c in ("10.0", "0.5"):
-        proc = run_cli(*_run_args(csv, where / "data", f"svc.C={c}"))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out["bundles"].append(json.loads(proc.stdout)["stages"]["bundle"]["artifact"])
-        out.setdefault("metrics", _metrics(proc.stdout))
-    return out
+@pytest.fixture
+def two_bundles(trained_runs) -> dict:
+    """Two uninterrupted runs (the session's shared ones, run in the test process: the same config as the
+    killed commands'): the bundle folders of two models (svc.C 10, the default, and 0.5), and the metrics of
+    the first (what every interrupted run must reach again)."""
+    runs = [trained_runs(APPROACHES), trained_runs(APPROACHES, "svc.C=0.5")]
+    metrics = json.loads((Path(runs[0].result.stages["evaluate"].artifact) / "metrics.json").read_text())
+    metrics = without_timings(metrics)
+    metrics.pop("source")
+    return {"bundles": [r.result.stages["bundle"].artifact for r in runs], "metrics": metrics}
 
 
 def _register(root: Path, bundle: str, point: str | None = None) -> int:
@@ -140,7 +136,7 @@ def test_a_promotion_killed_at_a_point(two_bundles, point, champion, tmp_path):
         Registry(tmp_path).register(bundle)
     killed = run_cli("promote", "v0002", "--data-dir", str(tmp_path), env=_fault(point))
     assert killed.returncode == KILLED, killed.stderr
-    listed = run_cli("models", "--data-dir", str(tmp_path))  # every registry command repairs first
+    listed = run_main("models", "--data-dir", str(tmp_path))  # every registry command repairs first
     assert listed.returncode == 0, listed.stderr
     assert _consistent(tmp_path).champion() == champion
     Registry(tmp_path).promote("v0002")
@@ -161,7 +157,7 @@ def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tm
     for stage in ["raw_svc", "bundle", "evaluate"]:
         run = run_cli(*_run_args(csv, data), env=_fault(f"stage:{stage}"))
         assert run.returncode in (KILLED, 0), (stage, run.returncode, run.stderr[-2000:])
-    again = run_cli(*_run_args(csv, data))
+    again = run_main(*_run_args(csv, data))
     assert again.returncode == 0, again.stderr[-2000:]
     assert _metrics(again.stdout) == two_bundles["metrics"]
     assert json.loads(again.stdout)["stages"]["ingest"]["status"] == "cached"
