@@ -23,7 +23,7 @@ from tasks.ops.registry import Registry
 from tasks.store.artifacts import ArtifactWriter, sha256_file
 from tasks.store.cache import RecordProblem, read_record, record_path, write_record
 from tasks.store.code import code_units
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_root
 from tests.helpers import TINY, statuses, tiny_config
 
 SOLVER_ROWS = ("train_svc.solver", "raw_svc.solver")  # each SVC stage's choose_solver task
@@ -62,6 +62,7 @@ def test_comments_docstrings_help_texts_and_log_messages_are_not_code(tmp_path):
     assert base.imports == {"thing": "tasks.config.thing"}
 
 
+COPY_APPROACHES = "evaluate.approaches=['features_svc', 'raw_svc', 'linear_hinge', 'deep_hinge', 'rff_svm']"
 _RUN = """
 import json, sys
 import tasks
@@ -76,7 +77,7 @@ print("STATUSES " + json.dumps({k: v.status for k, v in result.stages.items()}))
 
 
 def _run_copy(pkg: Path, csv: Path, data: Path) -> dict[str, str]:
-    overrides = [*TINY, "evaluate.approaches=['features_svc', 'raw_svc', 'linear_hinge', 'deep_hinge', 'rff_svm']"]
+    overrides = [*TINY, COPY_APPROACHES]
     env = {**os.environ, "PYTHONPATH": str(pkg)}
     proc = subprocess.run([sys.executable, "-c", _RUN, str(pkg), json.dumps(overrides), str(csv), str(data)],
                           capture_output=True, text=True, cwd=pkg, env=env, timeout=600)
@@ -92,12 +93,16 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 @pytest.mark.slow
-def test_editing_code_reruns_exactly_the_stages_that_reach_it(prefect_api, csv, tmp_path):
+def test_editing_code_reruns_exactly_the_stages_that_reach_it(trained_runs, tmp_path):
     pkg = tmp_path / "pkg"
     for part in ("tasks", "flows"):
         shutil.copytree(ROOT / part, pkg / part, ignore=shutil.ignore_patterns("__pycache__"))
-    data = tmp_path / "data"
-    assert set(_run_copy(pkg, csv, data).values()) == {"ran"}
+    # a run of the same config by the original source (in this process), its root copied: the copy of the source,
+    # unedited, finds every stage in the cache (a key is the code's text, not where the code lies)
+    shared = trained_runs(COPY_APPROACHES)
+    assert set(statuses(shared.result).values()) == {"ran"}
+    csv, data = shared.csv, copy_root(shared.data, tmp_path)
+    assert set(_run_copy(pkg, csv, data).values()) == {"cached"}
 
     # what makes nothing: a log message of the training stages' epoch log, a config help text (the CLI's
     # --help), a comment, a docstring, and a function no stage calls (the flow's crash bookkeeping)

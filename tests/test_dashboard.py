@@ -26,7 +26,7 @@ from tasks.obs.progress import OwnTime, waited
 from tasks.ops.registry import Registry
 from tasks.ops.runs import root_key
 from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, tiny_config
+from tests.helpers import TINY, run_main, tiny_config
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -262,23 +262,23 @@ def test_versions_record_their_run_report_and_changes_and_compare_shows_the_diff
     assert v1.run["flow_run_id"] == runs["cold"].flow_run_id and Path(v1.run["report"]) == Path(runs["cold"].report)
     assert v2.run["flow_run_name"] == runs["third"].flow_run_name
     assert v2.changes["svc.C"] == 3.0 and "svc.C" not in v1.changes and v1.changes["svc.search"] is True
-    table = run_cli("models", "--data-dir", str(data))
+    table = run_main("models", "--data-dir", str(data))
     assert table.returncode == 0 and "svc.C=3.0" in table.stdout.splitlines()[2]
-    out = run_cli("compare", "1", "v0002", "--data-dir", str(data), "--json")
+    out = run_main("compare", "1", "v0002", "--data-dir", str(data), "--json")
     assert out.returncode == 0, out.stderr
     c = json.loads(out.stdout)
     assert c["versions"] == ["v0001", "v0002"] and c["config"]["svc.C"] == [10.0, 3.0]
     assert c["config"]["svc.search"] == [True, False] and "encoder.epochs" not in c["config"]
     assert c["metrics"]["n_test"] == [38, 38]
-    text = run_cli("compare", "1", "2", "--data-dir", str(data))
+    text = run_main("compare", "1", "2", "--data-dir", str(data))
     line = next(x for x in text.stdout.splitlines() if x.startswith("svc.C"))
     assert line.split() == ["svc.C", "10.0", "3.0"]
-    assert run_cli("compare", "1", "9", "--data-dir", str(data)).returncode == 2
+    assert run_main("compare", "1", "9", "--data-dir", str(data)).returncode == 2
 
 
 def test_runs_lists_every_evaluated_run_with_its_changes_and_every_approach(runs):
     data = runs["data"]
-    out = run_cli("runs", "--data-dir", str(data), "--json")
+    out = run_main("runs", "--data-dir", str(data), "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     results = [runs["third"], runs["cached"], runs["cold"]]  # newest first
@@ -291,12 +291,12 @@ def test_runs_lists_every_evaluated_run_with_its_changes_and_every_approach(runs
         assert row["dataset"] == str(runs["csv"]) and row["wall_seconds"] > 0 and row["problem"] is None
     assert rows[0]["changes"]["svc.C"] == 3.0 and "svc.search" not in rows[0]["changes"]
     assert rows[2]["changes"]["svc.search"] is True
-    text = run_cli("runs", "--data-dir", str(data), "--sort", "features_svc").stdout.splitlines()
+    text = run_main("runs", "--data-dir", str(data), "--sort", "features_svc").stdout.splitlines()
     assert text[0].startswith("every run: ") and "encoder.epochs=4" in text[0] and "features_svc" in text[1]
     best = max(rows, key=lambda r: r["accuracy"]["features_svc"])
     assert best["run"] in text[2] and f"{best['accuracy']['features_svc']:.4f}*" in text[2]
     assert "svc.C=3.0" in next(line for line in text if runs["third"].flow_run_name in line)
-    bad = run_cli("runs", "--data-dir", str(data), "--sort", "speed")
+    bad = run_main("runs", "--data-dir", str(data), "--sort", "speed")
     assert bad.returncode == 2 and "--sort speed: one of date, wall" in bad.stderr
 
 

@@ -74,15 +74,6 @@ def test_the_report_ranks_the_approaches_with_intervals_and_says_what_was_bundle
     assert "<table>" in html and "text-align:right" in html
 
 
-def test_second_run_is_all_cached_and_same_metrics(digits_cold, digits_dir):
-    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
-    assert {s["status"] for s in out["stages"].values()} == {"cached"}, {k: s for k, s in out["stages"].items()
-                                                                         if s["status"] != "cached"}
-    assert out["metrics"] == digits_cold["metrics"]
-
-
 _PROBE = """
 import json, sys
 from tasks.ops import bundle
@@ -99,16 +90,20 @@ print("PROBE " + json.dumps({"code": code, "heavy": heavy, "bundle_loads": loads
 """
 
 
-def test_a_cached_run_imports_no_model_library_and_loads_no_bundle(digits_cold, digits_dir):
-    """Every stage cached and the model already registered: no Keras, JAX or skops import, no bundle load."""
+def test_second_run_is_all_cached_imports_no_model_library_and_loads_no_bundle(digits_cold, digits_dir):
+    """The same command again: every stage cached, the same metrics, and with the model already registered no
+    Keras, JAX or skops import and no bundle load."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _PROBE, "run", *DIGITS, "--data-dir", str(digits_dir), "--quiet"],
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "run", *DIGITS, "--data-dir", str(digits_dir), "--json"],
                           capture_output=True, text=True, timeout=300)
     probe = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))[6:])
     assert probe == {"code": 0, "heavy": [], "bundle_loads": []}, (probe, proc.stderr[-2000:])
-    assert "already registered" in proc.stdout
+    out = json.loads(proc.stdout[:proc.stdout.index("PROBE ")])
+    assert {s["status"] for s in out["stages"].values()} == {"cached"}, {k: s for k, s in out["stages"].items()
+                                                                         if s["status"] != "cached"}
+    assert out["metrics"] == digits_cold["metrics"] and out["model"] == "v0001"
 
 
 def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_dir):
@@ -139,7 +134,7 @@ def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digit
     html, md = Path(tail[1].removeprefix("report: ")), Path(tail[2].strip())
     assert html.name == "report.html" and md.name == "report.md" and html.parent == md.parent
     assert html.is_file() and "| test accuracy |" in md.read_text()
-    assert tail[3].startswith("model: v0001")
+    assert tail[3].startswith("model: v0001 (already registered")
 
 
 def test_cache_survives_a_fresh_prefect_home_and_temporary_server(digits_cold, digits_dir, tmp_path):

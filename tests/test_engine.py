@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from flows.engine import check_workers, probe_worker, run_pipeline
-from flows.pipeline import pipeline
 from flows.server import free_port, stop_server
 from tasks.errors import InputError
 from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, statuses, tiny_config, without_timings
+from tests.helpers import TINY, run_main, statuses, tiny_config, without_timings
 
 pytestmark = pytest.mark.slow
 SIDE = ("raw_svc", "linear_hinge", "deep_hinge", "rff_svm")
@@ -51,8 +50,14 @@ def test_probe_names_what_a_worker_cannot_do(tmp_path, prefect_api):
 # ---------------------------------------------------------------- a local cluster
 
 
-def test_local_cluster_gives_the_thread_engines_metrics_and_caches(prefect_api, csv, tmp_path):
-    threads = pipeline(config=tiny_config(csv), data_dir=str(tmp_path / "threads"))
+@pytest.fixture
+def csv(trained_runs):
+    """The session's shared iris CSV (read-only; its run on threads is `trained_runs()`)."""
+    return trained_runs().csv
+
+
+def test_local_cluster_gives_the_thread_engines_metrics_and_caches(trained_runs, csv, tmp_path):
+    threads = trained_runs().result  # the same config on the thread engine
     config = tiny_config(csv, "engine.kind='dask'", "engine.workers=2")
     dask = run_pipeline(config, str(tmp_path / "dask"))
     assert dask.engine == "dask" and set(statuses(dask).values()) == {"ran"}
@@ -158,7 +163,7 @@ def _tiny_cli_args(csv: Path, data: Path, *extra: str) -> list[str]:
 def test_cli_runs_on_an_existing_cluster_in_its_workers(cluster, csv, tmp_path):
     address, client = cluster
     workers = set(client.run(os.getpid).values())
-    proc = run_cli(*_tiny_cli_args(csv, tmp_path / "data"), "--dask-address", address, timeout=600)
+    proc = run_main(*_tiny_cli_args(csv, tmp_path / "data"), "--dask-address", address)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["engine"] == "dask"
@@ -186,7 +191,7 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, csv, tmp_path):
     first_out, first_err = run.communicate(timeout=600)
     finished = {json.loads(p.read_text())["stage"] for p in (data / "cache").glob("*.json")}
     client.wait_for_workers(2, timeout=90)  # the nanny restarts the killed worker
-    proc = run_cli(*_tiny_cli_args(csv, data, *slow), "--dask-address", address, timeout=600)
+    proc = run_main(*_tiny_cli_args(csv, data, *slow), "--dask-address", address)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert all(out["stages"][s]["status"] == "cached" for s in finished if s in out["stages"]), (finished, out["stages"])
