@@ -117,7 +117,7 @@ def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(tmp_pa
     `marginflow dashboard`, checked alive and answering); once it stops, a temporary server again."""
     port, home = free_port(), tmp_path / "home"
     args = ("run", "--input", str(csv), "--label", "species", "--data-dir", str(tmp_path / "data"), "--json",
-            *(a for kv in TINY for a in ("--set", kv)))
+            *(a for kv in [*TINY, "evaluate.approaches=['features_svc']"] for a in ("--set", kv)))
     env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
     proc = _start_dashboard(port, home)
     try:

@@ -16,10 +16,10 @@ from tests.helpers import TINY, without_timings
 
 pytestmark = pytest.mark.slow
 
-# the demo's command with the Keras trainings cut to 400 steps each (the default, 4000, makes this
+# the demo's command with the Keras trainings cut to 150 steps each (the default, 4000, makes this
 # module's cold run the suite's slowest fixture; the steps budget itself is tested in tests/test_large.py)
-DIGITS = ("--dataset", "digits", "--set", "encoder.max_steps=400", "--set", "rff_svm.max_steps=400",
-          "--set", "linear_hinge.max_steps=400")
+DIGITS = ("--dataset", "digits", "--set", "encoder.max_steps=150", "--set", "rff_svm.max_steps=150",
+          "--set", "linear_hinge.max_steps=150")
 
 
 @pytest.fixture(scope="module")

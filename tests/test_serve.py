@@ -28,6 +28,7 @@ CONFIG = """
 [data]
 label = "species"
 [encoder]
+kind = "mlp"
 hidden = [16]
 epochs = 4
 dropout = 0.0
