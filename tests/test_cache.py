@@ -211,11 +211,11 @@ def test_a_forged_pickle_record_is_ignored_and_never_executed(prefect_api, csv, 
 # ---------------------------------------------------------------- portable roots and model identity
 
 
-def test_a_copied_data_root_reuses_every_stage_and_registers_nothing_new(prefect_api, csv, tmp_path):
-    config = tiny_config(csv)
-    first_root, second_root = tmp_path / "one", tmp_path / "two"
-    first = pipeline(config=config, data_dir=str(first_root))
-    assert first.model == "v0001"
+def test_a_copied_data_root_reuses_every_stage_and_registers_nothing_new(trained_runs, tmp_path):
+    shared = trained_runs()  # a finished run (its root is shared: copied here, and the copy moved)
+    config = tiny_config(shared.csv)
+    assert shared.result.model == "v0001" and set(statuses(shared.result).values()) == {"ran"}
+    first_root, second_root = copy_root(shared.data, tmp_path / "one"), tmp_path / "two"
     shutil.copytree(first_root, second_root)
     shutil.rmtree(first_root)
     moved = pipeline(config=config, data_dir=str(second_root))
@@ -225,9 +225,11 @@ def test_a_copied_data_root_reuses_every_stage_and_registers_nothing_new(prefect
     assert all(Path(s.artifact).is_relative_to(second_root) for s in moved.stages.values())
 
 
-def test_an_unrelated_config_change_registers_no_new_version(prefect_api, csv, tmp_path):
-    data = tmp_path / "data"
+def test_an_unrelated_config_change_registers_no_new_version(trained_runs, tmp_path):
+    shared = trained_runs()
+    csv, data = shared.csv, copy_root(shared.data, tmp_path)
     first = pipeline(config=tiny_config(csv), data_dir=str(data))
+    assert statuses(first) == ALL_CACHED and first.model == "v0001"
     changed = pipeline(config=tiny_config(csv, "rff_svm.epochs=2", "retrain.tolerance=0.1"), data_dir=str(data))
     assert statuses(changed) == {**ALL_CACHED, "rff_svm": "ran", "evaluate": "ran"}
     assert (changed.model, changed.model_is_new) == ("v0001", False)
