@@ -333,7 +333,7 @@ def render_html(markdown: str, images: dict[str, bytes]) -> str:
     from markdown_it import MarkdownIt
 
     # rendered with the file names, the data URIs put in after: markdown-it scans and normalises a link
-    # character by character, 0.45 s a report for the charts' base64 (a cached run's whole budget, twice over)
+    # character by character (digits' report, 6 charts, 225 KiB of PNG: 74 ms with the URIs inside, 6 ms after)
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     for name, data in images.items():
         body = body.replace(f'src="{name}"', f'src="{_data_uri(data)}"')
