@@ -43,7 +43,8 @@ def _start_dashboard(port: int, home: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_restarts_at_once(tmp_path):
+def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_prints_it_stops_and_restarts_at_once(
+        tmp_path):
     port = free_port()
     while port == 4200:
         port = free_port()
@@ -60,6 +61,8 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_and_re
         assert busy.returncode == 2 and f"--port {port}: already in use" in busy.stderr
     finally:
         stop_server(proc)
+    assert proc.poll() is not None  # stopped by its process group's pid
+    assert f"export PREFECT_API_URL={base}/api" in proc.stdout.read().decode()  # it said where its API is
     again = _start_dashboard(port, tmp_path / "home")  # at once: the old sockets may be in TIME_WAIT
     try:
         wait_healthy(f"{base}/api", again)

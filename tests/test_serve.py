@@ -100,23 +100,3 @@ def test_served_retrain_deployment_runs_and_publishes_its_artifacts(prefect_api,
         assert json.loads((data / "models" / "champion.json").read_text())["version"] == "v0001"
     finally:
         stop_server(proc)  # SIGTERM to its process group, SIGKILL after 20 s
-
-
-def test_dashboard_starts_a_server_prints_its_url_and_stops_by_pid(prefect_api, tmp_path):
-    from flows.server import free_port, wait_healthy
-
-    port = free_port()
-    log = tmp_path / "dashboard.log"
-    exe = Path(sys.executable).parent / "marginflow"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "dashboard", "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/api", proc, timeout=120)
-        assert f"export PREFECT_API_URL=http://127.0.0.1:{port}/api" in log.read_text()
-        busy = subprocess.run([str(exe), "dashboard", "--port", str(port)], capture_output=True, text=True, timeout=60)
-        assert busy.returncode == 2 and f"--port {port}: already in use" in busy.stderr
-    finally:
-        stop_server(proc)
-    assert proc.poll() is not None
