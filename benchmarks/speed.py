@@ -97,6 +97,8 @@ def engine_part(dataset: str, grid_dataset: str, work: Path, extra: list[str] = 
     config = load_config(None, list(extra), {"data.dataset": dataset})
     dask = config.model_copy(update={"engine": config.engine.model_copy(update={"kind": "dask", "workers": 2})})
     search = config.svc.model_copy(update={"search": True})
+    if smoke:  # two points: the grid's tasks, not its size
+        search = search.model_copy(update={"search_C": [1.0, 10.0], "search_gamma_factor": [1.0]})
     if not smoke:
         pipeline(config=config, data_dir=str(work / "e-warmup"))  # imports and compilation, not counted
     t_threads, threads = _timed(pipeline, config=config, data_dir=str(work / "e-threads"))

@@ -213,10 +213,10 @@ def pipeline_command(args: argparse.Namespace) -> int:
         _check_log_file(args)
         _preflight(config, args)
 
-        from flows.engine import prefect_api, run_pipeline
+        from flows.engine import prefect_api, run_pipeline, without_heartbeats
 
         ready()
-        with prefect_api(config.engine), _terminal(args):
+        with prefect_api(config.engine), without_heartbeats(), _terminal(args):
             result = run_pipeline(config, args.data_dir, refresh=refresh, until=until)
         _report_result(args, config, result)
     return 0
@@ -264,11 +264,11 @@ def retrain_command(args: argparse.Namespace) -> int:
     with _prefect_api(args) as ready:
         _check_log_file(args)
         _preflight(config, args)
-        from flows.engine import prefect_api, task_runner
+        from flows.engine import prefect_api, task_runner, without_heartbeats
         from flows.retrain import retrain
 
         ready()
-        with prefect_api(config.engine):
+        with prefect_api(config.engine), without_heartbeats():
             if config.engine.address:  # refuse an unreachable cluster here, not from inside the flow run
                 with task_runner(config.engine, os.path.abspath(args.data_dir)):
                     pass

@@ -37,6 +37,26 @@ def current_api_url() -> str | None:
 
 
 @contextlib.contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """Prefect's flow-run heartbeats off for the flow runs inside, unless ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``
+    is set.
+
+    Prefect's heartbeat thread sleeps a whole second at a time and each flow run waits for it to end: every
+    run took at least about a second (a fully cached tiny run, in one process: 1.1 s with heartbeats, 0.46 s
+    without). What heartbeats are for, noticing a run that died, marginflow records itself: the next run
+    marks a killed run Crashed (`tasks.obs.runlog`). Flow runs that ``marginflow serve`` starts keep
+    Prefect's default.
+    """
+    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@contextlib.contextmanager
 def prefect_api(engine: EngineConfig, home: Path | None = None) -> Iterator[None]:
     """Make sure there is a Prefect API that Dask workers can report to.
 

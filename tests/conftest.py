@@ -63,6 +63,16 @@ def prefect_api() -> str:
     return url
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flow_runs_as_the_cli_runs_them():
+    """Flow runs called in the test process run as the CLI's do: without Prefect's heartbeats
+    (`flows.engine.without_heartbeats`: at least a second a flow run otherwise)."""
+    from flows.engine import without_heartbeats
+
+    with without_heartbeats():
+        yield
+
+
 @pytest.fixture
 def csv(tmp_path) -> Path:
     """Iris as a CSV with a string label column ``species``, in the test's temp dir."""
