@@ -39,9 +39,12 @@ def _train(root: Path, smoke: bool = False) -> None:
     frame = pd.DataFrame(bunch.data, columns=[f"x{i}" for i in range(4)])
     frame["species"] = np.asarray(bunch.target_names)[bunch.target]
     frame.to_csv(root / "iris.csv", index=False)
-    import smoke as tiny
+    if smoke:
+        import smoke as tiny_sizes
 
-    sets = [*tiny.SET] if smoke else ["encoder.hidden=[16]", "encoder.epochs=10"]
+        sets = tiny_sizes.SET
+    else:
+        sets = ["encoder.hidden=[16]", "encoder.epochs=10"]
     config = load_config(None, [*sets, "evaluate.approaches=['features_svc']"],
                          {"data.input": str(root / "iris.csv"), "data.label": "species", "data.dataset": None})
     pipeline(config=config, data_dir=str(root / "data"))

@@ -158,24 +158,23 @@ def main() -> None:
         args.dataset, args.grid_dataset, extra = "iris", "iris", smoke.LOOP_SET
 
     work = Path(tempfile.mkdtemp(prefix="marginflow-bench-"))
-    server = None
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    if not os.environ.get("PREFECT_API_URL"):
-        from flows.server import free_port, start_server, wait_healthy
-
-        os.environ["PREFECT_HOME"] = str(work / "prefect")
-        (work / "prefect").mkdir()
-        port = free_port()
-        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-        server = start_server(work / "prefect", port)
-        wait_healthy(os.environ["PREFECT_API_URL"], server)
-
-    from flows.engine import without_heartbeats
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(without_heartbeats())  # the flow runs as `marginflow run` runs them
+    stack = contextlib.ExitStack()  # the server (when started here) and the heartbeats setting, undone at the end
     try:
+        if not os.environ.get("PREFECT_API_URL"):
+            from flows.server import free_port, start_server, stop_server, wait_healthy
+
+            os.environ["PREFECT_HOME"] = str(work / "prefect")
+            (work / "prefect").mkdir()
+            port = free_port()
+            os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+            server = start_server(work / "prefect", port)
+            stack.callback(stop_server, server)
+            wait_healthy(os.environ["PREFECT_API_URL"], server)
+        from flows.engine import without_heartbeats
+
+        stack.enter_context(without_heartbeats())  # the flow runs as `marginflow run` runs them
         if args.part in ("engine", "all"):
             engine_part(args.dataset, args.grid_dataset, work, extra, args.smoke)
         if args.part == "engine":
@@ -198,10 +197,6 @@ def main() -> None:
         t_help = time.perf_counter() - help_start
     finally:
         stack.close()
-        if server is not None:
-            from flows.server import stop_server
-
-            stop_server(server)
 
     rows = [
         ("direct (stage functions, no Prefect)", t_direct, t_direct / t_direct, ""),

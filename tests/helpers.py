@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from dataclasses import dataclass
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +52,7 @@ def statuses(result) -> dict[str, str]:
     return {name: s.status for name, s in result.stages.items()}
 
 
-@dataclass
-class Ran:
-    """What `run_main` returns: the fields of `subprocess.CompletedProcess` the tests read."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_main(*args: str) -> Ran:
+def run_main(*args: str) -> subprocess.CompletedProcess:
     """``marginflow ARGS`` through `flows.cli.main` in this process: the same parsing, commands, output and exit
     codes as `tests.conftest.run_cli`, without a new process's imports (about 5 s of CPU on these machines for
     a command that loads Keras). For what a command does; what only a process shows (the installed entry point,
@@ -84,4 +75,4 @@ def run_main(*args: str) -> Ran:
         for handler, level, formatter in levels:
             handler.setLevel(level)
             handler.setFormatter(formatter)
-    return Ran(code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

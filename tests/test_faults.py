@@ -52,8 +52,13 @@ def _consistent(data: Path) -> Registry:
 
 
 def _metrics(stdout: str) -> dict:
+    """The metrics a ``run --json`` printed, as `_comparable`."""
+    return _comparable(json.loads(stdout)["metrics"])
+
+
+def _comparable(metrics: dict) -> dict:
     """metrics.json less the measured seconds and the input's path (each test has its own copy)."""
-    metrics = without_timings(json.loads(stdout)["metrics"])
+    metrics = without_timings(metrics)
     metrics.pop("source")
     return metrics
 
@@ -94,9 +99,7 @@ def two_bundles(trained_runs) -> dict:
     the first (what every interrupted run must reach again)."""
     runs = [trained_runs(APPROACHES), trained_runs(APPROACHES, "svc.C=0.5")]
     metrics = json.loads((Path(runs[0].result.stages["evaluate"].artifact) / "metrics.json").read_text())
-    metrics = without_timings(metrics)
-    metrics.pop("source")
-    return {"bundles": [r.result.stages["bundle"].artifact for r in runs], "metrics": metrics}
+    return {"bundles": [r.result.stages["bundle"].artifact for r in runs], "metrics": _comparable(metrics)}
 
 
 def _register(root: Path, bundle: str, point: str | None = None) -> int:
