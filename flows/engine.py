@@ -26,6 +26,7 @@ from tasks.errors import InputError, first_line
 CONNECT_TIMEOUT_S = 10
 MAX_WORKERS_PER_CORE = 4  # a local cluster's worker processes; each holds a Python with Keras (about 0.5 GB)
 WORKER_WAIT_S = 60
+HANDSHAKE_GRACE_S = 1.0  # after connect_timeout_s, for Dask's own error to arrive
 
 
 def current_api_url() -> str | None:
@@ -160,7 +161,8 @@ def _connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
 
     The TCP connect is bounded (`_reachable`); so is Dask's handshake, which `distributed.Client` would wait
     for forever on a port that accepts connections but is not a Dask scheduler: it runs in a thread that is
-    abandoned (a daemon) if it has not finished in time.
+    abandoned (a daemon) if it has not finished in time (``timeout`` plus `HANDSHAKE_GRACE_S`, so that an error of
+    Dask's own at ``timeout`` still names the cause).
     """
     import threading
 
@@ -177,7 +179,7 @@ def _connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
 
     opener = threading.Thread(target=open_client, name="marginflow-dask-connect", daemon=True)
     opener.start()
-    opener.join(timeout + 5)
+    opener.join(timeout + HANDSHAKE_GRACE_S)
     if "client" not in done:
         error = done.get("error")
         reason = first_line(error) if error is not None else f"no Dask handshake within {timeout:g} s"

@@ -44,12 +44,12 @@ def _start_dashboard(port: int, home: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_prints_it_stops_and_restarts_at_once(
-        tmp_path):
+        prefect_home):
     port = free_port()
     while port == 4200:
         port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start_dashboard(port, tmp_path / "home")
+    proc = _start_dashboard(port, prefect_home)
     try:
         wait_healthy(f"{base}/api", proc)
         status, body = _get(f"{base}/ui-settings")
@@ -63,7 +63,7 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_prints
         stop_server(proc)
     assert proc.poll() is not None  # stopped by its process group's pid
     assert f"export PREFECT_API_URL={base}/api" in proc.stdout.read().decode()  # it said where its API is
-    again = _start_dashboard(port, tmp_path / "home")  # at once: the old sockets may be in TIME_WAIT
+    again = _start_dashboard(port, prefect_home)  # at once: the old sockets may be in TIME_WAIT
     try:
         wait_healthy(f"{base}/api", again)
         assert json.loads(_get(f"{base}/ui-settings")[1])["api_url"] == f"{base}/api"
@@ -71,12 +71,11 @@ def test_dashboard_on_a_non_default_port_serves_a_ui_that_reaches_its_api_prints
         stop_server(again)
 
 
-def test_dashboard_on_a_terminal_never_prompts_and_leaves_the_prefect_profiles_alone(tmp_path):
+def test_dashboard_on_a_terminal_never_prompts_and_leaves_the_prefect_profiles_alone(prefect_home):
     """On a terminal, `prefect server start` asks which profile to switch to when the active one has no
     PREFECT_API_URL and others name the server's address, and waits; then rewrites profiles.toml. The
     dashboard, started on a pseudo-terminal nobody types into, answers /api/health and leaves the file be."""
-    port, home = free_port(), tmp_path / "home"
-    home.mkdir()
+    port, home = free_port(), prefect_home
     url = f"http://127.0.0.1:{port}/api"
     profiles = home / "profiles.toml"
     profiles.write_text('active = "ephemeral"\n\n[profiles.ephemeral]\nPREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "true"\n\n'
@@ -115,10 +114,10 @@ def test_dashboard_on_a_terminal_never_prompts_and_leaves_the_prefect_profiles_a
 
 
 @pytest.mark.slow
-def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(tmp_path, csv):
+def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(prefect_home, tmp_path, csv):
     """Without PREFECT_API_URL, a run reports to the dashboard running for its Prefect home (recorded by
     `marginflow dashboard`, checked alive and answering); once it stops, a temporary server again."""
-    port, home = free_port(), tmp_path / "home"
+    port, home = free_port(), prefect_home
     args = ("run", "--input", str(csv), "--label", "species", "--data-dir", str(tmp_path / "data"), "--json",
             *(a for kv in [*TINY, "evaluate.approaches=['features_svc']"] for a in ("--set", kv)))
     env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": ""}

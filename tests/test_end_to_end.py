@@ -1,4 +1,5 @@
-"""End to end: the installed CLI as a user types it, against the session's Prefect server."""
+"""End to end: the installed CLI as a user types it, against the session's Prefect server (the commands whose
+subject is not the process itself run in the test process, `tests.helpers.run_main`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flows.pipeline import pipeline
 from flows.plan import MAIN_PATH, STAGES
 from tasks.config_text import load_config
 from tests.conftest import run_cli
-from tests.helpers import TINY, without_timings
+from tests.helpers import TINY, run_main, without_timings
 
 pytestmark = pytest.mark.slow
 
@@ -125,8 +126,8 @@ def test_an_svc_change_reruns_only_the_stages_that_read_svc(digits_cold, digits_
 
 
 def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digits_cold, digits_dir):
-    proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir))
-    assert proc.returncode == 0
+    proc = run_main("run", *DIGITS, "--data-dir", str(digits_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^train_encoder +cached", proc.stdout, re.M)
     assert "| test accuracy |" not in proc.stdout  # the report is a file, not printed
     tail = proc.stdout.strip().splitlines()[-4:]
@@ -137,16 +138,16 @@ def test_human_output_ends_with_the_table_the_metrics_and_the_report_paths(digit
     assert tail[3].startswith("model: v0001 (already registered")
 
 
-def test_cache_survives_a_fresh_prefect_home_and_temporary_server(digits_cold, digits_dir, tmp_path):
-    """No PREFECT_API_URL and a new PREFECT_HOME: a temporary server, yet every stage hits."""
-    env = {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": ""}
+def test_cache_survives_a_fresh_prefect_home_and_temporary_server(digits_cold, digits_dir, prefect_home):
+    """No PREFECT_API_URL and a new PREFECT_HOME (no record of any run): a temporary server, yet every stage hits."""
+    env = {"PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": ""}
     proc = run_cli("run", *DIGITS, "--data-dir", str(digits_dir), "--json", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {s["status"] for s in json.loads(proc.stdout)["stages"].values()} == {"cached"}
 
 
 def test_stage_command_reruns_only_that_stage(digits_cold, digits_dir):
-    proc = run_cli("stage", "train_svc", *DIGITS, "--data-dir", str(digits_dir), "--json")
+    proc = run_main("stage", "train_svc", *DIGITS, "--data-dir", str(digits_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {k: v["status"] for k, v in out["stages"].items()} == {

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.engine import check_workers, probe_worker, run_pipeline
+from flows.engine import check_workers, probe_worker
 from flows.server import free_port, stop_server
 from tasks.errors import InputError
 from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, run_main, statuses, tiny_config, without_timings
+from tests.helpers import TINY, run_main, without_timings
 
 pytestmark = pytest.mark.slow
 SIDE = ("raw_svc", "linear_hinge", "deep_hinge", "rff_svm")
@@ -54,26 +54,6 @@ def test_probe_names_what_a_worker_cannot_do(tmp_path, prefect_api):
 def csv(trained_runs):
     """The session's shared iris CSV (read-only; its run on threads is `trained_runs()`)."""
     return trained_runs().csv
-
-
-def test_local_cluster_gives_the_thread_engines_metrics_and_caches(trained_runs, csv, tmp_path):
-    threads = trained_runs().result  # the same config on the thread engine
-    config = tiny_config(csv, "engine.kind='dask'", "engine.workers=2")
-    dask = run_pipeline(config, str(tmp_path / "dask"))
-    assert dask.engine == "dask" and set(statuses(dask).values()) == {"ran"}
-    assert without_timings(_metrics(dask)) == without_timings(_metrics(threads))
-    pids = {_pid(dask.stages[s].where) for s in SIDE}
-    assert os.getpid() not in pids  # the stages ran in the worker processes
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:  # the run's stage table in the dashboard, with where each ran
-        tables = [a.data for a in client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["marginflow-run"])), limit=200)]
-    assert any("(engine: dask)" in t and f"pid {min(pids)}" in t for t in tables)
-    again = run_pipeline(config, str(tmp_path / "dask"))
-    assert set(statuses(again).values()) == {"cached"}
-    assert (again.model, again.model_is_new) == ("v0001", False)
 
 
 # ---------------------------------------------------------------- an existing cluster
@@ -160,16 +140,37 @@ def _tiny_cli_args(csv: Path, data: Path, *extra: str) -> list[str]:
     return args
 
 
-def test_cli_runs_on_an_existing_cluster_in_its_workers(cluster, csv, tmp_path):
+def test_cli_runs_on_an_existing_cluster_in_its_workers_with_the_thread_engines_metrics_and_caches(
+        cluster, trained_runs, csv, tmp_path):
+    """``--dask-address``: the side stages run in the cluster's worker processes, the metrics are the thread
+    engine's (the session's shared run of the same config), the dashboard's stage table says where each stage ran,
+    and the same command again is all cache hits. (A cluster the engine starts itself, ``engine.kind = "dask"``:
+    `test_a_finished_task_that_dask_runs_again_is_a_cache_hit`.)"""
     address, client = cluster
     workers = set(client.run(os.getpid).values())
-    proc = run_main(*_tiny_cli_args(csv, tmp_path / "data"), "--dask-address", address)
+    args = (*_tiny_cli_args(csv, tmp_path / "data"), "--dask-address", address)
+    proc = run_main(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out["engine"] == "dask"
-    for stage in SIDE:
-        assert _pid(out["stages"][stage]["where"]) in workers, out["stages"][stage]
+    assert out["engine"] == "dask" and {s["status"] for s in out["stages"].values()} == {"ran"}
+    pids = {_pid(out["stages"][stage]["where"]) for stage in SIDE}
+    assert pids <= workers, out["stages"]
+    assert without_timings(out["metrics"]) == without_timings(_metrics(trained_runs().result))
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:  # the run's stage table in the dashboard, with where each ran
+        tables = [a.data for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["marginflow-run"])), limit=200)]
+    assert any("(engine: dask)" in t and f"pid {min(pids)}" in t for t in tables)
     assert out["model"] == "v0001"
+    again = run_main(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = json.loads(again.stdout)
+    assert {s["status"] for s in out["stages"].values()} == {"cached"} and out["model"] == "v0001"
+    from tasks.ops.registry import Registry
+
+    assert Registry(tmp_path / "data").names() == ["v0001"]  # recognised as registered, not a second version
 
 
 def test_a_worker_killed_mid_run_loses_nothing(cluster, csv, tmp_path):
@@ -275,6 +276,6 @@ def test_a_dask_address_that_is_not_a_dask_scheduler_is_refused_within_its_timeo
             server.close()
     err = capsys.readouterr().err
     assert code == 2 and f"--dask-address tcp://127.0.0.1:{port}: no Dask scheduler answers there" in err, err
-    # took: a guard against the hang this test is about (about 7 s expected), not a speed claim
+    # took: a guard against the hang this test is about (about 3 s expected), not a speed claim
     assert err.strip().splitlines()[-1].startswith("marginflow: error:") and took < 30
     assert not (tmp_path / "data" / "artifacts").exists()

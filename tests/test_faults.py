@@ -63,26 +63,32 @@ def _comparable(metrics: dict) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("point", [
-    "stage:train_encoder",      # the encoder's artifact in place, its cache record not written
-    "artifact:before-rename",   # a complete artifact still in the staging folder
-    "register:renamed",         # v0001 in place: no history line, no champion (the first registration)
-])  # artifact:after-rename is the state stage:<name> leaves; the other registration and promotion
-#     points: the faster tests below, on registry calls alone
-def test_a_run_killed_at_a_point_reruns_to_the_same_result(two_bundles, point, tmp_path):
-    from tests.helpers import iris_csv
-
-    csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
-    killed = run_cli(*_run_args(csv, data), env=_fault(point))
-    assert killed.returncode == KILLED, (point, killed.returncode, killed.stderr[-2000:])
+def _killed_run_id(data: Path) -> str:
+    """The flow run id of the one run record a killed run left (its flow run is still Running on the server)."""
     left = [json.loads(p.read_text())["flow_run_id"] for p in (data / "runs").glob("*.json")]
-    assert len(left) == 1  # the killed run's record: its flow run is still Running on the server
-    again = run_main(*_run_args(csv, data))  # the same command again (in this process: what it finds is the test)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(left) == 1, left  # the killed run's own (the run before it marked its predecessor Crashed)
+    return left[0]
+
+
+def _all_crashed(flow_run_ids: list[str]) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(left[0]).state.type.value == "CRASHED"
+        assert [client.read_flow_run(i).state.type.value for i in flow_run_ids] == ["CRASHED"] * len(flow_run_ids)
+
+
+def test_a_run_killed_while_registering_reruns_to_the_same_result(two_bundles, tmp_path):
+    """Killed with v0001 in place but no history line and no champion (the first registration); the other
+    registration and promotion points: the faster tests below, on registry calls alone."""
+    from tests.helpers import iris_csv
+
+    csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
+    killed = run_cli(*_run_args(csv, data), env=_fault("register:renamed"))
+    assert killed.returncode == KILLED, (killed.returncode, killed.stderr[-2000:])
+    left = _killed_run_id(data)
+    again = run_main(*_run_args(csv, data))  # the same command again (in this process: what it finds is the test)
+    assert again.returncode == 0, again.stderr[-2000:]
+    _all_crashed([left])
     assert not list((data / "runs").glob("*.json"))
     assert _metrics(again.stdout) == two_bundles["metrics"]
     registry = _consistent(data)
@@ -147,28 +153,36 @@ def test_a_promotion_killed_at_a_point(two_bundles, point, champion, tmp_path):
 
 
 def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tmp_path):
-    """One data root, killed inside every stage in turn (each rerun gets one stage further), then a
-    clean run: the same metrics, one version, a champion, nothing in staging."""
+    """One data root, killed at every point in turn (each rerun gets one stage further), then a clean run: the
+    same metrics, one version, a champion, nothing in staging, every killed flow run marked Crashed."""
     from tests.helpers import iris_csv
 
     csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
-    # each of these runs after the previous one's stage: the kill is certain (train_encoder: above)
-    for stage in ["ingest", "scale", "extract_features", "train_svc"]:
-        killed = run_cli(*_run_args(csv, data), env=_fault(f"stage:{stage}"))
-        assert killed.returncode == KILLED, (stage, killed.returncode, killed.stderr[-2000:])
+    killed_runs = []
+    # each of these runs after the previous one's stage: the kill is certain. First the ingested table complete
+    # but still in the staging folder; then each stage's artifact in place without its cache record
+    for point in ["artifact:before-rename", *(f"stage:{s}" for s in
+                                              ["ingest", "scale", "train_encoder", "extract_features", "train_svc"])]:
+        killed = run_cli(*_run_args(csv, data), env=_fault(point))
+        assert killed.returncode == KILLED, (point, killed.returncode, killed.stderr[-2000:])
+        killed_runs.append(_killed_run_id(data))
     # these run beside others: an earlier run may already have finished them, and then the run completes
     for stage in ["raw_svc", "bundle", "evaluate"]:
         run = run_cli(*_run_args(csv, data), env=_fault(f"stage:{stage}"))
         assert run.returncode in (KILLED, 0), (stage, run.returncode, run.stderr[-2000:])
+        if run.returncode == KILLED:
+            killed_runs.append(_killed_run_id(data))
     again = run_main(*_run_args(csv, data))
     assert again.returncode == 0, again.stderr[-2000:]
     assert _metrics(again.stdout) == two_bundles["metrics"]
     assert json.loads(again.stdout)["stages"]["ingest"]["status"] == "cached"
+    _all_crashed(killed_runs)
+    assert not list((data / "runs").glob("*.json"))
     registry = _consistent(data)
     assert registry.names() == ["v0001"] and registry.champion() == "v0001"
 
 
-def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
+def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, prefect_home, tmp_path):
     """Without PREFECT_API_URL a run starts its own server; a kill -9 of the run takes that server down too."""
     import re
     import tempfile
@@ -177,7 +191,7 @@ def test_a_killed_run_leaves_no_temporary_prefect_server_running(csv, tmp_path):
     from flows.server import answers
 
     exe = Path(sys.executable).parent / "marginflow"
-    env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(prefect_home)}
     folders = set(Path(tempfile.gettempdir()).glob("marginflow-prefect-*"))
     proc = subprocess.Popen([str(exe), *_run_args(csv, tmp_path / "data")], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
