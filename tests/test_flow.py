@@ -159,10 +159,11 @@ SEARCH = ["svc.search=true", "svc.search_C=[0.1, 10.0]", "svc.search_gamma_facto
           "evaluate.approaches=['features_svc', 'raw_svc']"]
 
 
-def test_svc_search_maps_the_grid_records_the_table_and_caches(prefect_api, csv, tmp_path):
-    data = tmp_path / "d"
+def test_svc_search_maps_the_grid_records_the_table_and_caches(trained_runs, csv, tmp_path):
+    data = copy_root(trained_runs().data, tmp_path)  # a finished run: the encoder and the stages before it hit
     result = pipeline(config=tiny_config(csv, *SEARCH), data_dir=str(data))
     assert statuses(result)["train_svc.cv"] == statuses(result)["raw_svc.cv"] == "ran"
+    assert statuses(result)["train_encoder"] == "cached"
     for stage in ("train_svc", "raw_svc"):
         search = json.loads((Path(result.stages[stage].artifact) / "search.json").read_text())
         table = search["table"]
