@@ -204,7 +204,7 @@ def _search(csv: Path, root: Path, encoder: EncoderConfig):
 
 
 def test_the_search_never_reads_test_rows(tmp_path):
-    encoder = EncoderConfig(search_folds=2, search_repeats=1)
+    encoder = EncoderConfig(search_folds=2, search_repeats=1, epochs=15)  # what is read, not how well it trains
     clean = _search(_table_csv(tmp_path / "clean.csv"), tmp_path / "a", encoder)
     poisoned = _search(_table_csv(tmp_path / "poisoned.csv", poison_test=True), tmp_path / "b", encoder)
     assert [r["candidate"] for r in clean] == ["mlp", "mlp-narrow", "identity"]
@@ -215,7 +215,7 @@ def test_the_search_never_reads_test_rows(tmp_path):
 
 
 def _flow_config(csv: Path, *extra: str):
-    return load_config(None, ["encoder.search_folds=2", "encoder.search_repeats=1", *extra],
+    return load_config(None, ["encoder.search_folds=2", "encoder.search_repeats=1", "encoder.epochs=15", *extra],
                        {"data.input": str(csv), "data.label": "label", "data.dataset": None,
                         "data.split_column": "split"})
 
