@@ -6,8 +6,8 @@ that every in-process flow run and every CLI subprocess uses it through
 lazily (the `prefect_api` fixture) so unit-only runs do not wait on it.
 
 Beside it, an empty Prefect database at Prefect's current schema is made once (`prefect_home`): a test that needs
-a Prefect home of its own starts from a copy instead of migrating a new database (Prefect's ~150 migrations cost a
-new home's first server about 6 CPU-s here: 10.5 CPU-s to answering instead of 4-5).
+a Prefect home of its own starts from a copy instead of migrating a new database (Prefect's 115 SQLite migrations
+cost a new home's first server about 6 CPU-s here: 10.5 CPU-s to answering instead of 4-5).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _make_empty_database(session_home: Path) -> subprocess.Popen:
               f"'database', 'upgrade', '-y'], check=True); os.replace({str(building)!r}, "
               f"{str(session_home / _EMPTY)!r})")
     with open(session_home / f"{_EMPTY}.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own group: stopped with its child at the end
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -72,9 +73,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if isinstance(proc, subprocess.Popen):
         stop_server(proc)
     empty = _STATE.get("empty")
-    if isinstance(empty, subprocess.Popen) and empty.poll() is None:
-        empty.kill()
-        empty.wait()
+    if isinstance(empty, subprocess.Popen):
+        stop_server(empty)  # SIGTERM to its process group (the migration, if it is still going), then SIGKILL
     home = _STATE.get("home")
     if isinstance(home, Path):
         shutil.rmtree(home, ignore_errors=True)
