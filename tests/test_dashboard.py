@@ -25,7 +25,7 @@ from tasks.config_text import run_name
 from tasks.obs.progress import OwnTime, waited
 from tasks.ops.registry import Registry
 from tasks.ops.runs import root_key
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, copy_root, run_cli
 from tests.helpers import TINY, run_main, tiny_config
 
 
@@ -114,12 +114,13 @@ def test_dashboard_on_a_terminal_never_prompts_and_leaves_the_prefect_profiles_a
 
 
 @pytest.mark.slow
-def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(prefect_home, tmp_path, csv):
+def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(prefect_home, trained_runs, tmp_path):
     """Without PREFECT_API_URL, a run reports to the dashboard running for its Prefect home (recorded by
-    `marginflow dashboard`, checked alive and answering); once it stops, a temporary server again."""
-    port, home = free_port(), prefect_home
-    args = ("run", "--input", str(csv), "--label", "species", "--data-dir", str(tmp_path / "data"), "--json",
-            *(a for kv in [*TINY, "evaluate.approaches=['features_svc']"] for a in ("--set", kv)))
+    `marginflow dashboard`, checked alive and answering); once it stops, a temporary server again. Both find the
+    cache of a run that reported to yet another server (a copy of the session's shared run: nothing to train)."""
+    port, home, shared = free_port(), prefect_home, trained_runs()
+    args = ("run", "--input", str(shared.csv), "--label", "species", "--data-dir",
+            str(copy_root(shared.data, tmp_path)), "--json", *(a for kv in TINY for a in ("--set", kv)))
     env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
     proc = _start_dashboard(port, home)
     try:
@@ -127,6 +128,7 @@ def test_a_run_finds_the_running_dashboard_and_falls_back_when_it_is_gone(prefec
         found = run_cli(*args, env=env)
         assert found.returncode == 0, found.stderr[-3000:]
         assert f"Prefect API: the running dashboard's server, http://127.0.0.1:{port}/api" in found.stderr
+        assert {s["status"] for s in json.loads(found.stdout)["stages"].values()} == {"cached"}
         flow_run_id = json.loads(found.stdout)["flow_run_id"]
         assert _get(f"http://127.0.0.1:{port}/api/flow_runs/{flow_run_id}")[0] == 200  # the run is on its API
     finally:
