@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the pipeline on the built-in digits dataset and print the report
 	$(BIN)/marginflow run --dataset digits
 
-test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, a test file or class each; the 15 slowest printed)
+test: $(STAMP)  ## lint, then the whole test suite (2 pytest-xdist workers, a test file or class each, the slow ones first; the 15 slowest printed)
 	$(BIN)/ruff check flows tasks tests benchmarks scripts
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=15
 
 fuzz: $(STAMP)  ## the property-based input tests with 2,000 generated inputs each (6,000 in all; make test runs 30 each)
 	MARGINFLOW_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
