@@ -57,18 +57,26 @@ def test_batched_ingest_equals_reading_whole(suffix, tmp_path):
     assert pq.ParquetFile(batched.file("dataset.parquet")).metadata.num_row_groups >= 1000 // 64
 
 
+@pytest.mark.parametrize("arrow_threads", [None, 1])  # on one thread pyarrow names the row itself
 @pytest.mark.parametrize(("bad", "needle"), [
     ("nan", "column 'x3' has NaN values (first at row 1000)"),
     ("text", "column 'x3' is not numeric (value 'oops' at row 1000)"),
 ])
-def test_bad_value_in_the_last_batch_names_its_row_and_writes_nothing(bad, needle, tmp_path):
+def test_bad_value_in_the_last_batch_names_its_row_and_writes_nothing(bad, needle, arrow_threads, tmp_path):
+    import pyarrow as pa
+
     frame = _table(1000).astype({"x3": object})
     frame.loc[999, "x3"] = "" if bad == "nan" else "oops"
     path = tmp_path / "rows.csv"
     frame.to_csv(path, index=False)
     root = tmp_path / "data"
-    with pytest.raises(InputError) as e:
-        _ingest(path, root, batch_rows=64)
+    cores = pa.cpu_count()
+    pa.set_cpu_count(arrow_threads or cores)  # 1: as on a one-core machine or under OMP_NUM_THREADS=1
+    try:
+        with pytest.raises(InputError) as e:
+            _ingest(path, root, batch_rows=64)
+    finally:
+        pa.set_cpu_count(cores)
     assert str(e.value) == f"{path}: {needle}"
     leftovers = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     assert not [p for p in leftovers if "dataset" in str(p) or p.suffix == ".parquet"], leftovers

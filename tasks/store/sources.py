@@ -163,7 +163,9 @@ def _file_batches(p: Path, names: list[str], label: str, split_column: str | Non
         m = CSV_CONVERSION.search(str(e))
         if m:
             column = names[int(m.group(1))]
-            row = int(m.group(2)) if m.group(2) else _first_non_number(p, names, column)
+            # pyarrow names the row only when it reads on one thread (a one-core machine, OMP_NUM_THREADS=1), and
+            # counts the header line it skipped as row 1: the data row is one less
+            row = int(m.group(2)) - 1 if m.group(2) else _first_non_number(p, names, column)
             at = f" at row {row}" if row else ""
             raise InputError(f"{p}: column {column!r} is not numeric (value {m.group(3)!r}{at})") from None
         raise _unreadable(p, e) from None
