@@ -202,6 +202,23 @@ def check_local_workers(engine: EngineConfig) -> None:
                          f"on this {cores}-core machine (at most {MAX_WORKERS_PER_CORE * cores})")
 
 
+def _restore_nanny_environ(saved: dict[str, str]) -> None:
+    """Put back what a local cluster's nannies set in this process's environment for the workers they spawn
+    (Dask's ``distributed.nanny.pre-spawn-environ`` and ``environ`` settings: ``OMP_NUM_THREADS=1`` and the like,
+    and ``PYTHONHASHSEED``), which Dask leaves set: every process started afterwards would run its thread pools on
+    one thread (pyarrow's CSV reader among them)."""
+    import dask
+
+    keys = {"PYTHONHASHSEED", "__DASK_PARENT_PID"}
+    for setting in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+        keys |= set(dask.config.get(setting, default={}) or {})
+    for key in keys:
+        if key in saved:
+            os.environ[key] = saved[key]
+        else:
+            os.environ.pop(key, None)
+
+
 @contextlib.contextmanager
 def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
     """The task runner for ``engine`` (None: Prefect's default thread pool), checked and ready.
@@ -227,6 +244,7 @@ def task_runner(engine: EngineConfig, root: str) -> Iterator[object | None]:
     with contextlib.ExitStack() as stack:
         address = engine.address
         if address is None:
+            stack.callback(_restore_nanny_environ, dict(os.environ))  # runs last: after the cluster closed
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=engine.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR))

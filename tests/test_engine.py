@@ -227,6 +227,7 @@ def test_a_finished_task_that_dask_runs_again_is_a_cache_hit(prefect_api, tmp_pa
 
     config = load_config(None, [], {"data.dataset": "iris"})
     root = str(tmp_path / "data")
+    environ = dict(os.environ)
     with task_runner(EngineConfig(kind="dask", workers=2), root) as runner:
 
         @flow(task_runner=runner)
@@ -239,6 +240,8 @@ def test_a_finished_task_that_dask_runs_again_is_a_cache_hit(prefect_api, tmp_pa
             return first.task_run_id, describe(second.state)
 
         task_run_id, scaled = killed_between()
+    # the local cluster's nannies set OMP_NUM_THREADS=1 and more here for their workers: put back once it closed
+    assert dict(os.environ) == environ
     assert scaled["status"] == "ran"
     with get_client(sync_client=True) as client:
         states = [s.name for s in client.read_task_run_states(task_run_id)]
