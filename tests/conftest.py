@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _EMPTY = "empty-home"  # under the session's PREFECT_HOME: an empty, migrated prefect.db once it is there
+_MIGRATE_THEN_RENAME = """
+import os, subprocess, sys
+subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "server", "database", "upgrade", "-y"], check=True)
+os.replace({building!r}, {done!r})
+"""
 
 
 def _make_empty_database(session_home: Path) -> subprocess.Popen:
@@ -60,9 +66,7 @@ def _make_empty_database(session_home: Path) -> subprocess.Popen:
     building.mkdir()
     env = {**os.environ, "PREFECT_HOME": str(building)}
     env.pop("PREFECT_API_URL")
-    script = (f"import os, subprocess, sys; subprocess.run([sys.executable, '-m', 'prefect', '--no-prompt', 'server', "
-              f"'database', 'upgrade', '-y'], check=True); os.replace({str(building)!r}, "
-              f"{str(session_home / _EMPTY)!r})")
+    script = _MIGRATE_THEN_RENAME.format(building=str(building), done=str(session_home / _EMPTY))
     with open(session_home / f"{_EMPTY}.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: stopped with its child at the end
@@ -90,13 +94,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def scope(item: pytest.Item) -> str:  # pytest-xdist's loadscope unit: the class, else the module
         return item.nodeid.rsplit("::", 1)[0] if item.cls is not None else item.nodeid.split("::", 1)[0]
 
-    slow = {scope(item) for item in items if item.get_closest_marker("slow")}
-    count: dict[str, int] = {}
+    scopes = {item.nodeid: scope(item) for item in items}
+    slow = {scopes[item.nodeid] for item in items if item.get_closest_marker("slow")}
+    count = Counter(scopes.values())
     first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        count[scope(item)] = count.get(scope(item), 0) + 1
-        first.setdefault(scope(item), i)
-    items.sort(key=lambda item: (scope(item) not in slow, -count[scope(item)], first[scope(item)]))
+    for i, s in enumerate(scopes.values()):
+        first.setdefault(s, i)
+
+    def order(item: pytest.Item) -> tuple[bool, int, int]:
+        s = scopes[item.nodeid]
+        return s not in slow, -count[s], first[s]
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")

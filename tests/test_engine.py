@@ -16,6 +16,7 @@ import pytest
 from flows.engine import check_workers, probe_worker
 from flows.server import free_port, stop_server
 from tasks.errors import InputError
+from tasks.ops.registry import Registry
 from tests.conftest import ROOT, run_cli
 from tests.helpers import TINY, run_main, without_timings
 
@@ -168,8 +169,6 @@ def test_cli_runs_on_an_existing_cluster_in_its_workers_with_the_thread_engines_
     assert again.returncode == 0, again.stderr[-3000:]
     out = json.loads(again.stdout)
     assert {s["status"] for s in out["stages"].values()} == {"cached"} and out["model"] == "v0001"
-    from tasks.ops.registry import Registry
-
     assert Registry(tmp_path / "data").names() == ["v0001"]  # recognised as registered, not a second version
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tasks.ops.registry import Registry
 from tests.conftest import ROOT, run_cli
-from tests.helpers import TINY, run_main, without_timings
+from tests.helpers import TINY, iris_csv, run_main, without_timings
 
 pytestmark = pytest.mark.slow
 KILLED = -signal.SIGKILL
@@ -80,8 +80,6 @@ def _all_crashed(flow_run_ids: list[str]) -> None:
 def test_a_run_killed_while_registering_reruns_to_the_same_result(two_bundles, tmp_path):
     """Killed with v0001 in place but no history line and no champion (the first registration); the other
     registration and promotion points: the faster tests below, on registry calls alone."""
-    from tests.helpers import iris_csv
-
     csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
     killed = run_cli(*_run_args(csv, data), env=_fault("register:renamed"))
     assert killed.returncode == KILLED, (killed.returncode, killed.stderr[-2000:])
@@ -155,8 +153,6 @@ def test_a_promotion_killed_at_a_point(two_bundles, point, champion, tmp_path):
 def test_a_run_killed_inside_each_stage_in_turn_still_ends_whole(two_bundles, tmp_path):
     """One data root, killed at every point in turn (each rerun gets one stage further), then a clean run: the
     same metrics, one version, a champion, nothing in staging, every killed flow run marked Crashed."""
-    from tests.helpers import iris_csv
-
     csv, data = iris_csv(tmp_path / "iris.csv"), tmp_path / "data"
     killed_runs = []
     # each of these runs after the previous one's stage: the kill is certain. First the ingested table complete

@@ -89,7 +89,8 @@ def compilation_cache() -> str | None:
     iris: 0.5 s, of which 0.37 s compiling, against 0.12 s with the entry stored); across processes it spares
     the compile as well (a small CNN's first epoch here: 5.6 s without, 3.2 s with). It holds compiled XLA
     code only, keyed by the program, so it never changes a result. Nothing else uses it (the Keras backend
-    may not be JAX: then nothing is set). Compiles shorter than ``$MARGINFLOW_JAX_CACHE_MIN_S`` seconds (default 0.5) are not stored.
+    may not be JAX: then nothing is set). Compiles shorter than ``$MARGINFLOW_JAX_CACHE_MIN_S`` seconds
+    (default 0.5) are not stored.
     """
     import os
 
